@@ -1,0 +1,9 @@
+/**
+ * The embedded DuckDB store. Needs the optional peer dependency `@duckdb/node-api`.
+ * @module
+ */
+export {
+  DUCKDB_FORMAT_VERSION,
+  DuckDBMaterializer,
+  type DuckDBMaterializerOptions,
+} from './materializer/duckdb/duckdb-materializer.js';

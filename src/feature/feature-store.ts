@@ -1,0 +1,278 @@
+import { createHash } from 'node:crypto';
+import { basename, dirname, extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FeatureStoreError } from '../errors.js';
+import { describeValue } from '../format.js';
+import type { FeatureDecorator, Materializer } from '../materializer/materializer.js';
+import { LazyFrame } from '../query/lazy-frame.js';
+import type { ParamSpec } from '../resolver/resolvers.js';
+import {
+  type Feature,
+  type FeatureCall,
+  type FeatureFunction,
+  type FeatureInfo,
+  type FeatureOptions,
+  featureInfoOf,
+} from './feature.js';
+
+interface Registered {
+  readonly info: FeatureInfo;
+  readonly fn: FeatureFunction;
+  /** Decorated call, rebuilt when decorators change. */
+  chain: FeatureCall | undefined;
+}
+
+/** Store-wide settings. */
+export interface FeatureStoreConfig {
+  /**
+   * For REPLs and watch mode: redefining a feature replaces it instead of raising
+   * `DUPLICATE_FEATURE`. Default is `false`.
+   */
+  interactive: boolean;
+}
+
+/** Parameters fixed for a read, waiting for the features to read. */
+export interface ParamsScope {
+  /**
+   * A lazy frame of these features joined on their entity key, at the scope's parameters.
+   * Nothing runs until `toArray()`, `toArrow()` or `explain()`.
+   */
+  getFeatures(...features: readonly (Feature | string)[]): LazyFrame;
+}
+
+const LIBRARY_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
+
+/**
+ * A registry of features and the decorators attached to them. `defaultStore` is the
+ * process-wide one the bare {@link feature} registers into; create others for isolation (tests,
+ * several projects in one process).
+ *
+ * ### Example
+ * ```ts
+ * const store = new FeatureStore();
+ * const departures = store.feature({ module: 'flights', entity: 'origin' }, async function departures({ when }) {…});
+ * store.addDecorator(materializer.decorator);
+ * const rows = await store.withParams({ when: Last() }).getFeatures(departures).filter({ origin: 'SFO' }).toArray();
+ * ```
+ */
+export class FeatureStore {
+  /** Store-wide settings; change them at any time. */
+  readonly config: FeatureStoreConfig = { interactive: false };
+
+  #features = new Map<string, Registered>();
+  #decorators: { readonly decorator: FeatureDecorator; readonly modulePrefix: string | undefined }[] = [];
+
+  /**
+   * Registers `fn` as a feature and returns a callable with the same parameters and awaited
+   * result. With nothing attached, calling it runs `fn` and resolves to exactly what it returned.
+   */
+  feature<F extends FeatureFunction>(fn: F): Feature<F>;
+  feature<F extends FeatureFunction>(options: FeatureOptions, fn: F): Feature<F>;
+  feature<F extends FeatureFunction>(optionsOrFn: FeatureOptions | F, maybeFn?: F): Feature<F> {
+    const [options, fn] = typeof optionsOrFn === 'function' ? [{}, optionsOrFn] : [optionsOrFn, maybeFn];
+    if (typeof fn !== 'function') {
+      throw new FeatureStoreError(
+        'INVALID_FEATURE',
+        `feature() takes a function (optionally after an options object), but got ${describeValue(fn)}.`,
+      );
+    }
+    const info = this.#infoOf(options as FeatureOptions, fn);
+    const existing = this.#features.get(info.name);
+    if (existing !== undefined && !this.config.interactive) {
+      throw new FeatureStoreError(
+        'DUPLICATE_FEATURE',
+        `a feature with this name is already registered (defined at ${existing.info.definedAt}; redefined at ${info.definedAt}). ` +
+          'Give one of them another name or module, or set store.config.interactive = true to replace definitions.',
+        { feature: info.name, details: { first: existing.info.definedAt, second: info.definedAt } },
+      );
+    }
+    const entry: Registered = { info, fn, chain: undefined };
+    this.#features.set(info.name, entry);
+    const store = this;
+    const call = (params: unknown) => store.#call(info.name, params);
+    const compute = async (params: unknown) => fn(params);
+    return Object.defineProperties(
+      (params: unknown) => call(params),
+      {
+        name: { value: info.localName },
+        info: { value: info, enumerable: true },
+        compute: { value: compute },
+      },
+    ) as unknown as Feature<F>;
+  }
+
+  /**
+   * Attaches a decorator to every feature of the store, registered before or after this call;
+   * with `modulePrefix`, only to features of that module and its sub-modules (`'flights'`
+   * covers `flights` and `flights.routes`, not `flightsExtra`).
+   *
+   * Order: decorators wrap in the order they are added, so the one added last sees a call first.
+   * A feature's `getFeatures` reads are served by the last-added materializer decorator covering it.
+   */
+  addDecorator(decorator: FeatureDecorator, modulePrefix?: string): void {
+    if (typeof decorator !== 'function') {
+      throw new FeatureStoreError('INVALID_FEATURE', `addDecorator takes a decorator function, but got ${describeValue(decorator)}.`);
+    }
+    this.#decorators.push({ decorator, modulePrefix });
+    for (const entry of this.#features.values()) entry.chain = undefined;
+  }
+
+  /** Registry entries of every feature, sorted by name. */
+  list(): FeatureInfo[] {
+    return [...this.#features.values()].map((e) => e.info).sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  /** The registry entry of a feature, by callable or qualified name. */
+  describe(feature: Feature | string): FeatureInfo {
+    return this.#entry(feature).info;
+  }
+
+  /**
+   * Fixes parameters for a read; each may be an exact value or a resolver (`Last()`, `First()`,
+   * `AsOf(date)`) decided from what is materialized.
+   */
+  withParams(params: ParamSpec): ParamsScope {
+    return {
+      getFeatures: (...features) =>
+        new LazyFrame(
+          this,
+          features.map((f) => this.#entry(f).info),
+          params,
+        ),
+    };
+  }
+
+  /** Decorators covering a feature, in the order they were added. @internal */
+  decoratorsOf(info: FeatureInfo): FeatureDecorator[] {
+    return this.#decorators.filter((d) => covers(d.modulePrefix, info.module)).map((d) => d.decorator);
+  }
+
+  /** The store that serves reads of a feature: the last-added materializer covering it. @internal */
+  servingMaterializer(info: FeatureInfo): Materializer | undefined {
+    return this.decoratorsOf(info)
+      .reverse()
+      .find((d) => d.materializer !== undefined)?.materializer;
+  }
+
+  /** A decorated call by name. @internal */
+  call(info: FeatureInfo, params: unknown): Promise<unknown> {
+    return this.#call(info.name, params);
+  }
+
+  #call(name: string, params: unknown): Promise<unknown> {
+    const entry = this.#features.get(name)!;
+    if (entry.chain === undefined) {
+      const { fn, info } = entry;
+      let chain: FeatureCall = async (p) => fn(p);
+      for (const decorator of this.decoratorsOf(info)) chain = decorator(chain, info);
+      entry.chain = chain;
+    }
+    return entry.chain(params);
+  }
+
+  #entry(feature: Feature | string): Registered {
+    const name = typeof feature === 'string' ? feature : featureInfoOf(feature).name;
+    const entry = this.#features.get(name);
+    if (entry === undefined || (typeof feature !== 'string' && entry.info !== featureInfoOf(feature))) {
+      const known = [...this.#features.keys()].slice(0, 20).join(', ');
+      throw new FeatureStoreError(
+        'UNKNOWN_FEATURE',
+        entry === undefined
+          ? `no feature "${name}" is registered in this store${known ? `; known features: ${known}` : ''}.`
+          : `the feature "${name}" given was registered in another FeatureStore (or replaced); use the one from this store.`,
+        { feature: name },
+      );
+    }
+    return entry;
+  }
+
+  #infoOf(options: FeatureOptions, fn: FeatureFunction): FeatureInfo {
+    if (typeof options !== 'object' || options === null) {
+      throw new FeatureStoreError('INVALID_FEATURE', `feature options must be an object, but got ${describeValue(options)}.`);
+    }
+    const definedAt = callerLocation();
+    const localName = options.name ?? fn.name;
+    if (!localName) {
+      throw new FeatureStoreError(
+        'INVALID_FEATURE',
+        `the feature defined at ${definedAt} has no name: use a named function (async function departures(...) {...}) or pass { name }.`,
+      );
+    }
+    const module = options.module ?? moduleOf(definedAt);
+    for (const [what, value] of [
+      ['name', localName],
+      ['module', module],
+    ] as const) {
+      if (!/^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*$/.test(value) || (what === 'name' && value.includes('.'))) {
+        throw new FeatureStoreError(
+          'INVALID_FEATURE',
+          `the feature ${what} ${JSON.stringify(value)} (defined at ${definedAt}) is not an identifier; use letters, digits and _${what === 'module' ? ', with dots between parts' : ''}.`,
+        );
+      }
+    }
+    const entity =
+      options.entity === undefined ? undefined : Object.freeze(typeof options.entity === 'string' ? [options.entity] : [...options.entity]);
+    if (entity !== undefined && (entity.length === 0 || entity.some((e) => typeof e !== 'string' || e === ''))) {
+      throw new FeatureStoreError('INVALID_FEATURE', `the entity option of "${module}.${localName}" must name one or more columns.`);
+    }
+    return Object.freeze({
+      name: `${module}.${localName}`,
+      module,
+      localName,
+      entity,
+      description: options.description,
+      maintainer: options.maintainer,
+      status: options.status,
+      tags: Object.freeze([...(options.tags ?? [])]),
+      schema: options.schema,
+      sourceHash: createHash('sha256').update(fn.toString()).digest('hex'),
+      definedAt,
+    });
+  }
+}
+
+function covers(prefix: string | undefined, module: string): boolean {
+  return prefix === undefined || module === prefix || module.startsWith(`${prefix}.`);
+}
+
+/** `file:line` of the first stack frame outside featurefn. */
+function callerLocation(): string {
+  const stack = new Error().stack?.split('\n').slice(1) ?? [];
+  for (const line of stack) {
+    const match = /\(?((?:file:\/\/)?\/[^()]*?):(\d+):\d+\)?\s*$/.exec(line);
+    if (match === null) continue;
+    const file = match[1]!.startsWith('file://') ? fileURLToPath(match[1]!) : match[1]!;
+    if (file.startsWith(LIBRARY_DIR + '/') && !file.includes('/node_modules/')) continue;
+    return `${file}:${match[2]}`;
+  }
+  return 'unknown location';
+}
+
+function moduleOf(definedAt: string): string {
+  const file = definedAt.replace(/:\d+$/, '');
+  const name = basename(file, extname(file)).replace(/\.(test|spec)$/, '');
+  const cleaned = name.replace(/[^\w$]/g, '_');
+  return /^[A-Za-z_$]/.test(cleaned) ? cleaned : 'main';
+}
+
+/** The process-wide store that {@link feature} registers into. */
+export const defaultStore = new FeatureStore();
+
+/**
+ * Registers a function as a feature of {@link defaultStore}. The returned callable takes the same
+ * parameters and resolves to exactly what the function returns; attach materializers elsewhere
+ * with `defaultStore.addDecorator(...)`.
+ *
+ * ### Example
+ * ```ts
+ * /** Departures from each airport up to `when`. *\/
+ * export const departures = feature({ module: 'flights', entity: 'origin' }, async function departures({ when }: { when: Date }) {
+ *   return flights.filter((f) => f.date <= when).reduce(countByOrigin, []);
+ * });
+ * ```
+ */
+export function feature<F extends FeatureFunction>(fn: F): Feature<F>;
+export function feature<F extends FeatureFunction>(options: FeatureOptions, fn: F): Feature<F>;
+export function feature<F extends FeatureFunction>(optionsOrFn: FeatureOptions | F, fn?: F): Feature<F> {
+  return fn === undefined ? defaultStore.feature(optionsOrFn as F) : defaultStore.feature(optionsOrFn as FeatureOptions, fn);
+}

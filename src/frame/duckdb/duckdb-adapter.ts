@@ -1,0 +1,38 @@
+import type { Table } from 'apache-arrow';
+import { tableFromColumns } from '../columns.js';
+import type { FrameAdapter } from '../frame-adapter.js';
+import { type DuckDBResultLike, isDuckDBResult, readDuckDBColumns } from './duckdb-columns.js';
+
+/**
+ * Query results of `@duckdb/node-api` (`DuckDBResultReader` from `runAndReadAll`,
+ * `DuckDBMaterializedResult` from `run`). Reading back gives a `DuckDBResultReader`.
+ * The driver is loaded only when a result has to be made, so the core does not need it.
+ */
+export const duckdbAdapter: FrameAdapter<DuckDBResultLike> = {
+  kind: 'duckdb',
+  canAdapt: isDuckDBResult,
+  async toArrow(result) {
+    const { columns, values } = await readDuckDBColumns(result);
+    return tableFromColumns(columns, values);
+  },
+  async fromArrow(table: Table) {
+    const [{ DuckDBInstance }, { appendBatches, DUCKDB_SQL_TYPES, quoteIdentifier }, { columnsOf }] =
+      await Promise.all([import('@duckdb/node-api'), import('./duckdb-load.js'), import('../columns.js')]);
+    const instance = await DuckDBInstance.fromCache(':memory:');
+    const connection = await instance.connect();
+    try {
+      const columns = columnsOf(table);
+      const name = `featurefn_result_${process.pid}_${++resultCounter}`;
+      const definition = columns.map((c) => `${quoteIdentifier(c.name)} ${DUCKDB_SQL_TYPES[c.type]}`).join(', ');
+      await connection.run(`CREATE TEMP TABLE ${quoteIdentifier(name)} (${definition})`);
+      await appendBatches(connection, { schema: 'temp', name }, columns, table.batches);
+      const reader = await connection.runAndReadAll(`SELECT * FROM ${quoteIdentifier(name)}`);
+      await connection.run(`DROP TABLE ${quoteIdentifier(name)}`);
+      return reader;
+    } finally {
+      connection.closeSync();
+    }
+  },
+};
+
+let resultCounter = 0;

@@ -1,0 +1,130 @@
+import {
+  BIGINT,
+  BOOLEAN,
+  DATE,
+  DOUBLE,
+  type DuckDBConnection,
+  DuckDBDataChunk,
+  DuckDBTimestampValue,
+  type DuckDBType,
+  type DuckDBValue,
+  dateValue,
+  FLOAT,
+  INTEGER,
+  LIST,
+  listValue,
+  SMALLINT,
+  TIMESTAMP,
+  TINYINT,
+  VARCHAR,
+} from '@duckdb/node-api';
+import type { RecordBatch, Vector } from 'apache-arrow';
+import type { ColumnSpec, ColumnType } from '../columns.js';
+
+/** DuckDB SQL type of each featurefn column type. @internal */
+export const DUCKDB_SQL_TYPES: Record<ColumnType, string> = {
+  boolean: 'BOOLEAN',
+  int8: 'TINYINT',
+  int16: 'SMALLINT',
+  int32: 'INTEGER',
+  int64: 'BIGINT',
+  float32: 'FLOAT',
+  float64: 'DOUBLE',
+  string: 'VARCHAR',
+  timestamp: 'TIMESTAMP',
+  date: 'DATE',
+  json: 'JSON',
+  'float64[]': 'DOUBLE[]',
+};
+
+function duckdbType(type: ColumnType): DuckDBType {
+  switch (type) {
+    case 'boolean':
+      return BOOLEAN;
+    case 'int8':
+      return TINYINT;
+    case 'int16':
+      return SMALLINT;
+    case 'int32':
+      return INTEGER;
+    case 'int64':
+      return BIGINT;
+    case 'float32':
+      return FLOAT;
+    case 'float64':
+      return DOUBLE;
+    case 'string':
+    case 'json':
+      return VARCHAR;
+    case 'timestamp':
+      return TIMESTAMP;
+    case 'date':
+      return DATE;
+    case 'float64[]':
+      return LIST(DOUBLE);
+  }
+}
+
+/** Double-quotes an identifier for DuckDB and PostgreSQL (doubling embedded quotes). @internal */
+export function quoteIdentifier(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+/**
+ * Appends Arrow record batches to an existing DuckDB table through the appender, one data chunk
+ * (up to 2,048 rows) at a time. Runs in the connection's open transaction, if any.
+ * Returns the number of rows appended. @internal
+ */
+export async function appendBatches(
+  connection: DuckDBConnection,
+  table: { schema: string; name: string },
+  columns: readonly ColumnSpec[],
+  batches: AsyncIterable<RecordBatch> | Iterable<RecordBatch>,
+): Promise<number> {
+  const appender = await connection.createAppender(table.name, table.schema);
+  const types = columns.map((c) => duckdbType(c.type));
+  const size = 2048;
+  let rows = 0;
+  try {
+    for await (const batch of batches) {
+      const vectors = columns.map((c) => batch.getChild(c.name)!);
+      for (let offset = 0; offset < batch.numRows; offset += size) {
+        const n = Math.min(size, batch.numRows - offset);
+        const chunk = DuckDBDataChunk.create(types, n);
+        columns.forEach((column, i) => {
+          chunk.setColumnValues(i, columnValues(column.type, vectors[i]!, offset, n));
+        });
+        appender.appendDataChunk(chunk);
+        rows += n;
+      }
+    }
+    appender.flushSync();
+  } finally {
+    appender.closeSync();
+  }
+  return rows;
+}
+
+function columnValues(type: ColumnType, vector: Vector, offset: number, n: number): DuckDBValue[] {
+  const out: DuckDBValue[] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const v = vector.get(offset + i) as unknown;
+    out[i] = v === null || v === undefined ? null : toDuckDB(type, v);
+  }
+  return out;
+}
+
+function toDuckDB(type: ColumnType, v: unknown): DuckDBValue {
+  switch (type) {
+    case 'timestamp':
+      return new DuckDBTimestampValue(BigInt(Math.round(Number(v))) * 1000n);
+    case 'date':
+      return dateValue(Math.floor(Number(v) / 86_400_000));
+    case 'int64':
+      return BigInt(v as bigint | number);
+    case 'float64[]':
+      return listValue(Array.from((v as Vector).toArray() as ArrayLike<number>, Number));
+    default:
+      return v as DuckDBValue;
+  }
+}

@@ -1,0 +1,290 @@
+import {
+  type DuckDBConnection,
+  DuckDBInstance,
+  type DuckDBPreparedStatement,
+  DuckDBTimestampValue,
+  type DuckDBValue,
+  dateValue,
+} from '@duckdb/node-api';
+import type { Table } from 'apache-arrow';
+import { FeatureStoreError } from '../../errors.js';
+import { type ColumnSpec, type Row, tableFromColumns } from '../../frame/columns.js';
+import { readDuckDBColumns } from '../../frame/duckdb/duckdb-columns.js';
+import { appendBatches, DUCKDB_SQL_TYPES, quoteIdentifier } from '../../frame/duckdb/duckdb-load.js';
+import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
+import type { Materialization } from '../materializer.js';
+import { MaterializerBase, type PublishInput } from '../materializer-base.js';
+
+/** Options of {@link DuckDBMaterializer}. */
+export interface DuckDBMaterializerOptions {
+  /** Database file, created if missing. Default is `':memory:'`. */
+  path?: string;
+  /** Schema holding the catalog and data tables. Default is `'featurefn'`. */
+  schema?: string;
+  /** DuckDB worker threads. Default is DuckDB's own (one per core); `1` gives steadier key lookups. */
+  threads?: number;
+}
+
+/** Catalog layout version; a later release migrates older catalogs from it. */
+export const DUCKDB_FORMAT_VERSION = 1;
+
+/** One connection used by one statement at a time, with its prepared statements. */
+class Session {
+  #queue: Promise<unknown> = Promise.resolve();
+  readonly statements = new Map<string, Promise<DuckDBPreparedStatement>>();
+  constructor(readonly connection: DuckDBConnection) {}
+  /** Runs `work` when every earlier piece of work on this connection has finished. */
+  run<T>(work: (connection: DuckDBConnection) => Promise<T>): Promise<T> {
+    const next = this.#queue.then(() => work(this.connection));
+    this.#queue = next.catch(() => undefined);
+    return next;
+  }
+}
+
+/**
+ * The embedded store: DuckDB in a file (or in memory), no server. A catalog table records each
+ * materialization; each materialization's rows live in their own table (`m_<id>`) with an index
+ * on a single-column key, published in one transaction with the catalog swap.
+ *
+ * ### Example
+ * ```ts
+ * import { defaultStore } from 'featurefn';
+ * import { DuckDBMaterializer } from 'featurefn/duckdb';
+ *
+ * const materializer = new DuckDBMaterializer({ path: 'features.duckdb' });
+ * defaultStore.addDecorator(materializer.decorator);
+ * await materializer.materialize(departures, { when: new Date('2001-03-01') });
+ * ```
+ */
+export class DuckDBMaterializer extends MaterializerBase {
+  readonly name = 'duckdb';
+  /** The database file, or `':memory:'`. */
+  readonly path: string;
+  /** The schema holding the catalog and data tables. */
+  readonly schema: string;
+  protected readonly dialect: SqlDialect = { quote: quoteIdentifier, placeholder: (i) => `$${i}` };
+
+  readonly #threads: number | undefined;
+  #ready: Promise<{ instance: DuckDBInstance; writer: Session; reader: Session }> | undefined;
+
+  constructor(options: DuckDBMaterializerOptions = {}) {
+    super();
+    this.path = options.path ?? ':memory:';
+    this.schema = options.schema ?? 'featurefn';
+    this.#threads = options.threads;
+  }
+
+  protected tableOf(materialization: Materialization): string {
+    return `${quoteIdentifier(this.schema)}.${quoteIdentifier(`m_${materialization.id}`)}`;
+  }
+
+  protected async loadCatalog(): Promise<Materialization[]> {
+    const { reader } = await this.#open();
+    const result = await reader.run((c) =>
+      c.runAndReadAll(
+        `SELECT id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at
+         FROM ${this.#catalog} WHERE status = 'complete'`,
+      ),
+    );
+    return result.getRowObjectsJS().map((r) =>
+      this.record({
+        id: String(r.id),
+        featureName: r.feature_name as string,
+        paramsKey: r.params_key as string,
+        kind: r.kind as string,
+        key: JSON.parse(r.key as string) as string[],
+        columns: JSON.parse(r.columns as string) as ColumnSpec[],
+        rows: Number(r.rows),
+        sourceHash: r.source_hash as string,
+        createdAt: r.created_at as Date,
+      }),
+    );
+  }
+
+  protected async publish(input: PublishInput): Promise<Materialization> {
+    const { writer } = await this.#open();
+    return writer.run(async (c) => {
+      const idResult = await c.runAndReadAll(`SELECT nextval('${this.#sequenceText}') AS id`);
+      const id = String(idResult.getRowObjectsJS()[0]!.id);
+      const name = `m_${id}`;
+      const table = `${quoteIdentifier(this.schema)}.${quoteIdentifier(name)}`;
+      const definition = input.columns.map((col) => `${quoteIdentifier(col.name)} ${DUCKDB_SQL_TYPES[col.type]}`).join(', ');
+      await c.run('BEGIN TRANSACTION');
+      try {
+        await c.run(`CREATE TABLE ${table} (${definition})`);
+        const rows = await appendBatches(c, { schema: this.schema, name }, input.columns, input.batches);
+        const checks = this.keyChecks(table, input.key);
+        const duplicate = (await c.runAndReadAll(checks.duplicates)).getRowObjectsJS()[0];
+        if (duplicate !== undefined) throw this.duplicateKeyError(input, duplicate as Row);
+        const nulls = Number((await c.runAndReadAll(checks.nulls)).getRowObjectsJS()[0]!.n);
+        if (nulls > 0) throw this.nullKeyError(input, nulls);
+        if (input.key.length === 1) {
+          // DuckDB uses an ART index for point lookups on one column only; composite keys scan.
+          await c.run(`CREATE INDEX ${quoteIdentifier(`${name}_key`)} ON ${table} (${quoteIdentifier(input.key[0]!)})`);
+        }
+        const old = await c.runAndReadAll(`SELECT id FROM ${this.#catalog} WHERE feature_name = $1 AND params_key = $2`, [
+          input.feature.name,
+          input.paramsKey,
+        ]);
+        for (const [oldId] of old.getRows()) {
+          await c.run(`DELETE FROM ${this.#catalog} WHERE id = $1`, [oldId as bigint]);
+          await c.run(`DROP TABLE IF EXISTS ${quoteIdentifier(this.schema)}.${quoteIdentifier(`m_${String(oldId)}`)}`);
+        }
+        const createdAt = new Date();
+        await c.run(
+          `INSERT INTO ${this.#catalog} (id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at, status)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'complete')`,
+          [
+            BigInt(id),
+            input.feature.name,
+            input.paramsKey,
+            input.kind,
+            JSON.stringify(input.key),
+            JSON.stringify(input.columns),
+            BigInt(rows),
+            input.feature.sourceHash,
+            new DuckDBTimestampValue(BigInt(createdAt.getTime()) * 1000n),
+          ],
+        );
+        await c.run('COMMIT');
+        return this.record({
+          id,
+          featureName: input.feature.name,
+          paramsKey: input.paramsKey,
+          kind: input.kind,
+          key: input.key,
+          columns: input.columns,
+          rows,
+          sourceHash: input.feature.sourceHash,
+          createdAt,
+        });
+      } catch (error) {
+        await c.run('ROLLBACK');
+        if (error instanceof FeatureStoreError) throw error;
+        throw new FeatureStoreError('STORE_ERROR', `DuckDB could not store the result: ${String(error)}. Nothing was stored.`, {
+          feature: input.feature.name,
+          params: input.params,
+          cause: error,
+        });
+      }
+    });
+  }
+
+  protected async runRead(query: CompiledQuery, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
+    const { reader } = await this.#open();
+    const result = await reader.run(async (c) => {
+      let prepared = reader.statements.get(query.sql);
+      if (prepared === undefined) {
+        prepared = c.prepare(query.sql);
+        reader.statements.set(query.sql, prepared);
+        prepared.catch(() => reader.statements.delete(query.sql));
+      }
+      const statement = await prepared;
+      statement.bind(query.params.map(toDuckDBValue));
+      return statement.runAndReadAll();
+    });
+    const { values } = await readDuckDBColumns(result);
+    if (format === 'arrow') return tableFromColumns(query.columns, values);
+    const names = query.columns.map((c) => c.name);
+    const count = values[0]?.length ?? 0;
+    const rows: Row[] = new Array(count);
+    for (let r = 0; r < count; r++) {
+      const row: Row = {};
+      for (let c = 0; c < names.length; c++) row[names[c]!] = values[c]![r];
+      rows[r] = row;
+    }
+    return rows;
+  }
+
+  protected async closeConnections(): Promise<void> {
+    const ready = this.#ready;
+    if (ready === undefined) return;
+    const { instance, writer, reader } = await ready.catch(() => ({ instance: undefined, writer: undefined, reader: undefined }));
+    for (const session of [reader, writer]) {
+      if (session === undefined) continue;
+      await session.run(async () => {
+        for (const statement of session.statements.values()) (await statement.catch(() => undefined))?.destroySync();
+        session.connection.closeSync();
+      });
+    }
+    instance?.closeSync();
+  }
+
+  get #catalog(): string {
+    return `${quoteIdentifier(this.schema)}.catalog`;
+  }
+
+  get #sequenceText(): string {
+    return `${quoteIdentifier(this.schema).replaceAll("'", "''")}.materialization_id`;
+  }
+
+  #open(): Promise<{ instance: DuckDBInstance; writer: Session; reader: Session }> {
+    this.assertOpen();
+    if (this.#ready === undefined) {
+      this.#ready = this.#connect();
+      this.#ready.catch(() => {
+        this.#ready = undefined;
+      });
+    }
+    return this.#ready;
+  }
+
+  async #connect(): Promise<{ instance: DuckDBInstance; writer: Session; reader: Session }> {
+    let instance: DuckDBInstance;
+    try {
+      instance = await DuckDBInstance.create(this.path, this.#threads === undefined ? {} : { threads: String(this.#threads) });
+    } catch (cause) {
+      throw new FeatureStoreError('STORE_ERROR', `DuckDB could not open "${this.path}": ${String(cause)}`, { cause });
+    }
+    const writer = new Session(await instance.connect());
+    const schema = quoteIdentifier(this.schema);
+    await writer.run(async (c) => {
+      await c.run(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+      await c.run(`CREATE SEQUENCE IF NOT EXISTS ${schema}.materialization_id`);
+      await c.run(`CREATE TABLE IF NOT EXISTS ${schema}.meta (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)`);
+      await c.run(
+        `CREATE TABLE IF NOT EXISTS ${this.#catalog} (
+           id BIGINT PRIMARY KEY,
+           feature_name VARCHAR NOT NULL,
+           params_key VARCHAR NOT NULL,
+           kind VARCHAR NOT NULL,
+           "key" VARCHAR NOT NULL,
+           "columns" VARCHAR NOT NULL,
+           "rows" BIGINT NOT NULL,
+           source_hash VARCHAR NOT NULL,
+           created_at TIMESTAMP NOT NULL,
+           status VARCHAR NOT NULL
+         )`,
+      );
+      await c.run(`INSERT INTO ${schema}.meta VALUES ('format_version', $1) ON CONFLICT DO NOTHING`, [String(DUCKDB_FORMAT_VERSION)]);
+      const version = Number((await c.runAndReadAll(`SELECT value FROM ${schema}.meta WHERE name = 'format_version'`)).getRows()[0]![0]);
+      if (version > DUCKDB_FORMAT_VERSION) {
+        throw new FeatureStoreError(
+          'STORE_ERROR',
+          `"${this.path}" holds a featurefn catalog of format ${version}, newer than this release reads (${DUCKDB_FORMAT_VERSION}). Upgrade featurefn.`,
+        );
+      }
+    });
+    const reader = new Session(await instance.connect());
+    return { instance, writer, reader };
+  }
+}
+
+function toDuckDBValue({ value, type }: BoundValue): DuckDBValue {
+  switch (type) {
+    case 'timestamp':
+      return new DuckDBTimestampValue(BigInt((value as Date).getTime()) * 1000n);
+    case 'date':
+      return dateValue(Math.floor((value as Date).getTime() / 86_400_000));
+    case 'int64':
+      return BigInt(value as number | bigint);
+    case 'int8':
+    case 'int16':
+    case 'int32':
+    case 'float32':
+    case 'float64':
+      return Number(value);
+    default:
+      return value as DuckDBValue;
+  }
+}

@@ -1,0 +1,338 @@
+import { type RecordBatch, Table } from 'apache-arrow';
+import { FeatureStoreError } from '../errors.js';
+import { type Feature, type FeatureFunction, type FeatureInfo, featureInfoOf } from '../feature/feature.js';
+import { canonicalParams, checkParams, compareParamValues, decodeParams, type Params } from '../feature/params.js';
+import { adapterByKind, adapterFor } from '../frame/adapters.js';
+import { type ColumnSpec, columnsOf, type Row, tableToRows } from '../frame/columns.js';
+import type { FrameAdapter } from '../frame/frame-adapter.js';
+import { describeValue, formatParamValue } from '../format.js';
+import { EMPTY_QUERY } from '../query/nodes.js';
+import { type CompiledQuery, compileRead, type SqlDialect } from '../query/sql-compiler.js';
+import { isResolver, type ParamSpec, resolveParams } from '../resolver/resolvers.js';
+import { keyOf } from '../feature/entity-key.js';
+import type { FeatureDecorator, Materialization, Materializer, ReadPlan } from './materializer.js';
+
+/** Everything a store needs to publish one materialization. */
+export interface PublishInput {
+  readonly feature: FeatureInfo;
+  readonly params: Params;
+  readonly paramsKey: string;
+  /** Adapter kind of the function's result. */
+  readonly kind: string;
+  readonly key: readonly string[];
+  readonly columns: readonly ColumnSpec[];
+  /** The rows, batch by batch; consumed once. */
+  readonly batches: AsyncIterable<RecordBatch>;
+}
+
+/**
+ * The shared part of every store: computing and checking results, the in-process catalog cache,
+ * `Last()` resolution, decorated calls and read compilation. A store adds its connection,
+ * `publish`, `loadCatalog` and `runRead`.
+ */
+export abstract class MaterializerBase implements Materializer {
+  abstract readonly name: string;
+  protected abstract readonly dialect: SqlDialect;
+
+  #catalog: Promise<Map<string, Materialization[]>> | undefined;
+  #version = 0;
+  #resolutions = new Map<string, Params | undefined>();
+  #closed = false;
+
+  /**
+   * Attach with `store.addDecorator(materializer.decorator)`. A decorated call whose parameters
+   * have a materialization here returns the stored result, in the kind the function returns;
+   * any other call runs the function.
+   */
+  readonly decorator: FeatureDecorator = Object.assign(
+    (next: (params: unknown) => Promise<unknown>, feature: FeatureInfo) => async (params: unknown) => {
+      let paramsKey: string;
+      try {
+        paramsKey = canonicalParams(params, feature.name);
+      } catch {
+        return next(params); // parameters no store can key: nothing can be stored for them
+      }
+      const materialization = (await this.#byFeature(feature.name)).find((m) => m.paramsKey === paramsKey);
+      return materialization === undefined ? next(params) : this.readMaterialization(feature, materialization);
+    },
+    { materializer: this as Materializer },
+  );
+
+  /**
+   * Computes `feature` for `params` and publishes the result atomically: readers see the old
+   * materialization or the new one, never a mix, and a failure leaves the store as it was.
+   * The result must have its key column(s), unique and non-null.
+   *
+   * ### Example
+   * ```ts
+   * const record = await materializer.materialize(departures, { when: new Date('2001-03-01') });
+   * record.rows; // 229
+   * ```
+   */
+  async materialize<F extends FeatureFunction>(feature: Feature<F>, params: Parameters<F>[0]): Promise<Materialization> {
+    this.assertOpen();
+    const info = featureInfoOf(feature);
+    const checked = checkParams(params, info.name);
+    const paramsKey = canonicalParams(checked, info.name);
+    let result: unknown;
+    try {
+      result = await feature.compute(...([params] as Parameters<F>));
+    } catch (cause) {
+      throw new FeatureStoreError(
+        'FEATURE_FAILED',
+        `the function threw ${cause instanceof Error ? `"${cause.message}"` : describeValue(cause)}. Nothing was stored.`,
+        { feature: info.name, params: checked, cause },
+      );
+    }
+    const adapter = adapterFor(result, info.name, checked);
+    const { columns, batches } = await streamOf(adapter, result, info, checked);
+    const key = keyOf(info, columns, checked);
+    const record = await this.publish({
+      feature: info,
+      params: checked,
+      paramsKey,
+      kind: adapter.kind,
+      key,
+      columns,
+      batches: info.schema === undefined ? batches : validated(batches, info, checked, key),
+    });
+    this.invalidate();
+    return record;
+  }
+
+  /** The feature's materializations, ordered by parameters. */
+  async listMaterializations(feature: Feature | FeatureInfo | string): Promise<Materialization[]> {
+    const name = typeof feature === 'string' ? feature : featureInfoOf(feature).name;
+    return [...(await this.#byFeature(name))];
+  }
+
+  /** @internal */
+  async findMaterialization(feature: string, params: Params): Promise<Materialization | undefined> {
+    const key = canonicalParams(params, feature);
+    return (await this.#byFeature(feature)).find((m) => m.paramsKey === key);
+  }
+
+  /** @internal */
+  async resolve(features: readonly string[], spec: ParamSpec): Promise<Params | undefined> {
+    const memoKey = `${this.#version}\u0000${features.join('\u0000')}\u0000${specKey(spec)}`;
+    if (this.#resolutions.has(memoKey)) return this.#resolutions.get(memoKey);
+    const version = this.#version;
+    const available = await Promise.all(
+      features.map(async (feature) => ({
+        feature,
+        paramsKeys: (await this.#byFeature(feature)).map((m) => m.paramsKey),
+      })),
+    );
+    const resolved = resolveParams(spec, available);
+    if (version === this.#version) this.#resolutions.set(memoKey, resolved);
+    return resolved;
+  }
+
+  /** @internal */
+  read(plan: ReadPlan, format: 'rows'): Promise<Row[]>;
+  /** @internal */
+  read(plan: ReadPlan, format: 'arrow'): Promise<Table>;
+  async read(plan: ReadPlan, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
+    this.assertOpen();
+    return this.runRead(this.compile(plan), format);
+  }
+
+  /** @internal */
+  explain(plan: ReadPlan): string {
+    const { sql, params } = this.compile(plan);
+    const values = params.map((p, i) => `  ${this.dialect.placeholder(i + 1)} = ${formatParamValue(p.value)} (${p.type})`);
+    return [`-- served by ${this.name}`, sql, ...(values.length > 0 ? ['-- bound values:', ...values] : [])].join('\n');
+  }
+
+  /** Releases the store's connections; later calls fail with `CLOSED`. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.closeConnections();
+  }
+
+  /** Quoted, qualified name of a materialization's data table. */
+  protected abstract tableOf(materialization: Materialization): string;
+  /** Loads the whole catalog of completed materializations. */
+  protected abstract loadCatalog(): Promise<Materialization[]>;
+  /** Writes `input` to a new data table and swaps the catalog record, atomically. */
+  protected abstract publish(input: PublishInput): Promise<Materialization>;
+  /** Runs a compiled read. */
+  protected abstract runRead(query: CompiledQuery, format: 'rows' | 'arrow'): Promise<Row[] | Table>;
+  protected abstract closeConnections(): Promise<void>;
+
+  /** Forgets the cached catalog; the next call reloads it. Call when another writer published. */
+  protected invalidate(): void {
+    this.#catalog = undefined;
+    this.#version++;
+    this.#resolutions.clear();
+  }
+
+  protected assertOpen(): void {
+    if (this.#closed) throw new FeatureStoreError('CLOSED', `this ${this.name} materializer was closed; create a new one.`);
+  }
+
+  /** SQL that finds one duplicated key and counts null keys in a freshly loaded table. */
+  protected keyChecks(table: string, key: readonly string[]): { duplicates: string; nulls: string } {
+    const cols = key.map((k) => this.dialect.quote(k));
+    return {
+      duplicates: `SELECT ${cols.join(', ')}, count(*) AS n FROM ${table} GROUP BY ${cols.join(', ')} HAVING count(*) > 1 LIMIT 1`,
+      nulls: `SELECT count(*) AS n FROM ${table} WHERE ${cols.map((c) => `${c} IS NULL`).join(' OR ')}`,
+    };
+  }
+
+  /** The error for a duplicated key found by {@link keyChecks}. */
+  protected duplicateKeyError(input: PublishInput, row: Row): FeatureStoreError {
+    const shown = input.key.map((k) => `${k} = ${formatParamValue(row[k])}`).join(', ');
+    return new FeatureStoreError(
+      'DUPLICATE_KEY',
+      `the key (${shown}) appears ${String(row.n)} times, but each key may appear once. ` +
+        'Aggregate the rows per key, or set the entity option to the full key. Nothing was stored.',
+      { feature: input.feature.name, params: input.params, details: { key: Object.fromEntries(input.key.map((k) => [k, row[k]])) } },
+    );
+  }
+
+  /** The error for null keys found by {@link keyChecks}. */
+  protected nullKeyError(input: PublishInput, count: number): FeatureStoreError {
+    return new FeatureStoreError(
+      'NULL_KEY',
+      `${count} row(s) have a null in the key column(s) ${input.key.join(', ')}; every row needs a key. Nothing was stored.`,
+      { feature: input.feature.name, params: input.params, details: { count } },
+    );
+  }
+
+  /** Builds a catalog record; stores call it from `loadCatalog` and `publish`. */
+  protected record(fields: Omit<Materialization, 'params'>): Materialization {
+    return Object.freeze({ ...fields, params: Object.freeze(decodeParams(fields.paramsKey)) });
+  }
+
+  /** Reads a materialization back as the kind the function returned. */
+  protected async readMaterialization(feature: FeatureInfo, materialization: Materialization): Promise<unknown> {
+    const plan: ReadPlan = { sources: [{ feature, materialization }], query: EMPTY_QUERY };
+    if (materialization.kind === 'rows') return this.read(plan, 'rows');
+    return adapterByKind(materialization.kind).fromArrow(await this.read(plan, 'arrow'));
+  }
+
+  protected compile(plan: ReadPlan): CompiledQuery {
+    return compileRead(
+      plan.sources.map(({ feature, materialization: m }) => ({
+        feature: feature.name,
+        key: m.key,
+        columns: m.columns,
+        table: this.tableOf(m),
+      })),
+      plan.query,
+      this.dialect,
+    );
+  }
+
+  async #byFeature(feature: string): Promise<readonly Materialization[]> {
+    this.assertOpen();
+    if (this.#catalog === undefined) {
+      const loading = this.loadCatalog().then(groupByFeature);
+      this.#catalog = loading;
+      loading.catch(() => {
+        if (this.#catalog === loading) this.#catalog = undefined;
+      });
+    }
+    return (await this.#catalog).get(feature) ?? [];
+  }
+}
+
+function groupByFeature(records: Materialization[]): Map<string, Materialization[]> {
+  const byFeature = new Map<string, Materialization[]>();
+  for (const record of records) {
+    const list = byFeature.get(record.featureName);
+    if (list === undefined) byFeature.set(record.featureName, [record]);
+    else list.push(record);
+  }
+  for (const list of byFeature.values()) list.sort(compareMaterializations);
+  return byFeature;
+}
+
+function compareMaterializations(a: Materialization, b: Materialization): number {
+  const names = [...new Set([...Object.keys(a.params), ...Object.keys(b.params)])].sort();
+  for (const name of names) {
+    const x = a.params[name];
+    const y = b.params[name];
+    if (x === undefined || y === undefined) return x === undefined ? -1 : 1;
+    const order = typeof x === typeof y ? compareParamValues(x, y) : String(typeof x) < String(typeof y) ? -1 : 1;
+    if (order !== 0) return order;
+  }
+  return a.createdAt.getTime() - b.createdAt.getTime();
+}
+
+function specKey(spec: ParamSpec): string {
+  return JSON.stringify(
+    Object.entries(spec)
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([name, value]) =>
+        isResolver(value) ? [name, value.kind, value.at === undefined ? null : canonicalParams({ at: value.at })] : [name, canonicalParams({ v: value })],
+      ),
+  );
+}
+
+async function streamOf(
+  adapter: FrameAdapter,
+  result: unknown,
+  info: FeatureInfo,
+  params: Params,
+): Promise<{ columns: ColumnSpec[]; batches: AsyncIterable<RecordBatch> }> {
+  const context = { feature: info.name, params };
+  try {
+    if (adapter.toBatches !== undefined) {
+      const iterator = adapter.toBatches(result)[Symbol.asyncIterator]();
+      const first = await iterator.next();
+      if (!first.done) {
+        const columns = columnsOf(new Table(first.value.schema), info.name);
+        return {
+          columns,
+          batches: (async function* () {
+            yield first.value;
+            for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value;
+          })(),
+        };
+      }
+    }
+    const table = await adapter.toArrow(result);
+    let columns = columnsOf(table, info.name);
+    if (columns.length === 0 && table.numRows === 0 && info.entity !== undefined) {
+      columns = info.entity.map((name) => ({ name, type: 'string' as const }));
+    }
+    return { columns, batches: (async function* () { yield* table.batches; })() };
+  } catch (error) {
+    if (error instanceof FeatureStoreError && error.feature !== undefined) throw error;
+    if (error instanceof FeatureStoreError) {
+      throw new FeatureStoreError(error.code, error.message, { ...context, cause: error.cause, details: error.details });
+    }
+    throw new FeatureStoreError('UNSUPPORTED_RESULT', `its ${adapter.kind} result could not be read: ${String(error)}`, {
+      ...context,
+      cause: error,
+    });
+  }
+}
+
+async function* validated(
+  batches: AsyncIterable<RecordBatch>,
+  info: FeatureInfo,
+  params: Params,
+  key: readonly string[],
+): AsyncIterable<RecordBatch> {
+  const schema = info.schema!;
+  for await (const batch of batches) {
+    for (const row of tableToRows(new Table(batch))) {
+      let outcome = schema['~standard'].validate(row);
+      if (outcome instanceof Promise) outcome = await outcome;
+      if (outcome.issues !== undefined) {
+        const shownKey = key.map((k) => `${k} = ${formatParamValue(row[k])}`).join(', ');
+        const issues = outcome.issues.map((i) => (i.path?.length ? `${i.path.map((p) => (typeof p === 'object' ? String(p.key) : String(p))).join('.')}: ` : '') + i.message);
+        throw new FeatureStoreError(
+          'INVALID_VALUE',
+          `the row with key (${shownKey}) does not match the feature's schema: ${issues.join('; ')}. Nothing was stored.`,
+          { feature: info.name, params, details: { key: Object.fromEntries(key.map((k) => [k, row[k]])), row, issues } },
+        );
+      }
+    }
+    yield batch;
+  }
+}

@@ -1,0 +1,79 @@
+import type { Table } from 'apache-arrow';
+import type { Feature, FeatureCall, FeatureInfo } from '../feature/feature.js';
+import type { ParamValue, Params } from '../feature/params.js';
+import type { ColumnSpec, Row } from '../frame/columns.js';
+import type { QueryNode } from '../query/nodes.js';
+import type { ParamSpec } from '../resolver/resolvers.js';
+
+/** One stored result of a feature for one parameter set, as the catalog records it. */
+export interface Materialization {
+  /** Store-assigned id; names the data table. */
+  readonly id: string;
+  /** Qualified feature name, e.g. `'flights.departures'`. */
+  readonly featureName: string;
+  /** The parameters it was computed for (Dates come back as Dates). */
+  readonly params: Readonly<Record<string, ParamValue>>;
+  /** Canonical text of `params`: equal parameters give equal keys whatever their order. */
+  readonly paramsKey: string;
+  /** Number of rows stored. */
+  readonly rows: number;
+  /** When it was published. */
+  readonly createdAt: Date;
+  /** SHA-256 of the feature's source when it was computed. */
+  readonly sourceHash: string;
+  /** Adapter kind the function returned (`'rows'`, `'arrow'`, `'duckdb'`…): reads give back that kind. */
+  readonly kind: string;
+  /** Key column(s). */
+  readonly key: readonly string[];
+  /** All columns, key first as the function returned them. */
+  readonly columns: readonly ColumnSpec[];
+}
+
+/** A decorator as `store.addDecorator` takes it: wraps one feature's call. */
+export type FeatureDecorator = ((next: FeatureCall, feature: FeatureInfo) => FeatureCall) & {
+  /** Set on a materializer's decorator: the store that serves `getFeatures` reads for the feature. */
+  readonly materializer?: Materializer;
+};
+
+/** A feature and the materialization a read uses for it. @internal */
+export interface ReadSource {
+  readonly feature: FeatureInfo;
+  readonly materialization: Materialization;
+}
+
+/** A planned read served by one store. @internal */
+export interface ReadPlan {
+  readonly sources: readonly ReadSource[];
+  readonly query: QueryNode;
+}
+
+/**
+ * What a store must do. `DuckDBMaterializer` and `PostgresMaterializer` implement it, and both
+ * pass the same contract test suite (`test/contracts/materializer-contract.ts`).
+ */
+export interface Materializer {
+  /** Short store name for messages, e.g. `'duckdb'`. */
+  readonly name: string;
+  /** Attach with `store.addDecorator(materializer.decorator)`: materialized calls are served from here. */
+  readonly decorator: FeatureDecorator;
+  /**
+   * Computes `feature` for `params` and publishes the result atomically, replacing any earlier
+   * materialization for the same parameters. Returns the new catalog record.
+   */
+  materialize<F extends (params: P) => unknown, P>(feature: Feature<F>, params: P): Promise<Materialization>;
+  /** The feature's materializations, oldest parameters first. */
+  listMaterializations(feature: Feature | FeatureInfo | string): Promise<Materialization[]>;
+  /** Releases connections. Further calls fail with `CLOSED`. */
+  close(): Promise<void>;
+
+  /** The materialization for exactly these parameters, if any. @internal */
+  findMaterialization(feature: string, params: Params): Promise<Materialization | undefined>;
+  /** Resolves `spec` over the features' materializations (see `Last()`). @internal */
+  resolve(features: readonly string[], spec: ParamSpec): Promise<Params | undefined>;
+  /** Runs a planned read. @internal */
+  read(plan: ReadPlan, format: 'rows'): Promise<Row[]>;
+  /** @internal */
+  read(plan: ReadPlan, format: 'arrow'): Promise<Table>;
+  /** The SQL a planned read runs, with its bound values listed apart. @internal */
+  explain(plan: ReadPlan): string;
+}

@@ -1,0 +1,198 @@
+import type { Table } from 'apache-arrow';
+import { FeatureStoreError } from '../errors.js';
+import { keyOf } from '../feature/entity-key.js';
+import type { FeatureInfo } from '../feature/feature.js';
+import { checkParams, type Params } from '../feature/params.js';
+import { adapterFor } from '../frame/adapters.js';
+import { columnsOf, type Row, tableFromColumns, tableToRows } from '../frame/columns.js';
+import { formatParams } from '../format.js';
+import type { Materializer, ReadPlan } from '../materializer/materializer.js';
+import { formatSpec, isResolver, type ParamSpec, resolveParams } from '../resolver/resolvers.js';
+import { evaluateRead, type RowSource } from './evaluate.js';
+import { EMPTY_QUERY, type FilterConditions, predicatesOf, type QueryNode } from './nodes.js';
+
+/** What a lazy frame needs from its feature store. @internal */
+export interface FrameHost {
+  servingMaterializer(info: FeatureInfo): Materializer | undefined;
+  call(info: FeatureInfo, params: unknown): Promise<unknown>;
+}
+
+type Plan =
+  | { readonly kind: 'store'; readonly materializer: Materializer; readonly plan: ReadPlan; readonly params: Params }
+  | { readonly kind: 'live'; readonly params: Params; readonly reason: string };
+
+/**
+ * Features joined on their entity key at one parameter set, not yet read. Immutable: `filter`,
+ * `select` and `limit` return new frames. When one store holds every feature at the resolved
+ * parameters, the whole frame runs there as one SQL statement with bound values (filters on the
+ * key become index lookups); otherwise the features are computed live and joined in process.
+ *
+ * Rows come from the first feature; each other feature is left-joined on the key columns it
+ * shares with those before it. Row order is unspecified unless the store gives one.
+ *
+ * ### Example
+ * ```ts
+ * const frame = store
+ *   .withParams({ when: Last() })
+ *   .getFeatures(departures, meanDelay)
+ *   .filter({ origin: 'SFO' });
+ * console.log(await frame.explain());
+ * const rows = await frame.toArray();
+ * ```
+ */
+export class LazyFrame {
+  readonly #host: FrameHost;
+  readonly #features: readonly FeatureInfo[];
+  readonly #spec: ParamSpec;
+  readonly #query: QueryNode;
+
+  /** @internal */
+  constructor(host: FrameHost, features: readonly FeatureInfo[], spec: ParamSpec, query: QueryNode = EMPTY_QUERY) {
+    if (features.length === 0) {
+      throw new FeatureStoreError('INVALID_QUERY', 'getFeatures needs at least one feature.');
+    }
+    if (typeof spec !== 'object' || spec === null) {
+      throw new FeatureStoreError('UNSUPPORTED_PARAMETER', 'withParams takes an object such as { when: Last() }.');
+    }
+    checkParams(Object.fromEntries(Object.entries(spec).filter(([, v]) => !isResolver(v))), features[0]!.name);
+    this.#host = host;
+    this.#features = Object.freeze([...features]);
+    this.#spec = Object.freeze({ ...spec });
+    this.#query = query;
+    Object.freeze(this);
+  }
+
+  /**
+   * Keeps rows matching every condition: a value means equality, an array means IN, and
+   * `gt`/`gte`/`lt`/`lte`/`ne` compare. Conditions of successive calls add up.
+   *
+   * ### Example
+   * ```ts
+   * frame.filter({ origin: 'SFO' }).filter({ departures: gt(1000) })
+   * ```
+   */
+  filter(conditions: FilterConditions): LazyFrame {
+    const filters = Object.freeze([...this.#query.filters, ...predicatesOf(conditions)]);
+    return this.#with({ ...this.#query, filters });
+  }
+
+  /** Keeps only these columns, in this order. */
+  select(...columns: string[]): LazyFrame {
+    if (columns.length === 0 || columns.some((c) => typeof c !== 'string')) {
+      throw new FeatureStoreError('INVALID_QUERY', 'select takes one or more column names.');
+    }
+    return this.#with({ ...this.#query, select: Object.freeze([...columns]) });
+  }
+
+  /** Keeps at most `n` rows. */
+  limit(n: number): LazyFrame {
+    if (!Number.isInteger(n) || n < 0) {
+      throw new FeatureStoreError('INVALID_QUERY', `limit takes a whole number of rows ≥ 0, but got ${String(n)}.`);
+    }
+    return this.#with({ ...this.#query, limit: n });
+  }
+
+  /** Runs the frame and returns row objects (timestamps as `Date`, JSON values parsed). */
+  async toArray(): Promise<Row[]> {
+    const plan = await this.#plan();
+    if (plan.kind === 'store') return plan.materializer.read(plan.plan, 'rows');
+    return (await this.#live(plan.params)).rows;
+  }
+
+  /** Runs the frame and returns an Apache Arrow table. */
+  async toArrow(): Promise<Table> {
+    const plan = await this.#plan();
+    if (plan.kind === 'store') return plan.materializer.read(plan.plan, 'arrow');
+    const { columns, rows } = await this.#live(plan.params);
+    return tableFromColumns(
+      columns,
+      columns.map((c) => rows.map((r) => r[c.name])),
+    );
+  }
+
+  /**
+   * What running the frame will do: the SQL statement with its bound values listed apart, or a
+   * note that the features will be computed live and why.
+   */
+  async explain(): Promise<string> {
+    const plan = await this.#plan();
+    const header = `-- features: ${this.#features.map((f) => f.name).join(', ')}\n-- parameters: ${formatParams(plan.params)}`;
+    if (plan.kind === 'store') return `${header}\n${plan.materializer.explain(plan.plan)}`;
+    const steps = [
+      header,
+      `-- computes live: ${plan.reason}`,
+      `-- calls ${this.#features.map((f) => `${f.name}(${formatParams(plan.params)})`).join(', ')}, then joins in process`,
+    ];
+    if (this.#query.filters.length > 0) steps.push(`-- filters: ${this.#query.filters.map(describePredicate).join(' AND ')}`);
+    if (this.#query.select !== undefined) steps.push(`-- columns: ${this.#query.select.join(', ')}`);
+    if (this.#query.limit !== undefined) steps.push(`-- limit: ${this.#query.limit}`);
+    return steps.join('\n');
+  }
+
+  #with(query: QueryNode): LazyFrame {
+    return new LazyFrame(this.#host, this.#features, this.#spec, Object.freeze(query));
+  }
+
+  async #plan(): Promise<Plan> {
+    const features = this.#features;
+    const names = features.map((f) => f.name);
+    const materializers = features.map((f) => this.#host.servingMaterializer(f));
+    const first = materializers[0];
+    const hasResolver = Object.values(this.#spec).some(isResolver);
+
+    if (first !== undefined && materializers.every((m) => m === first)) {
+      const params = await first.resolve(names, this.#spec);
+      if (params !== undefined) {
+        const found = await Promise.all(names.map((name) => first.findMaterialization(name, params)));
+        const sources = features.map((feature, i) => ({ feature, materialization: found[i]! }));
+        return { kind: 'store', materializer: first, params, plan: { sources, query: this.#query } };
+      }
+      const missing: string[] = [];
+      const exact = this.#spec as Params;
+      for (const name of names) if ((await first.findMaterialization(name, exact)) === undefined) missing.push(name);
+      return { kind: 'live', params: exact, reason: `not materialized in ${first.name} for these parameters: ${missing.join(', ')}` };
+    }
+
+    if (!hasResolver) {
+      const reason = materializers.every((m) => m === undefined)
+        ? 'no materializer is attached to these features'
+        : 'the features are served by different stores (or some by none)';
+      return { kind: 'live', params: this.#spec as Params, reason };
+    }
+    const unserved = features.filter((_, i) => materializers[i] === undefined).map((f) => f.name);
+    if (unserved.length > 0) {
+      throw new FeatureStoreError(
+        'NO_CONSISTENT_MATERIALIZATION',
+        `${formatSpec(this.#spec)} is decided from materializations, but ${unserved.join(', ')} ha${unserved.length === 1 ? 's' : 've'} no materializer attached. ` +
+          'Attach one with store.addDecorator(materializer.decorator), or pass exact parameter values to compute live.',
+        { details: { features: unserved } },
+      );
+    }
+    const available = await Promise.all(
+      features.map(async (f, i) => ({
+        feature: f.name,
+        paramsKeys: (await materializers[i]!.listMaterializations(f.name)).map((m) => m.paramsKey),
+      })),
+    );
+    const params = resolveParams(this.#spec, available)!;
+    return { kind: 'live', params, reason: 'the features are served by different stores; each is read from its store and joined in process' };
+  }
+
+  async #live(params: Params): Promise<{ columns: ReturnType<typeof evaluateRead>['columns']; rows: Row[] }> {
+    const sources: RowSource[] = await Promise.all(
+      this.#features.map(async (feature) => {
+        const result = await this.#host.call(feature, params);
+        const table = await adapterFor(result, feature.name, params).toArrow(result);
+        const columns = columnsOf(table, feature.name);
+        return { feature: feature.name, key: keyOf(feature, columns, params), columns, rows: tableToRows(table) };
+      }),
+    );
+    return evaluateRead(sources, this.#query);
+  }
+}
+
+function describePredicate(p: QueryNode['filters'][number]): string {
+  if (p.kind === 'isNull') return `${p.column} IS NULL`;
+  if (p.kind === 'in') return `${p.column} IN (${p.values.map((v) => formatParams({ v }).slice(5, -2)).join(', ')})`;
+  return `${p.column} ${p.op} ${formatParams({ v: p.value }).slice(5, -2)}`;
+}

@@ -1,0 +1,182 @@
+import { FeatureStoreError } from '../errors.js';
+import type { ColumnSpec } from '../frame/columns.js';
+import { describeValue } from '../format.js';
+
+/** A value a filter compares with. */
+export type FilterValue = string | number | bigint | boolean | Date | null;
+
+/** Comparison operators of {@link gt}, {@link gte}, {@link lt}, {@link lte}, {@link ne}. */
+export type ComparisonOperator = '=' | '!=' | '<' | '<=' | '>' | '>=';
+
+const COMPARISON = Symbol.for('featurefn.comparison');
+
+/** A comparison to use as a filter value: `filter({ departures: gt(100) })`. */
+export interface Comparison {
+  readonly [COMPARISON]: true;
+  readonly op: ComparisonOperator;
+  readonly value: FilterValue;
+}
+
+function comparison(op: ComparisonOperator, value: FilterValue): Comparison {
+  return Object.freeze({ [COMPARISON]: true as const, op, value });
+}
+
+/** Greater than: `filter({ departures: gt(100) })`. */
+export const gt = (value: FilterValue): Comparison => comparison('>', value);
+/** Greater than or equal. */
+export const gte = (value: FilterValue): Comparison => comparison('>=', value);
+/** Less than. */
+export const lt = (value: FilterValue): Comparison => comparison('<', value);
+/** Less than or equal. */
+export const lte = (value: FilterValue): Comparison => comparison('<=', value);
+/** Not equal (rows where the column is null never match). */
+export const ne = (value: FilterValue): Comparison => comparison('!=', value);
+
+/**
+ * What `filter` takes: per column, a value (equality), an array (IN) or a comparison.
+ *
+ * ### Example
+ * ```ts
+ * frame.filter({ origin: ['SFO', 'LAX'], departures: gte(1000) })
+ * ```
+ */
+export type FilterConditions = Readonly<Record<string, FilterValue | readonly FilterValue[] | Comparison>>;
+
+/** One predicate of the query tree. */
+export type Predicate =
+  | { readonly kind: 'compare'; readonly column: string; readonly op: ComparisonOperator; readonly value: FilterValue }
+  | { readonly kind: 'in'; readonly column: string; readonly values: readonly FilterValue[] }
+  | { readonly kind: 'isNull'; readonly column: string };
+
+/** The part of a lazy frame's query that follows the feature sources: a small frozen tree. */
+export interface QueryNode {
+  readonly filters: readonly Predicate[];
+  readonly select: readonly string[] | undefined;
+  readonly limit: number | undefined;
+}
+
+/** @internal */
+export const EMPTY_QUERY: QueryNode = Object.freeze({ filters: Object.freeze([]), select: undefined, limit: undefined });
+
+/** Turns `filter({...})` conditions into predicates, refusing values no store can compare. @internal */
+export function predicatesOf(conditions: FilterConditions): Predicate[] {
+  if (typeof conditions !== 'object' || conditions === null || Array.isArray(conditions)) {
+    throw new FeatureStoreError(
+      'INVALID_QUERY',
+      `filter takes an object such as { origin: 'SFO' }, but got ${describeValue(conditions)}.`,
+    );
+  }
+  return Object.entries(conditions).map(([column, condition]): Predicate => {
+    if (Array.isArray(condition)) {
+      condition.forEach((v) => checkFilterValue(column, v));
+      return Object.freeze({ kind: 'in', column, values: Object.freeze([...condition]) });
+    }
+    if (typeof condition === 'object' && condition !== null && COMPARISON in condition) {
+      const { op, value } = condition as Comparison;
+      checkFilterValue(column, value);
+      if (value === null) throw new FeatureStoreError('INVALID_QUERY', `filter on "${column}": compare with null using { ${column}: null }.`);
+      return Object.freeze({ kind: 'compare', column, op, value });
+    }
+    checkFilterValue(column, condition);
+    return condition === null
+      ? Object.freeze({ kind: 'isNull', column })
+      : Object.freeze({ kind: 'compare', column, op: '=', value: condition as FilterValue });
+  });
+}
+
+function checkFilterValue(column: string, value: unknown): void {
+  const ok =
+    value === null ||
+    typeof value === 'string' ||
+    typeof value === 'boolean' ||
+    typeof value === 'bigint' ||
+    (typeof value === 'number' && Number.isFinite(value)) ||
+    (value instanceof Date && !Number.isNaN(value.getTime()));
+  if (!ok) {
+    throw new FeatureStoreError(
+      'INVALID_QUERY',
+      `filter on "${column}" got ${describeValue(value)}; filter values must be strings, finite numbers, bigints, booleans, Dates or null.`,
+      { details: { column } },
+    );
+  }
+}
+
+/** One feature's side of a read: its name, key and columns, and where its rows live. @internal */
+export interface SourceShape {
+  readonly feature: string;
+  readonly key: readonly string[];
+  readonly columns: readonly ColumnSpec[];
+}
+
+/** Where each output column comes from, and how sources join. @internal */
+export interface Layout {
+  /** Output columns in order, each with the index of the source that owns it. */
+  readonly columns: readonly (ColumnSpec & { readonly source: number })[];
+  /** Per source after the first: the key columns it joins on. */
+  readonly joins: readonly (readonly string[])[];
+  /** Per output key column: every source that has it (for pushing key filters into each). */
+  readonly keySources: ReadonlyMap<string, readonly number[]>;
+}
+
+/**
+ * Lays out a join of feature results: rows come from the first feature; each other feature is
+ * left-joined on the key columns it shares with those before it. @internal
+ */
+export function layoutOf(sources: readonly SourceShape[]): Layout {
+  const columns: (ColumnSpec & { source: number })[] = [];
+  const owner = new Map<string, number>();
+  const keySources = new Map<string, number[]>();
+  const joins: string[][] = [];
+  sources.forEach((source, index) => {
+    const shared = index === 0 ? [] : source.key.filter((k) => keySources.has(k));
+    if (index > 0) {
+      if (shared.length === 0) {
+        throw new FeatureStoreError(
+          'NO_COMMON_KEY',
+          `features ${sources
+            .slice(0, index)
+            .map((s) => `"${s.feature}" (key ${s.key.join(', ')})`)
+            .join(', ')} and "${source.feature}" (key ${source.key.join(', ')}) share no key column, so they cannot be joined. ` +
+            'Read them separately, or give them a common entity.',
+          { feature: source.feature },
+        );
+      }
+      joins.push(shared);
+    }
+    for (const column of source.columns) {
+      const isKey = source.key.includes(column.name);
+      if (isKey && keySources.has(column.name)) {
+        keySources.get(column.name)!.push(index);
+        continue;
+      }
+      const previous = owner.get(column.name);
+      if (previous !== undefined) {
+        throw new FeatureStoreError(
+          'AMBIGUOUS_COLUMN',
+          `column "${column.name}" comes from both "${sources[previous]!.feature}" and "${source.feature}". ` +
+            'Rename the value column in one of the features so every column of the joined frame has one meaning.',
+          { feature: source.feature, details: { column: column.name } },
+        );
+      }
+      owner.set(column.name, index);
+      if (isKey) keySources.set(column.name, [index]);
+      columns.push({ ...column, source: index });
+    }
+  });
+  return { columns, joins, keySources };
+}
+
+/** Checks that every filtered and selected column exists. @internal */
+export function checkColumns(layout: Layout, node: QueryNode): void {
+  const names = new Set(layout.columns.map((c) => c.name));
+  const wanted = [...node.filters.map((p) => p.column), ...(node.select ?? [])];
+  for (const column of wanted) {
+    if (!names.has(column)) {
+      throw new FeatureStoreError(
+        'UNKNOWN_COLUMN',
+        `no column "${column}" in the frame; its columns are ${[...names].map((n) => `"${n}"`).join(', ')}.`,
+        { details: { column } },
+      );
+    }
+  }
+}

@@ -1,0 +1,136 @@
+import { FeatureStoreError } from '../errors.js';
+import type { ColumnSpec, ColumnType } from '../frame/columns.js';
+import { describeValue } from '../format.js';
+import { checkColumns, type FilterValue, type Layout, layoutOf, type Predicate, type QueryNode, type SourceShape } from './nodes.js';
+
+/** What differs between SQL engines when compiling a read. */
+export interface SqlDialect {
+  /** Quotes an identifier. */
+  quote(identifier: string): string;
+  /** Placeholder for the `index`-th bound value (1-based), e.g. `$1`. */
+  placeholder(index: number): string;
+}
+
+/** A feature source of a read: its shape plus the quoted table its rows are in. @internal */
+export interface SqlSource extends SourceShape {
+  readonly table: string;
+}
+
+/** A bound value with the type of the column it is compared with. */
+export interface BoundValue {
+  readonly value: Exclude<FilterValue, null>;
+  readonly type: ColumnType;
+}
+
+/** A compiled read: SQL text, its bound values (never spliced into the text) and output columns. */
+export interface CompiledQuery {
+  readonly sql: string;
+  readonly params: readonly BoundValue[];
+  readonly columns: readonly ColumnSpec[];
+}
+
+/**
+ * Compiles a read of joined feature sources into one SQL statement.
+ *
+ * ```sql
+ * SELECT t0."origin", t0."departures", t1."mean_delay"
+ * FROM "featurefn"."m_12" AS t0
+ * LEFT JOIN "featurefn"."m_15" AS t1 ON t1."origin" = t0."origin" AND t1."origin" = $2
+ * WHERE t0."origin" = $1
+ * ```
+ * Equality and IN filters on a key column are repeated on every source that has the key, so each
+ * source is probed through its own index.
+ * @internal
+ */
+export function compileRead(sources: readonly SqlSource[], node: QueryNode, dialect: SqlDialect): CompiledQuery {
+  const layout = layoutOf(sources);
+  checkColumns(layout, node);
+  const params: BoundValue[] = [];
+  const bind = (value: Exclude<FilterValue, null>, type: ColumnType) => {
+    params.push({ value, type });
+    return dialect.placeholder(params.length);
+  };
+  const typeOf = new Map(layout.columns.map((c) => [c.name, c]));
+  const ref = (source: number, column: string) => `t${source}.${dialect.quote(column)}`;
+  const condition = (predicate: Predicate, source: number) => {
+    const column = typeOf.get(predicate.column)!;
+    const target = ref(source, predicate.column);
+    switch (predicate.kind) {
+      case 'isNull':
+        return `${target} IS NULL`;
+      case 'compare':
+        return `${target} ${predicate.op === '!=' ? '<>' : predicate.op} ${bind(checkValue(column, predicate.value), column.type)}`;
+      case 'in': {
+        const values = predicate.values.filter((v) => v !== null);
+        const parts: string[] = [];
+        if (values.length > 0) parts.push(`${target} IN (${values.map((v) => bind(checkValue(column, v), column.type)).join(', ')})`);
+        if (values.length < predicate.values.length) parts.push(`${target} IS NULL`);
+        return parts.length === 0 ? 'FALSE' : parts.length === 1 ? parts[0]! : `(${parts.join(' OR ')})`;
+      }
+    }
+  };
+
+  const where = node.filters.map((p) => condition(p, typeOf.get(p.column)!.source));
+  const joinFilters: string[][] = sources.map(() => []);
+  for (const predicate of node.filters) {
+    const pushable = predicate.kind === 'in' || (predicate.kind === 'compare' && predicate.op === '=');
+    if (!pushable) continue;
+    for (const source of layout.keySources.get(predicate.column)?.slice(1) ?? []) {
+      joinFilters[source]!.push(condition(predicate, source));
+    }
+  }
+
+  const selected = node.select ?? layout.columns.map((c) => c.name);
+  const output = selected.map((name) => typeOf.get(name)!);
+  let sql = `SELECT ${output.map((c) => `${ref(c.source, c.name)} AS ${dialect.quote(c.name)}`).join(', ')}`;
+  sql += ` FROM ${sources[0]!.table} AS t0`;
+  sources.slice(1).forEach((source, i) => {
+    const index = i + 1;
+    const on = layout.joins[i]!.map((k) => `${ref(index, k)} = ${ref(keyOwner(layout, k), k)}`);
+    sql += ` LEFT JOIN ${source.table} AS t${index} ON ${[...on, ...joinFilters[index]!].join(' AND ')}`;
+  });
+  if (where.length > 0) sql += ` WHERE ${where.join(' AND ')}`;
+  if (node.limit !== undefined) sql += ` LIMIT ${bind(node.limit, 'int64')}`;
+  return { sql, params, columns: output.map(({ name, type }) => ({ name, type })) };
+}
+
+function keyOwner(layout: Layout, key: string): number {
+  return layout.keySources.get(key)![0]!;
+}
+
+/** Refuses a filter value of the wrong kind for its column, in words. @internal */
+export function checkValue(column: ColumnSpec, value: FilterValue): Exclude<FilterValue, null> {
+  const ok = (() => {
+    switch (column.type) {
+      case 'string':
+        return typeof value === 'string';
+      case 'boolean':
+        return typeof value === 'boolean';
+      case 'timestamp':
+      case 'date':
+        return value instanceof Date;
+      case 'json':
+      case 'float64[]':
+        return false;
+      default:
+        return typeof value === 'number' || typeof value === 'bigint';
+    }
+  })();
+  if (!ok) {
+    throw new FeatureStoreError(
+      'INVALID_QUERY',
+      column.type === 'json' || column.type === 'float64[]'
+        ? `column "${column.name}" holds ${column.type} values, which filters cannot compare; filter on a key or a scalar column.`
+        : `filter on "${column.name}" (a ${column.type} column) got ${describeValue(value)}; pass a ${expected(column.type)}.`,
+      { details: { column: column.name, type: column.type } },
+    );
+  }
+  return value as Exclude<FilterValue, null>;
+}
+
+function expected(type: ColumnType): string {
+  if (type === 'string') return 'string';
+  if (type === 'boolean') return 'boolean';
+  if (type === 'timestamp' || type === 'date') return 'Date';
+  return 'number';
+}

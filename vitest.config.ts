@@ -1,11 +1,21 @@
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
+const src = (path: string) => fileURLToPath(new URL(`./src/${path}`, import.meta.url));
+
 export default defineConfig({
+  resolve: {
+    // Examples and tests import the package by its published name, served from source.
+    alias: [
+      { find: /^featurefn$/, replacement: src('index.ts') },
+      { find: /^featurefn\/(.*)$/, replacement: src('$1.ts') },
+    ],
+  },
   test: {
     include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    // Real databases: keep files in separate workers, but do not oversubscribe a 2-core machine.
+    // Real databases: separate workers per file, without oversubscribing a 2-core machine.
     maxWorkers: 2,
     typecheck: { enabled: true, include: ['test/types/**/*.test-d.ts'] },
   },

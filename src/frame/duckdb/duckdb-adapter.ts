@@ -24,8 +24,8 @@ export const duckdbAdapter: FrameAdapter<DuckDBResultLike> = {
       const columns = columnsOf(table);
       const name = `featurefn_result_${process.pid}_${++resultCounter}`;
       const definition = columns.map((c) => `${quoteIdentifier(c.name)} ${DUCKDB_SQL_TYPES[c.type]}`).join(', ');
-      await connection.run(`CREATE TEMP TABLE ${quoteIdentifier(name)} (${definition})`);
-      await appendBatches(connection, { schema: 'temp', name }, columns, table.batches);
+      await connection.run(`CREATE TABLE ${quoteIdentifier(name)} (${definition})`);
+      await appendBatches(connection, { schema: 'main', name }, columns, table.batches);
       const reader = await connection.runAndReadAll(`SELECT * FROM ${quoteIdentifier(name)}`);
       await connection.run(`DROP TABLE ${quoteIdentifier(name)}`);
       return reader;

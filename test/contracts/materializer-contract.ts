@@ -1,0 +1,433 @@
+import { tableFromArrays } from 'apache-arrow';
+import {
+  AsOf,
+  type Feature,
+  FeatureStore,
+  FeatureStoreError,
+  First,
+  gt,
+  Last,
+  lte,
+  type Materializer,
+  ne,
+  type Row,
+} from 'featurefn';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+/** What a store's test file provides: a fresh materializer, and how to clean up after it. */
+export type MaterializerFactory = () => Promise<{ materializer: Materializer; cleanup(): Promise<void> }>;
+
+const day = (d: number) => new Date(Date.UTC(2001, 2, d));
+
+/** Synthetic flights, fixed: origin, destination, day of March 2001, delay in minutes. */
+const FLIGHTS: readonly { origin: string; destination: string; day: number; delay: number }[] = [
+  { origin: 'SFO', destination: 'LAX', day: 1, delay: 10 },
+  { origin: 'SFO', destination: 'LAX', day: 2, delay: 30 },
+  { origin: 'SFO', destination: 'JFK', day: 2, delay: -5 },
+  { origin: 'LAX', destination: 'SFO', day: 1, delay: 0 },
+  { origin: 'LAX', destination: 'JFK', day: 3, delay: 45 },
+  { origin: "O'HARE\"; DROP TABLE x; --", destination: 'SFO', day: 2, delay: 7 },
+  { origin: 'JFK', destination: 'SFO', day: 3, delay: 12 },
+];
+
+function countByOrigin(when: Date): { origin: string; departures: number }[] {
+  const counts = new Map<string, number>();
+  for (const f of FLIGHTS) if (day(f.day) <= when) counts.set(f.origin, (counts.get(f.origin) ?? 0) + 1);
+  return [...counts].map(([origin, departures]) => ({ origin, departures }));
+}
+
+function meanDelayByOrigin(when: Date): { origin: string; mean_delay: number }[] {
+  const sums = new Map<string, number[]>();
+  for (const f of FLIGHTS) if (day(f.day) <= when) sums.set(f.origin, [...(sums.get(f.origin) ?? []), f.delay]);
+  return [...sums].map(([origin, d]) => ({ origin, mean_delay: d.reduce((a, b) => a + b, 0) / d.length }));
+}
+
+const byOrigin = (a: Row, b: Row) => String(a.origin).localeCompare(String(b.origin)) || String(a.destination ?? '').localeCompare(String(b.destination ?? ''));
+
+/**
+ * The behaviour every store must have. A new store is done when this suite passes against a
+ * real server; any skip must be listed by name with its reason.
+ */
+export function describeMaterializer(name: string, factory: MaterializerFactory): void {
+  describe(`materializer contract: ${name}`, () => {
+    let materializer: Materializer;
+    let cleanup: () => Promise<void>;
+    let store: FeatureStore;
+    let calls: Record<string, number>;
+    let departures: Feature<(p: { when: Date }) => Promise<{ origin: string; departures: number }[]>>;
+    let meanDelay: Feature<(p: { when: Date }) => Promise<{ origin: string; mean_delay: number }[]>>;
+
+    beforeEach(async () => {
+      ({ materializer, cleanup } = await factory());
+      store = new FeatureStore();
+      calls = {};
+      const count = (n: string) => {
+        calls[n] = (calls[n] ?? 0) + 1;
+      };
+      departures = store.feature({ module: 'flights', entity: 'origin' }, async function departures({ when }: { when: Date }) {
+        count('departures');
+        return countByOrigin(when);
+      });
+      meanDelay = store.feature({ module: 'flights', entity: 'origin' }, async function meanDelay({ when }: { when: Date }) {
+        count('meanDelay');
+        return meanDelayByOrigin(when);
+      });
+      store.addDecorator(materializer.decorator);
+    });
+
+    afterEach(async () => {
+      await cleanup();
+    });
+
+    describe('materialize and list', () => {
+      it('returns the new record with parameters, row count, creation time and source hash', async () => {
+        const before = Date.now();
+        const record = await materializer.materialize(departures, { when: day(2) });
+        expect(record.featureName).toBe('flights.departures');
+        expect(record.params).toEqual({ when: day(2) });
+        expect(record.params.when).toBeInstanceOf(Date);
+        expect(record.rows).toBe(countByOrigin(day(2)).length);
+        expect(record.createdAt.getTime()).toBeGreaterThanOrEqual(before - 1000);
+        expect(record.sourceHash).toBe(departures.info.sourceHash);
+        expect(record.kind).toBe('rows');
+        expect(record.key).toEqual(['origin']);
+      });
+
+      it('lists materializations ordered by parameters, by feature, name or info', async () => {
+        await materializer.materialize(departures, { when: day(3) });
+        await materializer.materialize(departures, { when: day(1) });
+        await materializer.materialize(meanDelay, { when: day(2) });
+        const list = await materializer.listMaterializations(departures);
+        expect(list.map((m) => m.params.when)).toEqual([day(1), day(3)]);
+        expect(await materializer.listMaterializations('flights.departures')).toEqual(list);
+        expect(await materializer.listMaterializations(departures.info)).toEqual(list);
+        expect(await materializer.listMaterializations('flights.unknown')).toEqual([]);
+      });
+
+      it('treats equal parameters given in another order as the same materialization', async () => {
+        const f = store.feature({ module: 'apps', entity: 'origin' }, async function perApp(p: { when: Date; app: string }) {
+          return countByOrigin(p.when).map((r) => ({ ...r, app: p.app }));
+        });
+        await materializer.materialize(f, { when: day(2), app: 'web' });
+        await materializer.materialize(f, { app: 'web', when: new Date(day(2).getTime()) });
+        expect(await materializer.listMaterializations(f)).toHaveLength(1);
+      });
+
+      it('accepts strings, numbers and booleans as parameters', async () => {
+        const f = store.feature({ module: 'apps', entity: 'origin' }, async function mixed(p: { app: string; minDelay: number; late: boolean }) {
+          return [{ origin: 'SFO', n: p.minDelay, app: p.app, late: p.late }];
+        });
+        const record = await materializer.materialize(f, { app: 'web', minDelay: 15, late: true });
+        expect(record.params).toEqual({ app: 'web', minDelay: 15, late: true });
+        expect(await f({ late: true, minDelay: 15, app: 'web' })).toEqual([{ origin: 'SFO', n: 15, app: 'web', late: true }]);
+      });
+
+      it('replaces a materialization atomically and keeps one record', async () => {
+        let version = 1;
+        const f = store.feature({ module: 'v', entity: 'origin' }, async function versioned() {
+          return [{ origin: 'SFO', version }];
+        });
+        const first = await materializer.materialize(f, {});
+        version = 2;
+        const second = await materializer.materialize(f, {});
+        expect(second.id).not.toBe(first.id);
+        const list = await materializer.listMaterializations(f);
+        expect(list).toHaveLength(1);
+        expect(list[0]!.id).toBe(second.id);
+        expect(await store.withParams({}).getFeatures(f).toArray()).toEqual([{ origin: 'SFO', version: 2 }]);
+      });
+    });
+
+    describe('decorated calls', () => {
+      it('serve a materialized call from the store, as rows when the function returns rows', async () => {
+        await materializer.materialize(departures, { when: day(2) });
+        const before = calls.departures;
+        const rows = await departures({ when: day(2) });
+        expect(calls.departures).toBe(before);
+        expect([...rows].sort(byOrigin)).toEqual(countByOrigin(day(2)).sort(byOrigin));
+      });
+
+      it('compute when nothing is materialized for the parameters', async () => {
+        await materializer.materialize(departures, { when: day(2) });
+        const before = calls.departures ?? 0;
+        const rows = await departures({ when: day(3) });
+        expect(calls.departures).toBe(before + 1);
+        expect(rows.sort(byOrigin)).toEqual(countByOrigin(day(3)).sort(byOrigin));
+      });
+
+      it('give back an Arrow table for a feature that returns Arrow', async () => {
+        const arrowFeature = store.feature({ module: 'a', entity: 'origin' }, async function arrowDepartures({ when }: { when: Date }) {
+          const rows = countByOrigin(when);
+          return tableFromArrays({ origin: rows.map((r) => r.origin), departures: Int32Array.from(rows.map((r) => r.departures)) });
+        });
+        await materializer.materialize(arrowFeature, { when: day(3) });
+        const table = await arrowFeature({ when: day(3) });
+        expect(table.constructor.name).toBe('Table');
+        expect(table.numRows).toBe(countByOrigin(day(3)).length);
+        const sfo = table.toArray().find((r) => r.origin === 'SFO');
+        expect(sfo?.departures).toBe(3);
+      });
+
+      it('serve a derived feature’s inner call from the store', async () => {
+        const derived = store.feature({ module: 'flights', entity: 'origin' }, async function busy({ when }: { when: Date }) {
+          const rows = await departures({ when });
+          return rows.map((r) => ({ origin: r.origin, busy: r.departures >= 3 }));
+        });
+        await materializer.materialize(departures, { when: day(3) });
+        const before = calls.departures;
+        const rows = await derived({ when: day(3) });
+        expect(calls.departures).toBe(before);
+        expect(rows.find((r) => r.origin === 'SFO')).toEqual({ origin: 'SFO', busy: true });
+      });
+    });
+
+    describe('reads at a consistent point in time', () => {
+      beforeEach(async () => {
+        for (const d of [1, 2, 3]) await materializer.materialize(departures, { when: day(d) });
+        for (const d of [1, 2]) await materializer.materialize(meanDelay, { when: day(d) });
+      });
+
+      it('Last() picks the latest point at which every feature is materialized', async () => {
+        const frame = store.withParams({ when: Last() }).getFeatures(departures, meanDelay).filter({ origin: 'SFO' });
+        expect(await frame.toArray()).toEqual([{ origin: 'SFO', departures: 3, mean_delay: 35 / 3 }]);
+        expect(await frame.explain()).toContain('2001-03-02T00:00:00.000Z');
+        expect(await store.withParams({ when: Last() }).getFeatures(departures).filter({ origin: 'SFO' }).toArray()).toEqual([
+          { origin: 'SFO', departures: 3 },
+        ]);
+      });
+
+      it('First() and AsOf(date) resolve among shared points', async () => {
+        const first = store.withParams({ when: First() }).getFeatures(departures, meanDelay).filter({ origin: 'SFO' });
+        expect(await first.toArray()).toEqual([{ origin: 'SFO', departures: 1, mean_delay: 10 }]);
+        const asOf = store.withParams({ when: AsOf(new Date(Date.UTC(2001, 2, 2, 12))) }).getFeatures(departures).filter({ origin: 'LAX' });
+        expect(await asOf.toArray()).toEqual([{ origin: 'LAX', departures: 1 }]);
+      });
+
+      it('fails clearly when no point in time has every feature', async () => {
+        const late = store.feature({ module: 'flights', entity: 'origin' }, async function late({ when }: { when: Date }) {
+          return countByOrigin(when);
+        });
+        await materializer.materialize(late, { when: day(9) });
+        const frame = store.withParams({ when: Last() }).getFeatures(departures, late);
+        const error = await frame.toArray().catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(FeatureStoreError);
+        expect((error as FeatureStoreError).code).toBe('NO_CONSISTENT_MATERIALIZATION');
+        expect((error as FeatureStoreError).message).toContain('flights.late');
+      });
+
+      it('resolves Last() among materializations sharing the other parameters', async () => {
+        const perApp = store.feature({ module: 'apps', entity: 'origin' }, async function perAppCount(p: { when: Date; app: string }) {
+          return countByOrigin(p.when).map((r) => ({ origin: r.origin, n: r.departures, app: p.app }));
+        });
+        await materializer.materialize(perApp, { when: day(1), app: 'web' });
+        await materializer.materialize(perApp, { when: day(3), app: 'ios' });
+        const rows = await store.withParams({ when: Last(), app: 'web' }).getFeatures(perApp).filter({ origin: 'SFO' }).toArray();
+        expect(rows).toEqual([{ origin: 'SFO', n: 1, app: 'web' }]);
+      });
+
+      it('sees a new materialization on the next read', async () => {
+        const frame = store.withParams({ when: Last() }).getFeatures(departures, meanDelay).filter({ origin: 'LAX' });
+        expect((await frame.toArray())[0]?.departures).toBe(1);
+        await materializer.materialize(meanDelay, { when: day(3) });
+        expect((await frame.toArray())[0]?.departures).toBe(2);
+      });
+
+      it('compiles filters, selection and limit into one statement with bound values', async () => {
+        const frame = store
+          .withParams({ when: Last() })
+          .getFeatures(departures, meanDelay)
+          .filter({ origin: ['SFO', 'LAX', 'JFK'] })
+          .filter({ departures: gt(0), mean_delay: lte(20) })
+          .select('origin', 'mean_delay')
+          .limit(2);
+        const sql = await frame.explain();
+        expect(sql).toMatch(/SELECT .* FROM .* LEFT JOIN .* WHERE .* LIMIT/s);
+        expect(sql).not.toContain("'SFO'");
+        expect(sql).toContain('"SFO"'); // listed apart as a bound value
+        const rows = await frame.toArray();
+        expect(rows.length).toBeLessThanOrEqual(2);
+        for (const row of rows) expect(Object.keys(row)).toEqual(['origin', 'mean_delay']);
+        const all = await store
+          .withParams({ when: Last() })
+          .getFeatures(departures, meanDelay)
+          .filter({ mean_delay: lte(20), origin: ne('LAX') })
+          .toArray();
+        expect(all.sort(byOrigin).map((r) => r.origin)).toEqual(["O'HARE\"; DROP TABLE x; --", 'SFO']);
+      });
+
+      it('binds values that try to break out of SQL quoting', async () => {
+        const hostile = "O'HARE\"; DROP TABLE x; --";
+        const rows = await store.withParams({ when: Last() }).getFeatures(departures).filter({ origin: hostile }).toArray();
+        expect(rows).toEqual([{ origin: hostile, departures: 1 }]);
+        const none = await store.withParams({ when: Last() }).getFeatures(departures).filter({ origin: "' OR '1'='1" }).toArray();
+        expect(none).toEqual([]);
+        expect(await materializer.listMaterializations(departures)).toHaveLength(3);
+      });
+
+      it('reads as Arrow with the stored column types', async () => {
+        const table = await store.withParams({ when: Last() }).getFeatures(departures, meanDelay).toArrow();
+        expect(table.numRows).toBe(countByOrigin(day(2)).length);
+        expect(table.schema.fields.map((f) => f.name)).toEqual(['origin', 'departures', 'mean_delay']);
+      });
+
+      it('computes live, and says so, when the exact parameters are not materialized', async () => {
+        const frame = store.withParams({ when: day(3) }).getFeatures(departures, meanDelay).filter({ origin: 'SFO' });
+        expect(await frame.explain()).toMatch(/computes live/);
+        expect(await frame.toArray()).toEqual([{ origin: 'SFO', departures: 3, mean_delay: 35 / 3 }]);
+      });
+
+      it('joins a composite-key feature on the shared key column', async () => {
+        const routes = store.feature({ module: 'flights', entity: ['origin', 'destination'] }, async function routes({ when }: { when: Date }) {
+          const counts = new Map<string, { origin: string; destination: string; flights: number }>();
+          for (const f of FLIGHTS) {
+            if (day(f.day) > when) continue;
+            const k = `${f.origin}>${f.destination}`;
+            const row = counts.get(k) ?? { origin: f.origin, destination: f.destination, flights: 0 };
+            row.flights++;
+            counts.set(k, row);
+          }
+          return [...counts.values()];
+        });
+        await materializer.materialize(routes, { when: day(2) });
+        const rows = await store.withParams({ when: Last() }).getFeatures(departures, routes).filter({ origin: 'SFO' }).toArray();
+        expect(rows.sort(byOrigin)).toEqual([
+          { origin: 'SFO', departures: 3, destination: 'JFK', flights: 1 },
+          { origin: 'SFO', departures: 3, destination: 'LAX', flights: 2 },
+        ]);
+        const one = await store
+          .withParams({ when: Last() })
+          .getFeatures(routes)
+          .filter({ origin: 'SFO', destination: 'LAX' })
+          .toArray();
+        expect(one).toEqual([{ origin: 'SFO', destination: 'LAX', flights: 2 }]);
+      });
+    });
+
+    describe('column types', () => {
+      it('stores and reads back integers, floats, strings, booleans, timestamps, nulls, JSON values and embeddings', async () => {
+        const rows = [
+          {
+            id: 'a',
+            big: 2n ** 40n,
+            ratio: 0.125,
+            label: 'ünïcode "quoted" \'x\'',
+            ok: true,
+            at: new Date(Date.UTC(1969, 11, 31, 23, 59, 59, 123)),
+            meta: { tags: ['x', 'y'], nested: { n: 1 } },
+            embedding: [0.5, -1.25, 3],
+          },
+          { id: 'b', big: null, ratio: null, label: null, ok: null, at: null, meta: null, embedding: null },
+        ];
+        const typed = store.feature({ module: 'types', entity: 'id' }, async function typed() {
+          return rows;
+        });
+        const record = await materializer.materialize(typed, {});
+        expect(record.columns.map((c) => c.type)).toEqual(['string', 'int64', 'float64', 'string', 'boolean', 'timestamp', 'json', 'float64[]']);
+        const expected = rows.map((r) => ({ ...r, big: r.big === null ? null : Number(r.big) }));
+        expect((await typed({})).sort(byId)).toEqual(expected);
+        expect(await store.withParams({}).getFeatures(typed).filter({ id: 'a' }).toArray()).toEqual([expected[0]]);
+      });
+
+      it('keeps column names that try to break out of SQL quoting', async () => {
+        const column = 'x"; DROP TABLE y; --';
+        const odd = store.feature({ module: 'types', entity: 'id' }, async function oddColumn() {
+          return [{ id: 1, [column]: 'value' }];
+        });
+        await materializer.materialize(odd, {});
+        expect(await store.withParams({}).getFeatures(odd).filter({ [column]: 'value' }).toArray()).toEqual([{ id: 1, [column]: 'value' }]);
+      });
+    });
+
+    describe('bad input is refused and leaves the store as it was', () => {
+      async function expectRefused(run: () => Promise<unknown>, code: string, ...inMessage: string[]) {
+        const before = await materializer.listMaterializations(departures);
+        const error = await run().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(error).toBeInstanceOf(FeatureStoreError);
+        expect((error as FeatureStoreError).code).toBe(code);
+        for (const text of inMessage) expect((error as FeatureStoreError).message).toContain(text);
+        expect(await materializer.listMaterializations(departures)).toEqual(before);
+        expect((await departures({ when: day(1) })).sort(byOrigin)).toEqual(countByOrigin(day(1)).sort(byOrigin));
+      }
+
+      beforeEach(async () => {
+        await materializer.materialize(departures, { when: day(1) });
+      });
+
+      it('a result without the key column', async () => {
+        const f = store.feature({ module: 'flights', entity: 'airport' }, async function departuresNoKey({ when }: { when: Date }) {
+          return countByOrigin(when);
+        });
+        await expectRefused(() => materializer.materialize(f, { when: day(1) }), 'MISSING_KEY_COLUMN', 'flights.departuresNoKey', '"airport"', '"origin"');
+      });
+
+      it('a result with a duplicated key, named in the error', async () => {
+        const f = store.feature({ module: 'flights', entity: 'origin' }, async function departuresDup() {
+          return [
+            { origin: 'SFO', n: 1 },
+            { origin: 'SFO', n: 2 },
+          ];
+        });
+        await expectRefused(() => materializer.materialize(f, { when: day(1) }), 'DUPLICATE_KEY', 'origin = "SFO"', '2001-03-01');
+        expect(await materializer.listMaterializations(f)).toEqual([]);
+      });
+
+      it('a duplicate that replaces an existing materialization keeps the old one', async () => {
+        let dup = false;
+        const f = store.feature({ module: 'flights', entity: 'origin' }, async function sometimesDup() {
+          return dup ? [{ origin: 'SFO' }, { origin: 'SFO' }] : [{ origin: 'SFO' }];
+        });
+        const ok = await materializer.materialize(f, {});
+        dup = true;
+        await expect(materializer.materialize(f, {})).rejects.toMatchObject({ code: 'DUPLICATE_KEY' });
+        expect((await materializer.listMaterializations(f)).map((m) => m.id)).toEqual([ok.id]);
+        expect(await store.withParams({}).getFeatures(f).toArray()).toEqual([{ origin: 'SFO' }]);
+      });
+
+      it('a null key', async () => {
+        const f = store.feature({ module: 'flights', entity: 'origin' }, async function nullKey() {
+          return [{ origin: 'SFO', n: 1 }, { origin: null, n: 2 }];
+        });
+        await expectRefused(() => materializer.materialize(f, {}), 'NULL_KEY', 'flights.nullKey');
+      });
+
+      it('a result that is not a frame', async () => {
+        const f = store.feature({ module: 'flights' }, async function notAFrame() {
+          return 42;
+        });
+        await expectRefused(() => materializer.materialize(f, { when: day(1) }), 'UNSUPPORTED_RESULT', 'flights.notAFrame', 'the number 42', 'rows');
+      });
+
+      it('a function that throws', async () => {
+        const f = store.feature({ module: 'flights' }, async function broken(): Promise<Row[]> {
+          throw new Error('source table missing');
+        });
+        await expectRefused(() => materializer.materialize(f, { when: day(1) }), 'FEATURE_FAILED', 'source table missing');
+      });
+
+      it('a parameter of an unsupported type', async () => {
+        await expectRefused(
+          () => materializer.materialize(departures, { when: { at: 'tomorrow' } as unknown as Date }),
+          'UNSUPPORTED_PARAMETER',
+          '"when"',
+          'plain object',
+        );
+      });
+
+      it('an unregistered function', async () => {
+        const plain = async () => [{ origin: 'SFO' }];
+        await expectRefused(() => materializer.materialize(plain as never, {}), 'UNKNOWN_FEATURE', 'feature(');
+      });
+    });
+
+    it('refuses calls after close()', async () => {
+      await materializer.close();
+      await expect(materializer.listMaterializations(departures)).rejects.toMatchObject({ code: 'CLOSED' });
+      await expect(materializer.materialize(departures, { when: day(1) })).rejects.toMatchObject({ code: 'CLOSED' });
+    });
+  });
+}
+
+const byId = (a: Row, b: Row) => String(a.id).localeCompare(String(b.id));

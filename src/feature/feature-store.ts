@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { basename, dirname, extname } from 'node:path';
+import { basename, extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FeatureStoreError } from '../errors.js';
 import { describeValue } from '../format.js';
@@ -40,7 +40,7 @@ export interface ParamsScope {
   getFeatures(...features: readonly (Feature | string)[]): LazyFrame;
 }
 
-const LIBRARY_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
+const THIS_FILE = fileURLToPath(import.meta.url);
 
 /**
  * A registry of features and the decorators attached to them. `defaultStore` is the
@@ -242,7 +242,7 @@ function callerLocation(): string {
     const match = /\(?((?:file:\/\/)?\/[^()]*?):(\d+):\d+\)?\s*$/.exec(line);
     if (match === null) continue;
     const file = match[1]!.startsWith('file://') ? fileURLToPath(match[1]!) : match[1]!;
-    if (file.startsWith(LIBRARY_DIR + '/') && !file.includes('/node_modules/')) continue;
+    if (file === THIS_FILE) continue;
     return `${file}:${match[2]}`;
   }
   return 'unknown location';

@@ -324,7 +324,7 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
         const record = await materializer.materialize(typed, {});
         expect(record.columns.map((c) => c.type)).toEqual(['string', 'int64', 'float64', 'string', 'boolean', 'timestamp', 'json', 'float64[]']);
         const expected = rows.map((r) => ({ ...r, big: r.big === null ? null : Number(r.big) }));
-        expect((await typed({})).sort(byId)).toEqual(expected);
+        expect((await typed()).sort(byId)).toEqual(expected);
         expect(await store.withParams({}).getFeatures(typed).filter({ id: 'a' }).toArray()).toEqual([expected[0]]);
       });
 

@@ -24,6 +24,7 @@ export function describeValue(value: unknown): string {
     const name = value.constructor?.name;
     return name && name !== 'Object' ? `a ${name} object` : 'a plain object';
   }
-  if (typeof value === 'string') return `the string ${JSON.stringify(value.length > 60 ? value.slice(0, 60) + '…' : value)}`;
+  if (typeof value === 'string')
+    return `the string ${JSON.stringify(value.length > 60 ? value.slice(0, 60) + '…' : value)}`;
   return `the ${typeof value} ${String(value)}`;
 }

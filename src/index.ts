@@ -7,15 +7,32 @@
  * Stores live behind subpath exports: `featurefn/duckdb` (embedded) and `featurefn/postgres`.
  * @module
  */
-export { type FeatureStoreErrorCode, FeatureStoreError, type FeatureStoreErrorContext } from './errors.js';
-export type { Feature, FeatureCall, FeatureFunction, FeatureInfo, FeatureOptions } from './feature/feature.js';
-export { defaultStore, feature, FeatureStore, type FeatureStoreConfig, type ParamsScope } from './feature/feature-store.js';
-export type { ParamValue, Params } from './feature/params.js';
+export { FeatureStoreError, type FeatureStoreErrorCode, type FeatureStoreErrorContext } from './errors.js';
+export type {
+  Feature,
+  FeatureCall,
+  FeatureFunction,
+  FeatureInfo,
+  FeatureOptions,
+} from './feature/feature.js';
+export {
+  defaultStore,
+  FeatureStore,
+  type FeatureStoreConfig,
+  feature,
+  type ParamsScope,
+} from './feature/feature-store.js';
+export type { Params, ParamValue } from './feature/params.js';
 export type { StandardSchemaV1 } from './feature/standard-schema.js';
 export { registerFrameAdapter } from './frame/adapters.js';
 export type { ColumnSpec, ColumnType, Row } from './frame/columns.js';
 export type { FrameAdapter } from './frame/frame-adapter.js';
-export type { FeatureDecorator, Materialization, Materializer } from './materializer/materializer.js';
+export type {
+  FeatureDecorator,
+  Materialization,
+  MaterializeParams,
+  Materializer,
+} from './materializer/materializer.js';
 export { MaterializerBase, type PublishInput } from './materializer/materializer-base.js';
 export { LazyFrame } from './query/lazy-frame.js';
 export {

@@ -16,7 +16,7 @@ export function keyOf(info: FeatureInfo, columns: readonly ColumnSpec[], params:
       'MISSING_KEY_COLUMN',
       `the result has no key column ${missing.map((k) => `"${k}"`).join(', ') || '(it has no columns)'}; ` +
         `its columns are ${names.map((n) => `"${n}"`).join(', ') || 'none'}. ` +
-        'Return the key column(s), or set the feature\'s entity option to the column(s) that identify a row. Nothing was stored.',
+        "Return the key column(s), or set the feature's entity option to the column(s) that identify a row. Nothing was stored.",
       { feature: info.name, params, details: { missing, columns: names } },
     );
   }
@@ -32,4 +32,3 @@ export function keyOf(info: FeatureInfo, columns: readonly ColumnSpec[], params:
   }
   return key;
 }
-

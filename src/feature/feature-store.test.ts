@@ -35,7 +35,14 @@ describe('feature registration', () => {
   it('keeps metadata readable from the registry', () => {
     const store = new FeatureStore();
     const f = store.feature(
-      { module: 'events', entity: ['user_id', 'app'], description: 'Favorites so far.', maintainer: 'Ana <ana@example.com>', status: 'production', tags: ['PII'] },
+      {
+        module: 'events',
+        entity: ['user_id', 'app'],
+        description: 'Favorites so far.',
+        maintainer: 'Ana <ana@example.com>',
+        status: 'production',
+        tags: ['PII'],
+      },
       async function nFavorites() {
         return [];
       },
@@ -71,7 +78,9 @@ describe('feature registration', () => {
     }
     expect(error).toBeInstanceOf(FeatureStoreError);
     expect((error as FeatureStoreError).code).toBe('DUPLICATE_FEATURE');
-    expect((error as FeatureStoreError).message).toMatch(/defined at .*feature-store\.test\.ts:\d+; redefined at .*feature-store\.test\.ts:\d+/);
+    expect((error as FeatureStoreError).message).toMatch(
+      /defined at .*feature-store\.test\.ts:\d+; redefined at .*feature-store\.test\.ts:\d+/,
+    );
   });
 
   it('replaces a definition in interactive mode', async () => {
@@ -91,8 +100,12 @@ describe('feature registration', () => {
   it('refuses nameless functions, bad names and bad entities with clear errors', () => {
     const store = new FeatureStore();
     expect(() => store.feature({}, (() => () => [])())).toThrow(/has no name/);
-    expect(() => store.feature({ module: 'bad module' }, async function ok() {})).toThrow(/not an identifier/);
-    expect(() => store.feature({ module: 'm', name: 'x"; drop' }, async function ok() {})).toThrow(/not an identifier/);
+    expect(() => store.feature({ module: 'bad module' }, async function ok() {})).toThrow(
+      /not an identifier/,
+    );
+    expect(() => store.feature({ module: 'm', name: 'x"; drop' }, async function ok() {})).toThrow(
+      /not an identifier/,
+    );
     expect(() => store.feature({ module: 'm', entity: [] }, async function ok() {})).toThrow(/entity option/);
     expect(() => store.feature({ module: 'm' }, 'nope' as never)).toThrow(/takes a function/);
   });

@@ -88,17 +88,13 @@ export class FeatureStore {
     }
     const entry: Registered = { info, fn, chain: undefined };
     this.#features.set(info.name, entry);
-    const store = this;
-    const call = (params: unknown) => store.#call(info.name, params);
+    const call = (params: unknown) => this.#call(info.name, params);
     const compute = async (params: unknown) => fn(params);
-    return Object.defineProperties(
-      (params: unknown) => call(params),
-      {
-        name: { value: info.localName },
-        info: { value: info, enumerable: true },
-        compute: { value: compute },
-      },
-    ) as unknown as Feature<F>;
+    return Object.defineProperties((params: unknown) => call(params), {
+      name: { value: info.localName },
+      info: { value: info, enumerable: true },
+      compute: { value: compute },
+    }) as unknown as Feature<F>;
   }
 
   /**
@@ -111,7 +107,10 @@ export class FeatureStore {
    */
   addDecorator(decorator: FeatureDecorator, modulePrefix?: string): void {
     if (typeof decorator !== 'function') {
-      throw new FeatureStoreError('INVALID_FEATURE', `addDecorator takes a decorator function, but got ${describeValue(decorator)}.`);
+      throw new FeatureStoreError(
+        'INVALID_FEATURE',
+        `addDecorator takes a decorator function, but got ${describeValue(decorator)}.`,
+      );
     }
     this.#decorators.push({ decorator, modulePrefix });
     for (const entry of this.#features.values()) entry.chain = undefined;
@@ -188,7 +187,10 @@ export class FeatureStore {
 
   #infoOf(options: FeatureOptions, fn: FeatureFunction): FeatureInfo {
     if (typeof options !== 'object' || options === null) {
-      throw new FeatureStoreError('INVALID_FEATURE', `feature options must be an object, but got ${describeValue(options)}.`);
+      throw new FeatureStoreError(
+        'INVALID_FEATURE',
+        `feature options must be an object, but got ${describeValue(options)}.`,
+      );
     }
     const definedAt = callerLocation();
     const localName = options.name ?? fn.name;
@@ -203,7 +205,10 @@ export class FeatureStore {
       ['name', localName],
       ['module', module],
     ] as const) {
-      if (!/^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*$/.test(value) || (what === 'name' && value.includes('.'))) {
+      if (
+        !/^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*$/.test(value) ||
+        (what === 'name' && value.includes('.'))
+      ) {
         throw new FeatureStoreError(
           'INVALID_FEATURE',
           `the feature ${what} ${JSON.stringify(value)} (defined at ${definedAt}) is not an identifier; use letters, digits and _${what === 'module' ? ', with dots between parts' : ''}.`,
@@ -211,9 +216,17 @@ export class FeatureStore {
       }
     }
     const entity =
-      options.entity === undefined ? undefined : Object.freeze(typeof options.entity === 'string' ? [options.entity] : [...options.entity]);
-    if (entity !== undefined && (entity.length === 0 || entity.some((e) => typeof e !== 'string' || e === ''))) {
-      throw new FeatureStoreError('INVALID_FEATURE', `the entity option of "${module}.${localName}" must name one or more columns.`);
+      options.entity === undefined
+        ? undefined
+        : Object.freeze(typeof options.entity === 'string' ? [options.entity] : [...options.entity]);
+    if (
+      entity !== undefined &&
+      (entity.length === 0 || entity.some((e) => typeof e !== 'string' || e === ''))
+    ) {
+      throw new FeatureStoreError(
+        'INVALID_FEATURE',
+        `the entity option of "${module}.${localName}" must name one or more columns.`,
+      );
     }
     return Object.freeze({
       name: `${module}.${localName}`,
@@ -274,5 +287,7 @@ export const defaultStore = new FeatureStore();
 export function feature<F extends FeatureFunction>(fn: F): Feature<F>;
 export function feature<F extends FeatureFunction>(options: FeatureOptions, fn: F): Feature<F>;
 export function feature<F extends FeatureFunction>(optionsOrFn: FeatureOptions | F, fn?: F): Feature<F> {
-  return fn === undefined ? defaultStore.feature(optionsOrFn as F) : defaultStore.feature(optionsOrFn as FeatureOptions, fn);
+  return fn === undefined
+    ? defaultStore.feature(optionsOrFn as F)
+    : defaultStore.feature(optionsOrFn as FeatureOptions, fn);
 }

@@ -82,7 +82,12 @@ export type FeatureCall = (params: unknown) => Promise<unknown>;
 
 /** The registry entry of a feature, or a clear error for anything else. @internal */
 export function featureInfoOf(feature: unknown): FeatureInfo {
-  if (typeof feature === 'function' && 'info' in feature && typeof feature.info === 'object' && feature.info !== null) {
+  if (
+    typeof feature === 'function' &&
+    'info' in feature &&
+    typeof feature.info === 'object' &&
+    feature.info !== null
+  ) {
     return feature.info as FeatureInfo;
   }
   if (typeof feature === 'object' && feature !== null && 'sourceHash' in feature && 'name' in feature) {

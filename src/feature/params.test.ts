@@ -9,7 +9,9 @@ describe('canonical parameters', () => {
   });
 
   it('distinguish a Date from its ISO string, and numbers from numeric strings', () => {
-    expect(canonicalParams({ when: new Date(0) })).not.toBe(canonicalParams({ when: new Date(0).toISOString() }));
+    expect(canonicalParams({ when: new Date(0) })).not.toBe(
+      canonicalParams({ when: new Date(0).toISOString() }),
+    );
     expect(canonicalParams({ n: 1 })).not.toBe(canonicalParams({ n: '1' }));
     expect(canonicalParams({ n: -0 })).toBe(canonicalParams({ n: 0 }));
   });
@@ -21,7 +23,9 @@ describe('canonical parameters', () => {
   });
 
   it('refuse values a store cannot key, naming the parameter', () => {
-    expect(() => canonicalParams({ when: { at: 1 } }, 'f.x')).toThrow(/Feature "f.x": parameter "when" is a plain object/);
+    expect(() => canonicalParams({ when: { at: 1 } }, 'f.x')).toThrow(
+      /Feature "f.x": parameter "when" is a plain object/,
+    );
     expect(() => canonicalParams({ n: Number.NaN })).toThrow(/parameter "n" is the number NaN/);
     expect(() => canonicalParams({ d: new Date('nope') })).toThrow(/invalid Date/);
     expect(() => canonicalParams({ x: undefined })).toThrow(/parameter "x" is undefined/);

@@ -73,7 +73,7 @@ function unsupported(name: string, what: string, params: Params, feature: string
     'UNSUPPORTED_PARAMETER',
     `parameter "${name}" is ${what}. Parameters may be Dates, strings, finite numbers or booleans; ` +
       'convert other values (for example to an ISO string or an id) before passing them.',
-    { feature, details: { parameter: name } },
+    { feature, params, details: { parameter: name } },
   );
 }
 

@@ -13,9 +13,10 @@ export interface StandardSchemaV1<Input = unknown, Output = Input> {
   };
 }
 
-// biome-ignore lint/style/noNamespace: the Standard Schema spec's own shape.
 export declare namespace StandardSchemaV1 {
-  type Result<Output> = { readonly value: Output; readonly issues?: undefined } | { readonly issues: readonly Issue[] };
+  type Result<Output> =
+    | { readonly value: Output; readonly issues?: undefined }
+    | { readonly issues: readonly Issue[] };
   interface Issue {
     readonly message: string;
     readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined;

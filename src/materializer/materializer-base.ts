@@ -1,16 +1,28 @@
 import { type RecordBatch, Table } from 'apache-arrow';
 import { FeatureStoreError } from '../errors.js';
+import { keyOf } from '../feature/entity-key.js';
 import { type Feature, type FeatureFunction, type FeatureInfo, featureInfoOf } from '../feature/feature.js';
-import { canonicalParams, checkParams, compareParamValues, decodeParams, type Params } from '../feature/params.js';
+import {
+  canonicalParams,
+  checkParams,
+  compareParamValues,
+  decodeParams,
+  type Params,
+} from '../feature/params.js';
+import { describeValue, formatParamValue } from '../format.js';
 import { adapterByKind, adapterFor } from '../frame/adapters.js';
 import { type ColumnSpec, columnsOf, type Row, tableToRows } from '../frame/columns.js';
 import type { FrameAdapter } from '../frame/frame-adapter.js';
-import { describeValue, formatParamValue } from '../format.js';
 import { EMPTY_QUERY } from '../query/nodes.js';
 import { type CompiledQuery, compileRead, type SqlDialect } from '../query/sql-compiler.js';
 import { isResolver, type ParamSpec, resolveParams } from '../resolver/resolvers.js';
-import { keyOf } from '../feature/entity-key.js';
-import type { FeatureDecorator, Materialization, Materializer, ReadPlan } from './materializer.js';
+import type {
+  FeatureDecorator,
+  Materialization,
+  MaterializeParams,
+  Materializer,
+  ReadPlan,
+} from './materializer.js';
 
 /** Everything a store needs to publish one materialization. */
 export interface PublishInput {
@@ -53,7 +65,9 @@ export abstract class MaterializerBase implements Materializer {
         return next(params); // parameters no store can key: nothing can be stored for them
       }
       const materialization = (await this.#byFeature(feature.name)).find((m) => m.paramsKey === paramsKey);
-      return materialization === undefined ? next(params) : this.readMaterialization(feature, materialization);
+      return materialization === undefined
+        ? next(params)
+        : this.readMaterialization(feature, materialization);
     },
     { materializer: this as Materializer },
   );
@@ -69,7 +83,10 @@ export abstract class MaterializerBase implements Materializer {
    * record.rows; // 229
    * ```
    */
-  async materialize<F extends FeatureFunction>(feature: Feature<F>, params: Parameters<F>[0]): Promise<Materialization> {
+  async materialize<F extends FeatureFunction>(
+    feature: Feature<F>,
+    ...[params]: MaterializeParams<F>
+  ): Promise<Materialization> {
     this.assertOpen();
     const info = featureInfoOf(feature);
     const checked = checkParams(params, info.name);
@@ -94,7 +111,11 @@ export abstract class MaterializerBase implements Materializer {
       kind: adapter.kind,
       key,
       columns,
-      batches: info.schema === undefined ? batches : validated(batches, info, checked, key),
+      batches: guarded(
+        info.schema === undefined ? batches : validated(batches, info, checked, key),
+        info,
+        checked,
+      ),
     });
     this.invalidate();
     return record;
@@ -140,8 +161,14 @@ export abstract class MaterializerBase implements Materializer {
   /** @internal */
   explain(plan: ReadPlan): string {
     const { sql, params } = this.compile(plan);
-    const values = params.map((p, i) => `  ${this.dialect.placeholder(i + 1)} = ${formatParamValue(p.value)} (${p.type})`);
-    return [`-- served by ${this.name}`, sql, ...(values.length > 0 ? ['-- bound values:', ...values] : [])].join('\n');
+    const values = params.map(
+      (p, i) => `  ${this.dialect.placeholder(i + 1)} = ${formatParamValue(p.value)} (${p.type})`,
+    );
+    return [
+      `-- served by ${this.name}`,
+      sql,
+      ...(values.length > 0 ? ['-- bound values:', ...values] : []),
+    ].join('\n');
   }
 
   /** Releases the store's connections; later calls fail with `CLOSED`. */
@@ -169,7 +196,8 @@ export abstract class MaterializerBase implements Materializer {
   }
 
   protected assertOpen(): void {
-    if (this.#closed) throw new FeatureStoreError('CLOSED', `this ${this.name} materializer was closed; create a new one.`);
+    if (this.#closed)
+      throw new FeatureStoreError('CLOSED', `this ${this.name} materializer was closed; create a new one.`);
   }
 
   /** SQL that finds one duplicated key and counts null keys in a freshly loaded table. */
@@ -188,7 +216,11 @@ export abstract class MaterializerBase implements Materializer {
       'DUPLICATE_KEY',
       `the key (${shown}) appears ${String(row.n)} times, but each key may appear once. ` +
         'Aggregate the rows per key, or set the entity option to the full key. Nothing was stored.',
-      { feature: input.feature.name, params: input.params, details: { key: Object.fromEntries(input.key.map((k) => [k, row[k]])) } },
+      {
+        feature: input.feature.name,
+        params: input.params,
+        details: { key: Object.fromEntries(input.key.map((k) => [k, row[k]])) },
+      },
     );
   }
 
@@ -207,7 +239,10 @@ export abstract class MaterializerBase implements Materializer {
   }
 
   /** Reads a materialization back as the kind the function returned. */
-  protected async readMaterialization(feature: FeatureInfo, materialization: Materialization): Promise<unknown> {
+  protected async readMaterialization(
+    feature: FeatureInfo,
+    materialization: Materialization,
+  ): Promise<unknown> {
     const plan: ReadPlan = { sources: [{ feature, materialization }], query: EMPTY_QUERY };
     if (materialization.kind === 'rows') return this.read(plan, 'rows');
     return adapterByKind(materialization.kind).fromArrow(await this.read(plan, 'arrow'));
@@ -256,7 +291,8 @@ function compareMaterializations(a: Materialization, b: Materialization): number
     const x = a.params[name];
     const y = b.params[name];
     if (x === undefined || y === undefined) return x === undefined ? -1 : 1;
-    const order = typeof x === typeof y ? compareParamValues(x, y) : String(typeof x) < String(typeof y) ? -1 : 1;
+    const order =
+      typeof x === typeof y ? compareParamValues(x, y) : String(typeof x) < String(typeof y) ? -1 : 1;
     if (order !== 0) return order;
   }
   return a.createdAt.getTime() - b.createdAt.getTime();
@@ -267,7 +303,9 @@ function specKey(spec: ParamSpec): string {
     Object.entries(spec)
       .sort(([a], [b]) => (a < b ? -1 : 1))
       .map(([name, value]) =>
-        isResolver(value) ? [name, value.kind, value.at === undefined ? null : canonicalParams({ at: value.at })] : [name, canonicalParams({ v: value })],
+        isResolver(value)
+          ? [name, value.kind, value.at === undefined ? null : canonicalParams({ at: value.at })]
+          : [name, canonicalParams({ v: value })],
       ),
   );
 }
@@ -299,16 +337,55 @@ async function streamOf(
     if (columns.length === 0 && table.numRows === 0 && info.entity !== undefined) {
       columns = info.entity.map((name) => ({ name, type: 'string' as const }));
     }
-    return { columns, batches: (async function* () { yield* table.batches; })() };
+    return {
+      columns,
+      batches: (async function* () {
+        yield* table.batches;
+      })(),
+    };
   } catch (error) {
     if (error instanceof FeatureStoreError && error.feature !== undefined) throw error;
     if (error instanceof FeatureStoreError) {
-      throw new FeatureStoreError(error.code, error.message, { ...context, cause: error.cause, details: error.details });
+      throw new FeatureStoreError(error.code, error.message, {
+        ...context,
+        cause: error.cause,
+        details: error.details,
+      });
     }
-    throw new FeatureStoreError('UNSUPPORTED_RESULT', `its ${adapter.kind} result could not be read: ${String(error)}`, {
-      ...context,
-      cause: error,
-    });
+    throw new FeatureStoreError(
+      'UNSUPPORTED_RESULT',
+      `its ${adapter.kind} result could not be read: ${String(error)}`,
+      {
+        ...context,
+        cause: error,
+      },
+    );
+  }
+}
+
+/** Reports a failure of the result's own stream as the feature's, whichever store is loading it. */
+async function* guarded(
+  batches: AsyncIterable<RecordBatch>,
+  info: FeatureInfo,
+  params: Params,
+): AsyncIterable<RecordBatch> {
+  let rows = 0;
+  const iterator = batches[Symbol.asyncIterator]();
+  while (true) {
+    let next: IteratorResult<RecordBatch>;
+    try {
+      next = await iterator.next();
+    } catch (cause) {
+      if (cause instanceof FeatureStoreError) throw cause;
+      throw new FeatureStoreError(
+        'FEATURE_FAILED',
+        `reading its result failed after ${rows} row(s): ${cause instanceof Error ? cause.message : String(cause)}. Nothing was stored.`,
+        { feature: info.name, params, cause },
+      );
+    }
+    if (next.done) return;
+    rows += next.value.numRows;
+    yield next.value;
   }
 }
 
@@ -325,11 +402,20 @@ async function* validated(
       if (outcome instanceof Promise) outcome = await outcome;
       if (outcome.issues !== undefined) {
         const shownKey = key.map((k) => `${k} = ${formatParamValue(row[k])}`).join(', ');
-        const issues = outcome.issues.map((i) => (i.path?.length ? `${i.path.map((p) => (typeof p === 'object' ? String(p.key) : String(p))).join('.')}: ` : '') + i.message);
+        const issues = outcome.issues.map(
+          (i) =>
+            (i.path?.length
+              ? `${i.path.map((p) => (typeof p === 'object' ? String(p.key) : String(p))).join('.')}: `
+              : '') + i.message,
+        );
         throw new FeatureStoreError(
           'INVALID_VALUE',
           `the row with key (${shownKey}) does not match the feature's schema: ${issues.join('; ')}. Nothing was stored.`,
-          { feature: info.name, params, details: { key: Object.fromEntries(key.map((k) => [k, row[k]])), row, issues } },
+          {
+            feature: info.name,
+            params,
+            details: { key: Object.fromEntries(key.map((k) => [k, row[k]])), row, issues },
+          },
         );
       }
     }

@@ -1,6 +1,6 @@
 import type { Table } from 'apache-arrow';
-import type { Feature, FeatureCall, FeatureInfo } from '../feature/feature.js';
-import type { ParamValue, Params } from '../feature/params.js';
+import type { Feature, FeatureCall, FeatureFunction, FeatureInfo } from '../feature/feature.js';
+import type { Params, ParamValue } from '../feature/params.js';
 import type { ColumnSpec, Row } from '../frame/columns.js';
 import type { QueryNode } from '../query/nodes.js';
 import type { ParamSpec } from '../resolver/resolvers.js';
@@ -28,6 +28,10 @@ export interface Materialization {
   /** All columns, key first as the function returned them. */
   readonly columns: readonly ColumnSpec[];
 }
+
+/** The parameters `materialize` takes for a feature: its function's, optional when it takes none. */
+export type MaterializeParams<F extends FeatureFunction> =
+  Parameters<F> extends [] ? [params?: Params] : [params: Parameters<F>[0]];
 
 /** A decorator as `store.addDecorator` takes it: wraps one feature's call. */
 export type FeatureDecorator = ((next: FeatureCall, feature: FeatureInfo) => FeatureCall) & {
@@ -60,7 +64,10 @@ export interface Materializer {
    * Computes `feature` for `params` and publishes the result atomically, replacing any earlier
    * materialization for the same parameters. Returns the new catalog record.
    */
-  materialize<F extends (params: P) => unknown, P>(feature: Feature<F>, params: P): Promise<Materialization>;
+  materialize<F extends FeatureFunction>(
+    feature: Feature<F>,
+    ...params: MaterializeParams<F>
+  ): Promise<Materialization>;
   /** The feature's materializations, oldest parameters first. */
   listMaterializations(feature: Feature | FeatureInfo | string): Promise<Materialization[]>;
   /** Releases connections. Further calls fail with `CLOSED`. */

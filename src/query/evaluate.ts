@@ -1,5 +1,12 @@
 import type { ColumnSpec, Row } from '../frame/columns.js';
-import { checkColumns, type FilterValue, layoutOf, type Predicate, type QueryNode, type SourceShape } from './nodes.js';
+import {
+  checkColumns,
+  type FilterValue,
+  layoutOf,
+  type Predicate,
+  type QueryNode,
+  type SourceShape,
+} from './nodes.js';
 import { checkValue } from './sql-compiler.js';
 
 /** A computed feature result as rows, with its shape. @internal */
@@ -12,7 +19,10 @@ export interface RowSource extends SourceShape {
  * limit that {@link compileRead} turns into SQL, with the same semantics.
  * @internal
  */
-export function evaluateRead(sources: readonly RowSource[], node: QueryNode): { columns: ColumnSpec[]; rows: Row[] } {
+export function evaluateRead(
+  sources: readonly RowSource[],
+  node: QueryNode,
+): { columns: ColumnSpec[]; rows: Row[] } {
   const layout = layoutOf(sources);
   checkColumns(layout, node);
   const byName = new Map(layout.columns.map((c) => [c.name, c]));
@@ -39,7 +49,10 @@ export function evaluateRead(sources: readonly RowSource[], node: QueryNode): { 
     out.push(row);
   };
   const expand = (combined: Row, level: number): void => {
-    if (level === indexes.length) return emit(combined);
+    if (level === indexes.length) {
+      emit(combined);
+      return;
+    }
     const { keys, index } = indexes[level]!;
     const source = sources[level + 1]!;
     const matches = keys.some((k) => combined[k] === null || combined[k] === undefined)
@@ -48,7 +61,8 @@ export function evaluateRead(sources: readonly RowSource[], node: QueryNode): { 
     if (matches === undefined) {
       const nulls: Row = { ...combined };
       for (const c of source.columns) if (!(c.name in nulls)) nulls[c.name] = null;
-      return expand(nulls, level + 1);
+      expand(nulls, level + 1);
+      return;
     }
     for (const match of matches) expand({ ...match, ...combined }, level + 1);
   };
@@ -60,7 +74,9 @@ export function evaluateRead(sources: readonly RowSource[], node: QueryNode): { 
 }
 
 function keyText(values: readonly unknown[]): string {
-  return JSON.stringify(values.map((v) => (v instanceof Date ? `d:${v.toISOString()}` : typeof v === 'bigint' ? Number(v) : v)));
+  return JSON.stringify(
+    values.map((v) => (v instanceof Date ? `d:${v.toISOString()}` : typeof v === 'bigint' ? Number(v) : v)),
+  );
 }
 
 function comparable(value: unknown): unknown {

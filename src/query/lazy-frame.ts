@@ -3,9 +3,9 @@ import { FeatureStoreError } from '../errors.js';
 import { keyOf } from '../feature/entity-key.js';
 import type { FeatureInfo } from '../feature/feature.js';
 import { checkParams, type Params } from '../feature/params.js';
+import { formatParams } from '../format.js';
 import { adapterFor } from '../frame/adapters.js';
 import { columnsOf, type Row, tableFromColumns, tableToRows } from '../frame/columns.js';
-import { formatParams } from '../format.js';
 import type { Materializer, ReadPlan } from '../materializer/materializer.js';
 import { formatSpec, isResolver, type ParamSpec, resolveParams } from '../resolver/resolvers.js';
 import { evaluateRead, type RowSource } from './evaluate.js';
@@ -18,7 +18,12 @@ export interface FrameHost {
 }
 
 type Plan =
-  | { readonly kind: 'store'; readonly materializer: Materializer; readonly plan: ReadPlan; readonly params: Params }
+  | {
+      readonly kind: 'store';
+      readonly materializer: Materializer;
+      readonly plan: ReadPlan;
+      readonly params: Params;
+    }
   | { readonly kind: 'live'; readonly params: Params; readonly reason: string };
 
 /**
@@ -47,14 +52,25 @@ export class LazyFrame {
   readonly #query: QueryNode;
 
   /** @internal */
-  constructor(host: FrameHost, features: readonly FeatureInfo[], spec: ParamSpec, query: QueryNode = EMPTY_QUERY) {
+  constructor(
+    host: FrameHost,
+    features: readonly FeatureInfo[],
+    spec: ParamSpec,
+    query: QueryNode = EMPTY_QUERY,
+  ) {
     if (features.length === 0) {
       throw new FeatureStoreError('INVALID_QUERY', 'getFeatures needs at least one feature.');
     }
     if (typeof spec !== 'object' || spec === null) {
-      throw new FeatureStoreError('UNSUPPORTED_PARAMETER', 'withParams takes an object such as { when: Last() }.');
+      throw new FeatureStoreError(
+        'UNSUPPORTED_PARAMETER',
+        'withParams takes an object such as { when: Last() }.',
+      );
     }
-    checkParams(Object.fromEntries(Object.entries(spec).filter(([, v]) => !isResolver(v))), features[0]!.name);
+    checkParams(
+      Object.fromEntries(Object.entries(spec).filter(([, v]) => !isResolver(v))),
+      features[0]!.name,
+    );
     this.#host = host;
     this.#features = Object.freeze([...features]);
     this.#spec = Object.freeze({ ...spec });
@@ -87,7 +103,10 @@ export class LazyFrame {
   /** Keeps at most `n` rows. */
   limit(n: number): LazyFrame {
     if (!Number.isInteger(n) || n < 0) {
-      throw new FeatureStoreError('INVALID_QUERY', `limit takes a whole number of rows ≥ 0, but got ${String(n)}.`);
+      throw new FeatureStoreError(
+        'INVALID_QUERY',
+        `limit takes a whole number of rows ≥ 0, but got ${String(n)}.`,
+      );
     }
     return this.#with({ ...this.#query, limit: n });
   }
@@ -123,7 +142,8 @@ export class LazyFrame {
       `-- computes live: ${plan.reason}`,
       `-- calls ${this.#features.map((f) => `${f.name}(${formatParams(plan.params)})`).join(', ')}, then joins in process`,
     ];
-    if (this.#query.filters.length > 0) steps.push(`-- filters: ${this.#query.filters.map(describePredicate).join(' AND ')}`);
+    if (this.#query.filters.length > 0)
+      steps.push(`-- filters: ${this.#query.filters.map(describePredicate).join(' AND ')}`);
     if (this.#query.select !== undefined) steps.push(`-- columns: ${this.#query.select.join(', ')}`);
     if (this.#query.limit !== undefined) steps.push(`-- limit: ${this.#query.limit}`);
     return steps.join('\n');
@@ -149,8 +169,13 @@ export class LazyFrame {
       }
       const missing: string[] = [];
       const exact = this.#spec as Params;
-      for (const name of names) if ((await first.findMaterialization(name, exact)) === undefined) missing.push(name);
-      return { kind: 'live', params: exact, reason: `not materialized in ${first.name} for these parameters: ${missing.join(', ')}` };
+      for (const name of names)
+        if ((await first.findMaterialization(name, exact)) === undefined) missing.push(name);
+      return {
+        kind: 'live',
+        params: exact,
+        reason: `not materialized in ${first.name} for these parameters: ${missing.join(', ')}`,
+      };
     }
 
     if (!hasResolver) {
@@ -175,7 +200,12 @@ export class LazyFrame {
       })),
     );
     const params = resolveParams(this.#spec, available)!;
-    return { kind: 'live', params, reason: 'the features are served by different stores; each is read from its store and joined in process' };
+    return {
+      kind: 'live',
+      params,
+      reason:
+        'the features are served by different stores; each is read from its store and joined in process',
+    };
   }
 
   async #live(params: Params): Promise<{ columns: ReturnType<typeof evaluateRead>['columns']; rows: Row[] }> {
@@ -184,7 +214,12 @@ export class LazyFrame {
         const result = await this.#host.call(feature, params);
         const table = await adapterFor(result, feature.name, params).toArrow(result);
         const columns = columnsOf(table, feature.name);
-        return { feature: feature.name, key: keyOf(feature, columns, params), columns, rows: tableToRows(table) };
+        return {
+          feature: feature.name,
+          key: keyOf(feature, columns, params),
+          columns,
+          rows: tableToRows(table),
+        };
       }),
     );
     return evaluateRead(sources, this.#query);
@@ -193,6 +228,7 @@ export class LazyFrame {
 
 function describePredicate(p: QueryNode['filters'][number]): string {
   if (p.kind === 'isNull') return `${p.column} IS NULL`;
-  if (p.kind === 'in') return `${p.column} IN (${p.values.map((v) => formatParams({ v }).slice(5, -2)).join(', ')})`;
+  if (p.kind === 'in')
+    return `${p.column} IN (${p.values.map((v) => formatParams({ v }).slice(5, -2)).join(', ')})`;
   return `${p.column} ${p.op} ${formatParams({ v: p.value }).slice(5, -2)}`;
 }

@@ -1,6 +1,6 @@
 import { FeatureStoreError } from '../errors.js';
-import type { ColumnSpec } from '../frame/columns.js';
 import { describeValue } from '../format.js';
+import type { ColumnSpec } from '../frame/columns.js';
 
 /** A value a filter compares with. */
 export type FilterValue = string | number | bigint | boolean | Date | null;
@@ -44,7 +44,12 @@ export type FilterConditions = Readonly<Record<string, FilterValue | readonly Fi
 
 /** One predicate of the query tree. */
 export type Predicate =
-  | { readonly kind: 'compare'; readonly column: string; readonly op: ComparisonOperator; readonly value: FilterValue }
+  | {
+      readonly kind: 'compare';
+      readonly column: string;
+      readonly op: ComparisonOperator;
+      readonly value: FilterValue;
+    }
   | { readonly kind: 'in'; readonly column: string; readonly values: readonly FilterValue[] }
   | { readonly kind: 'isNull'; readonly column: string };
 
@@ -56,7 +61,11 @@ export interface QueryNode {
 }
 
 /** @internal */
-export const EMPTY_QUERY: QueryNode = Object.freeze({ filters: Object.freeze([]), select: undefined, limit: undefined });
+export const EMPTY_QUERY: QueryNode = Object.freeze({
+  filters: Object.freeze([]),
+  select: undefined,
+  limit: undefined,
+});
 
 /** Turns `filter({...})` conditions into predicates, refusing values no store can compare. @internal */
 export function predicatesOf(conditions: FilterConditions): Predicate[] {
@@ -68,13 +77,17 @@ export function predicatesOf(conditions: FilterConditions): Predicate[] {
   }
   return Object.entries(conditions).map(([column, condition]): Predicate => {
     if (Array.isArray(condition)) {
-      condition.forEach((v) => checkFilterValue(column, v));
+      for (const v of condition) checkFilterValue(column, v);
       return Object.freeze({ kind: 'in', column, values: Object.freeze([...condition]) });
     }
     if (typeof condition === 'object' && condition !== null && COMPARISON in condition) {
       const { op, value } = condition as Comparison;
       checkFilterValue(column, value);
-      if (value === null) throw new FeatureStoreError('INVALID_QUERY', `filter on "${column}": compare with null using { ${column}: null }.`);
+      if (value === null)
+        throw new FeatureStoreError(
+          'INVALID_QUERY',
+          `filter on "${column}": compare with null using { ${column}: null }.`,
+        );
       return Object.freeze({ kind: 'compare', column, op, value });
     }
     checkFilterValue(column, condition);
@@ -136,7 +149,9 @@ export function layoutOf(sources: readonly SourceShape[]): Layout {
           `features ${sources
             .slice(0, index)
             .map((s) => `"${s.feature}" (key ${s.key.join(', ')})`)
-            .join(', ')} and "${source.feature}" (key ${source.key.join(', ')}) share no key column, so they cannot be joined. ` +
+            .join(
+              ', ',
+            )} and "${source.feature}" (key ${source.key.join(', ')}) share no key column, so they cannot be joined. ` +
             'Read them separately, or give them a common entity.',
           { feature: source.feature },
         );

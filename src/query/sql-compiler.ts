@@ -1,7 +1,15 @@
 import { FeatureStoreError } from '../errors.js';
-import type { ColumnSpec, ColumnType } from '../frame/columns.js';
 import { describeValue } from '../format.js';
-import { checkColumns, type FilterValue, type Layout, layoutOf, type Predicate, type QueryNode, type SourceShape } from './nodes.js';
+import type { ColumnSpec, ColumnType } from '../frame/columns.js';
+import {
+  checkColumns,
+  type FilterValue,
+  type Layout,
+  layoutOf,
+  type Predicate,
+  type QueryNode,
+  type SourceShape,
+} from './nodes.js';
 
 /** What differs between SQL engines when compiling a read. */
 export interface SqlDialect {
@@ -42,7 +50,11 @@ export interface CompiledQuery {
  * source is probed through its own index.
  * @internal
  */
-export function compileRead(sources: readonly SqlSource[], node: QueryNode, dialect: SqlDialect): CompiledQuery {
+export function compileRead(
+  sources: readonly SqlSource[],
+  node: QueryNode,
+  dialect: SqlDialect,
+): CompiledQuery {
   const layout = layoutOf(sources);
   checkColumns(layout, node);
   const params: BoundValue[] = [];
@@ -63,7 +75,10 @@ export function compileRead(sources: readonly SqlSource[], node: QueryNode, dial
       case 'in': {
         const values = predicate.values.filter((v) => v !== null);
         const parts: string[] = [];
-        if (values.length > 0) parts.push(`${target} IN (${values.map((v) => bind(checkValue(column, v), column.type)).join(', ')})`);
+        if (values.length > 0)
+          parts.push(
+            `${target} IN (${values.map((v) => bind(checkValue(column, v), column.type)).join(', ')})`,
+          );
         if (values.length < predicate.values.length) parts.push(`${target} IS NULL`);
         return parts.length === 0 ? 'FALSE' : parts.length === 1 ? parts[0]! : `(${parts.join(' OR ')})`;
       }

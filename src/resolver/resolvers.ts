@@ -1,5 +1,11 @@
 import { FeatureStoreError } from '../errors.js';
-import { canonicalParams, compareParamValues, decodeParams, type ParamValue, type Params } from '../feature/params.js';
+import {
+  canonicalParams,
+  compareParamValues,
+  decodeParams,
+  type Params,
+  type ParamValue,
+} from '../feature/params.js';
 import { formatParamValue } from '../format.js';
 
 const RESOLVER = Symbol.for('featurefn.resolver');

@@ -11,8 +11,32 @@ import {
   type Materializer,
   ne,
   type Row,
+  registerFrameAdapter,
 } from 'featurefn';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+/** A frame whose batches stop with an error part-way, as a dropped source connection would. */
+class FailingStream {
+  constructor(readonly batchesBeforeError: number) {}
+}
+
+registerFrameAdapter({
+  kind: 'failing-stream',
+  canAdapt: (value): value is FailingStream => value instanceof FailingStream,
+  toArrow: async () => {
+    throw new Error('not used: this kind streams');
+  },
+  fromArrow: async () => {
+    throw new Error('not used');
+  },
+  async *toBatches(stream: FailingStream) {
+    for (let i = 0; i < stream.batchesBeforeError; i++) {
+      const origins = Array.from({ length: 1000 }, (_, j) => `A${i}_${j}`);
+      yield tableFromArrays({ origin: origins, n: Int32Array.from(origins, (_, j) => j) }).batches[0]!;
+    }
+    throw new Error(`stream broke after ${stream.batchesBeforeError} batches`);
+  },
+});
 
 /** What a store's test file provides: a fresh materializer, and how to clean up after it. */
 export type MaterializerFactory = () => Promise<{ materializer: Materializer; cleanup(): Promise<void> }>;
@@ -26,7 +50,7 @@ const FLIGHTS: readonly { origin: string; destination: string; day: number; dela
   { origin: 'SFO', destination: 'JFK', day: 2, delay: -5 },
   { origin: 'LAX', destination: 'SFO', day: 1, delay: 0 },
   { origin: 'LAX', destination: 'JFK', day: 3, delay: 45 },
-  { origin: "O'HARE\"; DROP TABLE x; --", destination: 'SFO', day: 2, delay: 7 },
+  { origin: 'O\'HARE"; DROP TABLE x; --', destination: 'SFO', day: 2, delay: 7 },
   { origin: 'JFK', destination: 'SFO', day: 3, delay: 12 },
 ];
 
@@ -38,11 +62,14 @@ function countByOrigin(when: Date): { origin: string; departures: number }[] {
 
 function meanDelayByOrigin(when: Date): { origin: string; mean_delay: number }[] {
   const sums = new Map<string, number[]>();
-  for (const f of FLIGHTS) if (day(f.day) <= when) sums.set(f.origin, [...(sums.get(f.origin) ?? []), f.delay]);
+  for (const f of FLIGHTS)
+    if (day(f.day) <= when) sums.set(f.origin, [...(sums.get(f.origin) ?? []), f.delay]);
   return [...sums].map(([origin, d]) => ({ origin, mean_delay: d.reduce((a, b) => a + b, 0) / d.length }));
 }
 
-const byOrigin = (a: Row, b: Row) => String(a.origin).localeCompare(String(b.origin)) || String(a.destination ?? '').localeCompare(String(b.destination ?? ''));
+const byOrigin = (a: Row, b: Row) =>
+  String(a.origin).localeCompare(String(b.origin)) ||
+  String(a.destination ?? '').localeCompare(String(b.destination ?? ''));
 
 /**
  * The behaviour every store must have. A new store is done when this suite passes against a
@@ -64,14 +91,20 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
       const count = (n: string) => {
         calls[n] = (calls[n] ?? 0) + 1;
       };
-      departures = store.feature({ module: 'flights', entity: 'origin' }, async function departures({ when }: { when: Date }) {
-        count('departures');
-        return countByOrigin(when);
-      });
-      meanDelay = store.feature({ module: 'flights', entity: 'origin' }, async function meanDelay({ when }: { when: Date }) {
-        count('meanDelay');
-        return meanDelayByOrigin(when);
-      });
+      departures = store.feature(
+        { module: 'flights', entity: 'origin' },
+        async function departures({ when }: { when: Date }) {
+          count('departures');
+          return countByOrigin(when);
+        },
+      );
+      meanDelay = store.feature(
+        { module: 'flights', entity: 'origin' },
+        async function meanDelay({ when }: { when: Date }) {
+          count('meanDelay');
+          return meanDelayByOrigin(when);
+        },
+      );
       store.addDecorator(materializer.decorator);
     });
 
@@ -105,21 +138,29 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
       });
 
       it('treats equal parameters given in another order as the same materialization', async () => {
-        const f = store.feature({ module: 'apps', entity: 'origin' }, async function perApp(p: { when: Date; app: string }) {
-          return countByOrigin(p.when).map((r) => ({ ...r, app: p.app }));
-        });
+        const f = store.feature(
+          { module: 'apps', entity: 'origin' },
+          async function perApp(p: { when: Date; app: string }) {
+            return countByOrigin(p.when).map((r) => ({ ...r, app: p.app }));
+          },
+        );
         await materializer.materialize(f, { when: day(2), app: 'web' });
         await materializer.materialize(f, { app: 'web', when: new Date(day(2).getTime()) });
         expect(await materializer.listMaterializations(f)).toHaveLength(1);
       });
 
       it('accepts strings, numbers and booleans as parameters', async () => {
-        const f = store.feature({ module: 'apps', entity: 'origin' }, async function mixed(p: { app: string; minDelay: number; late: boolean }) {
-          return [{ origin: 'SFO', n: p.minDelay, app: p.app, late: p.late }];
-        });
+        const f = store.feature(
+          { module: 'apps', entity: 'origin' },
+          async function mixed(p: { app: string; minDelay: number; late: boolean }) {
+            return [{ origin: 'SFO', n: p.minDelay, app: p.app, late: p.late }];
+          },
+        );
         const record = await materializer.materialize(f, { app: 'web', minDelay: 15, late: true });
         expect(record.params).toEqual({ app: 'web', minDelay: 15, late: true });
-        expect(await f({ late: true, minDelay: 15, app: 'web' })).toEqual([{ origin: 'SFO', n: 15, app: 'web', late: true }]);
+        expect(await f({ late: true, minDelay: 15, app: 'web' })).toEqual([
+          { origin: 'SFO', n: 15, app: 'web', late: true },
+        ]);
       });
 
       it('replaces a materialization atomically and keeps one record', async () => {
@@ -156,10 +197,16 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
       });
 
       it('give back an Arrow table for a feature that returns Arrow', async () => {
-        const arrowFeature = store.feature({ module: 'a', entity: 'origin' }, async function arrowDepartures({ when }: { when: Date }) {
-          const rows = countByOrigin(when);
-          return tableFromArrays({ origin: rows.map((r) => r.origin), departures: Int32Array.from(rows.map((r) => r.departures)) });
-        });
+        const arrowFeature = store.feature(
+          { module: 'a', entity: 'origin' },
+          async function arrowDepartures({ when }: { when: Date }) {
+            const rows = countByOrigin(when);
+            return tableFromArrays({
+              origin: rows.map((r) => r.origin),
+              departures: Int32Array.from(rows.map((r) => r.departures)),
+            });
+          },
+        );
         await materializer.materialize(arrowFeature, { when: day(3) });
         const table = await arrowFeature({ when: day(3) });
         expect(table.constructor.name).toBe('Table');
@@ -169,10 +216,13 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
       });
 
       it('serve a derived feature’s inner call from the store', async () => {
-        const derived = store.feature({ module: 'flights', entity: 'origin' }, async function busy({ when }: { when: Date }) {
-          const rows = await departures({ when });
-          return rows.map((r) => ({ origin: r.origin, busy: r.departures >= 3 }));
-        });
+        const derived = store.feature(
+          { module: 'flights', entity: 'origin' },
+          async function busy({ when }: { when: Date }) {
+            const rows = await departures({ when });
+            return rows.map((r) => ({ origin: r.origin, busy: r.departures >= 3 }));
+          },
+        );
         await materializer.materialize(departures, { when: day(3) });
         const before = calls.departures;
         const rows = await derived({ when: day(3) });
@@ -188,25 +238,41 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
       });
 
       it('Last() picks the latest point at which every feature is materialized', async () => {
-        const frame = store.withParams({ when: Last() }).getFeatures(departures, meanDelay).filter({ origin: 'SFO' });
+        const frame = store
+          .withParams({ when: Last() })
+          .getFeatures(departures, meanDelay)
+          .filter({ origin: 'SFO' });
         expect(await frame.toArray()).toEqual([{ origin: 'SFO', departures: 3, mean_delay: 35 / 3 }]);
         expect(await frame.explain()).toContain('2001-03-02T00:00:00.000Z');
-        expect(await store.withParams({ when: Last() }).getFeatures(departures).filter({ origin: 'SFO' }).toArray()).toEqual([
-          { origin: 'SFO', departures: 3 },
-        ]);
+        expect(
+          await store
+            .withParams({ when: Last() })
+            .getFeatures(departures)
+            .filter({ origin: 'SFO' })
+            .toArray(),
+        ).toEqual([{ origin: 'SFO', departures: 3 }]);
       });
 
       it('First() and AsOf(date) resolve among shared points', async () => {
-        const first = store.withParams({ when: First() }).getFeatures(departures, meanDelay).filter({ origin: 'SFO' });
+        const first = store
+          .withParams({ when: First() })
+          .getFeatures(departures, meanDelay)
+          .filter({ origin: 'SFO' });
         expect(await first.toArray()).toEqual([{ origin: 'SFO', departures: 1, mean_delay: 10 }]);
-        const asOf = store.withParams({ when: AsOf(new Date(Date.UTC(2001, 2, 2, 12))) }).getFeatures(departures).filter({ origin: 'LAX' });
+        const asOf = store
+          .withParams({ when: AsOf(new Date(Date.UTC(2001, 2, 2, 12))) })
+          .getFeatures(departures)
+          .filter({ origin: 'LAX' });
         expect(await asOf.toArray()).toEqual([{ origin: 'LAX', departures: 1 }]);
       });
 
       it('fails clearly when no point in time has every feature', async () => {
-        const late = store.feature({ module: 'flights', entity: 'origin' }, async function late({ when }: { when: Date }) {
-          return countByOrigin(when);
-        });
+        const late = store.feature(
+          { module: 'flights', entity: 'origin' },
+          async function late({ when }: { when: Date }) {
+            return countByOrigin(when);
+          },
+        );
         await materializer.materialize(late, { when: day(9) });
         const frame = store.withParams({ when: Last() }).getFeatures(departures, late);
         const error = await frame.toArray().catch((e: unknown) => e);
@@ -216,17 +282,27 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
       });
 
       it('resolves Last() among materializations sharing the other parameters', async () => {
-        const perApp = store.feature({ module: 'apps', entity: 'origin' }, async function perAppCount(p: { when: Date; app: string }) {
-          return countByOrigin(p.when).map((r) => ({ origin: r.origin, n: r.departures, app: p.app }));
-        });
+        const perApp = store.feature(
+          { module: 'apps', entity: 'origin' },
+          async function perAppCount(p: { when: Date; app: string }) {
+            return countByOrigin(p.when).map((r) => ({ origin: r.origin, n: r.departures, app: p.app }));
+          },
+        );
         await materializer.materialize(perApp, { when: day(1), app: 'web' });
         await materializer.materialize(perApp, { when: day(3), app: 'ios' });
-        const rows = await store.withParams({ when: Last(), app: 'web' }).getFeatures(perApp).filter({ origin: 'SFO' }).toArray();
+        const rows = await store
+          .withParams({ when: Last(), app: 'web' })
+          .getFeatures(perApp)
+          .filter({ origin: 'SFO' })
+          .toArray();
         expect(rows).toEqual([{ origin: 'SFO', n: 1, app: 'web' }]);
       });
 
       it('sees a new materialization on the next read', async () => {
-        const frame = store.withParams({ when: Last() }).getFeatures(departures, meanDelay).filter({ origin: 'LAX' });
+        const frame = store
+          .withParams({ when: Last() })
+          .getFeatures(departures, meanDelay)
+          .filter({ origin: 'LAX' });
         expect((await frame.toArray())[0]?.departures).toBe(1);
         await materializer.materialize(meanDelay, { when: day(3) });
         expect((await frame.toArray())[0]?.departures).toBe(2);
@@ -252,14 +328,22 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
           .getFeatures(departures, meanDelay)
           .filter({ mean_delay: lte(20), origin: ne('LAX') })
           .toArray();
-        expect(all.sort(byOrigin).map((r) => r.origin)).toEqual(["O'HARE\"; DROP TABLE x; --", 'SFO']);
+        expect(all.sort(byOrigin).map((r) => r.origin)).toEqual(['O\'HARE"; DROP TABLE x; --', 'SFO']);
       });
 
       it('binds values that try to break out of SQL quoting', async () => {
-        const hostile = "O'HARE\"; DROP TABLE x; --";
-        const rows = await store.withParams({ when: Last() }).getFeatures(departures).filter({ origin: hostile }).toArray();
+        const hostile = 'O\'HARE"; DROP TABLE x; --';
+        const rows = await store
+          .withParams({ when: Last() })
+          .getFeatures(departures)
+          .filter({ origin: hostile })
+          .toArray();
         expect(rows).toEqual([{ origin: hostile, departures: 1 }]);
-        const none = await store.withParams({ when: Last() }).getFeatures(departures).filter({ origin: "' OR '1'='1" }).toArray();
+        const none = await store
+          .withParams({ when: Last() })
+          .getFeatures(departures)
+          .filter({ origin: "' OR '1'='1" })
+          .toArray();
         expect(none).toEqual([]);
         expect(await materializer.listMaterializations(departures)).toHaveLength(3);
       });
@@ -271,25 +355,35 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
       });
 
       it('computes live, and says so, when the exact parameters are not materialized', async () => {
-        const frame = store.withParams({ when: day(3) }).getFeatures(departures, meanDelay).filter({ origin: 'SFO' });
+        const frame = store
+          .withParams({ when: day(3) })
+          .getFeatures(departures, meanDelay)
+          .filter({ origin: 'SFO' });
         expect(await frame.explain()).toMatch(/computes live/);
         expect(await frame.toArray()).toEqual([{ origin: 'SFO', departures: 3, mean_delay: 35 / 3 }]);
       });
 
       it('joins a composite-key feature on the shared key column', async () => {
-        const routes = store.feature({ module: 'flights', entity: ['origin', 'destination'] }, async function routes({ when }: { when: Date }) {
-          const counts = new Map<string, { origin: string; destination: string; flights: number }>();
-          for (const f of FLIGHTS) {
-            if (day(f.day) > when) continue;
-            const k = `${f.origin}>${f.destination}`;
-            const row = counts.get(k) ?? { origin: f.origin, destination: f.destination, flights: 0 };
-            row.flights++;
-            counts.set(k, row);
-          }
-          return [...counts.values()];
-        });
+        const routes = store.feature(
+          { module: 'flights', entity: ['origin', 'destination'] },
+          async function routes({ when }: { when: Date }) {
+            const counts = new Map<string, { origin: string; destination: string; flights: number }>();
+            for (const f of FLIGHTS) {
+              if (day(f.day) > when) continue;
+              const k = `${f.origin}>${f.destination}`;
+              const row = counts.get(k) ?? { origin: f.origin, destination: f.destination, flights: 0 };
+              row.flights++;
+              counts.set(k, row);
+            }
+            return [...counts.values()];
+          },
+        );
         await materializer.materialize(routes, { when: day(2) });
-        const rows = await store.withParams({ when: Last() }).getFeatures(departures, routes).filter({ origin: 'SFO' }).toArray();
+        const rows = await store
+          .withParams({ when: Last() })
+          .getFeatures(departures, routes)
+          .filter({ origin: 'SFO' })
+          .toArray();
         expect(rows.sort(byOrigin)).toEqual([
           { origin: 'SFO', departures: 3, destination: 'JFK', flights: 1 },
           { origin: 'SFO', departures: 3, destination: 'LAX', flights: 2 },
@@ -322,10 +416,21 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
           return rows;
         });
         const record = await materializer.materialize(typed, {});
-        expect(record.columns.map((c) => c.type)).toEqual(['string', 'int64', 'float64', 'string', 'boolean', 'timestamp', 'json', 'float64[]']);
+        expect(record.columns.map((c) => c.type)).toEqual([
+          'string',
+          'int64',
+          'float64',
+          'string',
+          'boolean',
+          'timestamp',
+          'json',
+          'float64[]',
+        ]);
         const expected = rows.map((r) => ({ ...r, big: r.big === null ? null : Number(r.big) }));
         expect((await typed()).sort(byId)).toEqual(expected);
-        expect(await store.withParams({}).getFeatures(typed).filter({ id: 'a' }).toArray()).toEqual([expected[0]]);
+        expect(await store.withParams({}).getFeatures(typed).filter({ id: 'a' }).toArray()).toEqual([
+          expected[0],
+        ]);
       });
 
       it('keeps column names that try to break out of SQL quoting', async () => {
@@ -334,7 +439,13 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
           return [{ id: 1, [column]: 'value' }];
         });
         await materializer.materialize(odd, {});
-        expect(await store.withParams({}).getFeatures(odd).filter({ [column]: 'value' }).toArray()).toEqual([{ id: 1, [column]: 'value' }]);
+        expect(
+          await store
+            .withParams({})
+            .getFeatures(odd)
+            .filter({ [column]: 'value' })
+            .toArray(),
+        ).toEqual([{ id: 1, [column]: 'value' }]);
       });
     });
 
@@ -349,7 +460,9 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
         expect((error as FeatureStoreError).code).toBe(code);
         for (const text of inMessage) expect((error as FeatureStoreError).message).toContain(text);
         expect(await materializer.listMaterializations(departures)).toEqual(before);
-        expect((await departures({ when: day(1) })).sort(byOrigin)).toEqual(countByOrigin(day(1)).sort(byOrigin));
+        expect((await departures({ when: day(1) })).sort(byOrigin)).toEqual(
+          countByOrigin(day(1)).sort(byOrigin),
+        );
       }
 
       beforeEach(async () => {
@@ -357,10 +470,19 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
       });
 
       it('a result without the key column', async () => {
-        const f = store.feature({ module: 'flights', entity: 'airport' }, async function departuresNoKey({ when }: { when: Date }) {
-          return countByOrigin(when);
-        });
-        await expectRefused(() => materializer.materialize(f, { when: day(1) }), 'MISSING_KEY_COLUMN', 'flights.departuresNoKey', '"airport"', '"origin"');
+        const f = store.feature(
+          { module: 'flights', entity: 'airport' },
+          async function departuresNoKey({ when }: { when: Date }) {
+            return countByOrigin(when);
+          },
+        );
+        await expectRefused(
+          () => materializer.materialize(f, { when: day(1) }),
+          'MISSING_KEY_COLUMN',
+          'flights.departuresNoKey',
+          '"airport"',
+          '"origin"',
+        );
       });
 
       it('a result with a duplicated key, named in the error', async () => {
@@ -370,7 +492,12 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
             { origin: 'SFO', n: 2 },
           ];
         });
-        await expectRefused(() => materializer.materialize(f, { when: day(1) }), 'DUPLICATE_KEY', 'origin = "SFO"', '2001-03-01');
+        await expectRefused(
+          () => materializer.materialize(f, { when: day(1) }),
+          'DUPLICATE_KEY',
+          'origin = "SFO"',
+          '2001-03-01',
+        );
         expect(await materializer.listMaterializations(f)).toEqual([]);
       });
 
@@ -388,7 +515,10 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
 
       it('a null key', async () => {
         const f = store.feature({ module: 'flights', entity: 'origin' }, async function nullKey() {
-          return [{ origin: 'SFO', n: 1 }, { origin: null, n: 2 }];
+          return [
+            { origin: 'SFO', n: 1 },
+            { origin: null, n: 2 },
+          ];
         });
         await expectRefused(() => materializer.materialize(f, {}), 'NULL_KEY', 'flights.nullKey');
       });
@@ -397,14 +527,37 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
         const f = store.feature({ module: 'flights' }, async function notAFrame() {
           return 42;
         });
-        await expectRefused(() => materializer.materialize(f, { when: day(1) }), 'UNSUPPORTED_RESULT', 'flights.notAFrame', 'the number 42', 'rows');
+        await expectRefused(
+          () => materializer.materialize(f, { when: day(1) }),
+          'UNSUPPORTED_RESULT',
+          'flights.notAFrame',
+          'the number 42',
+          'rows',
+        );
+      });
+
+      it('a result whose stream fails after the first batch', async () => {
+        const f = store.feature({ module: 'flights', entity: 'origin' }, async function failsMidway() {
+          return new FailingStream(2);
+        });
+        await expectRefused(
+          () => materializer.materialize(f, {}),
+          'FEATURE_FAILED',
+          'stream broke after 2 batches',
+          'after 2000 row(s)',
+        );
+        expect(await materializer.listMaterializations(f)).toEqual([]);
       });
 
       it('a function that throws', async () => {
         const f = store.feature({ module: 'flights' }, async function broken(): Promise<Row[]> {
           throw new Error('source table missing');
         });
-        await expectRefused(() => materializer.materialize(f, { when: day(1) }), 'FEATURE_FAILED', 'source table missing');
+        await expectRefused(
+          () => materializer.materialize(f, { when: day(1) }),
+          'FEATURE_FAILED',
+          'source table missing',
+        );
       });
 
       it('a parameter of an unsupported type', async () => {
@@ -418,14 +571,20 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
 
       it('an unregistered function', async () => {
         const plain = async () => [{ origin: 'SFO' }];
-        await expectRefused(() => materializer.materialize(plain as never, {}), 'UNKNOWN_FEATURE', 'feature(');
+        await expectRefused(
+          () => materializer.materialize(plain as never, {}),
+          'UNKNOWN_FEATURE',
+          'feature(',
+        );
       });
     });
 
     it('refuses calls after close()', async () => {
       await materializer.close();
       await expect(materializer.listMaterializations(departures)).rejects.toMatchObject({ code: 'CLOSED' });
-      await expect(materializer.materialize(departures, { when: day(1) })).rejects.toMatchObject({ code: 'CLOSED' });
+      await expect(materializer.materialize(departures, { when: day(1) })).rejects.toMatchObject({
+        code: 'CLOSED',
+      });
     });
   });
 }

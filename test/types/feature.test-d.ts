@@ -1,5 +1,5 @@
 import type { Table } from 'apache-arrow';
-import { type Feature, FeatureStore, feature, type LazyFrame, Last, type Row } from 'featurefn';
+import { type Feature, FeatureStore, feature, Last, type LazyFrame, type Row } from 'featurefn';
 import { describe, expectTypeOf, it } from 'vitest';
 
 describe('feature() keeps the function’s type', () => {

@@ -108,7 +108,9 @@ export class DuckDBMaterializer extends MaterializerBase {
       const id = String(idResult.getRowObjectsJS()[0]!.id);
       const name = `m_${id}`;
       const table = `${quoteIdentifier(this.schema)}.${quoteIdentifier(name)}`;
-      const definition = input.columns.map((col) => `${quoteIdentifier(col.name)} ${DUCKDB_SQL_TYPES[col.type]}`).join(', ');
+      const definition = input.columns
+        .map((col) => `${quoteIdentifier(col.name)} ${DUCKDB_SQL_TYPES[col.type]}`)
+        .join(', ');
       await c.run('BEGIN TRANSACTION');
       try {
         await c.run(`CREATE TABLE ${table} (${definition})`);
@@ -120,15 +122,19 @@ export class DuckDBMaterializer extends MaterializerBase {
         if (nulls > 0) throw this.nullKeyError(input, nulls);
         if (input.key.length === 1) {
           // DuckDB uses an ART index for point lookups on one column only; composite keys scan.
-          await c.run(`CREATE INDEX ${quoteIdentifier(`${name}_key`)} ON ${table} (${quoteIdentifier(input.key[0]!)})`);
+          await c.run(
+            `CREATE INDEX ${quoteIdentifier(`${name}_key`)} ON ${table} (${quoteIdentifier(input.key[0]!)})`,
+          );
         }
-        const old = await c.runAndReadAll(`SELECT id FROM ${this.#catalog} WHERE feature_name = $1 AND params_key = $2`, [
-          input.feature.name,
-          input.paramsKey,
-        ]);
+        const old = await c.runAndReadAll(
+          `SELECT id FROM ${this.#catalog} WHERE feature_name = $1 AND params_key = $2`,
+          [input.feature.name, input.paramsKey],
+        );
         for (const [oldId] of old.getRows()) {
           await c.run(`DELETE FROM ${this.#catalog} WHERE id = $1`, [oldId as bigint]);
-          await c.run(`DROP TABLE IF EXISTS ${quoteIdentifier(this.schema)}.${quoteIdentifier(`m_${String(oldId)}`)}`);
+          await c.run(
+            `DROP TABLE IF EXISTS ${quoteIdentifier(this.schema)}.${quoteIdentifier(`m_${String(oldId)}`)}`,
+          );
         }
         const createdAt = new Date();
         await c.run(
@@ -161,11 +167,15 @@ export class DuckDBMaterializer extends MaterializerBase {
       } catch (error) {
         await c.run('ROLLBACK');
         if (error instanceof FeatureStoreError) throw error;
-        throw new FeatureStoreError('STORE_ERROR', `DuckDB could not store the result: ${String(error)}. Nothing was stored.`, {
-          feature: input.feature.name,
-          params: input.params,
-          cause: error,
-        });
+        throw new FeatureStoreError(
+          'STORE_ERROR',
+          `DuckDB could not store the result: ${String(error)}. Nothing was stored.`,
+          {
+            feature: input.feature.name,
+            params: input.params,
+            cause: error,
+          },
+        );
       }
     });
   }
@@ -199,11 +209,16 @@ export class DuckDBMaterializer extends MaterializerBase {
   protected async closeConnections(): Promise<void> {
     const ready = this.#ready;
     if (ready === undefined) return;
-    const { instance, writer, reader } = await ready.catch(() => ({ instance: undefined, writer: undefined, reader: undefined }));
+    const { instance, writer, reader } = await ready.catch(() => ({
+      instance: undefined,
+      writer: undefined,
+      reader: undefined,
+    }));
     for (const session of [reader, writer]) {
       if (session === undefined) continue;
       await session.run(async () => {
-        for (const statement of session.statements.values()) (await statement.catch(() => undefined))?.destroySync();
+        for (const statement of session.statements.values())
+          (await statement.catch(() => undefined))?.destroySync();
         session.connection.closeSync();
       });
     }
@@ -232,16 +247,23 @@ export class DuckDBMaterializer extends MaterializerBase {
   async #connect(): Promise<{ instance: DuckDBInstance; writer: Session; reader: Session }> {
     let instance: DuckDBInstance;
     try {
-      instance = await DuckDBInstance.create(this.path, this.#threads === undefined ? {} : { threads: String(this.#threads) });
+      instance = await DuckDBInstance.create(
+        this.path,
+        this.#threads === undefined ? {} : { threads: String(this.#threads) },
+      );
     } catch (cause) {
-      throw new FeatureStoreError('STORE_ERROR', `DuckDB could not open "${this.path}": ${String(cause)}`, { cause });
+      throw new FeatureStoreError('STORE_ERROR', `DuckDB could not open "${this.path}": ${String(cause)}`, {
+        cause,
+      });
     }
     const writer = new Session(await instance.connect());
     const schema = quoteIdentifier(this.schema);
     await writer.run(async (c) => {
       await c.run(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
       await c.run(`CREATE SEQUENCE IF NOT EXISTS ${schema}.materialization_id`);
-      await c.run(`CREATE TABLE IF NOT EXISTS ${schema}.meta (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)`);
+      await c.run(
+        `CREATE TABLE IF NOT EXISTS ${schema}.meta (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)`,
+      );
       await c.run(
         `CREATE TABLE IF NOT EXISTS ${this.#catalog} (
            id BIGINT PRIMARY KEY,
@@ -256,8 +278,14 @@ export class DuckDBMaterializer extends MaterializerBase {
            status VARCHAR NOT NULL
          )`,
       );
-      await c.run(`INSERT INTO ${schema}.meta VALUES ('format_version', $1) ON CONFLICT DO NOTHING`, [String(DUCKDB_FORMAT_VERSION)]);
-      const version = Number((await c.runAndReadAll(`SELECT value FROM ${schema}.meta WHERE name = 'format_version'`)).getRows()[0]![0]);
+      await c.run(`INSERT INTO ${schema}.meta VALUES ('format_version', $1) ON CONFLICT DO NOTHING`, [
+        String(DUCKDB_FORMAT_VERSION),
+      ]);
+      const version = Number(
+        (
+          await c.runAndReadAll(`SELECT value FROM ${schema}.meta WHERE name = 'format_version'`)
+        ).getRows()[0]![0],
+      );
       if (version > DUCKDB_FORMAT_VERSION) {
         throw new FeatureStoreError(
           'STORE_ERROR',

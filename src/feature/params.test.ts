@@ -24,7 +24,7 @@ describe('canonical parameters', () => {
 
   it('refuse values a store cannot key, naming the parameter', () => {
     expect(() => canonicalParams({ when: { at: 1 } }, 'f.x')).toThrow(
-      /Feature "f.x": parameter "when" is a plain object/,
+      /Feature "f.x" with parameters { when: a plain object }: parameter "when" is a plain object/,
     );
     expect(() => canonicalParams({ n: Number.NaN })).toThrow(/parameter "n" is the number NaN/);
     expect(() => canonicalParams({ d: new Date('nope') })).toThrow(/invalid Date/);

@@ -8,6 +8,7 @@ import {
 } from '@duckdb/node-api';
 import type { Table } from 'apache-arrow';
 import { FeatureStoreError } from '../../errors.js';
+import type { FeatureInfo } from '../../feature/feature.js';
 import { type ColumnSpec, type Row, tableFromColumns } from '../../frame/columns.js';
 import { readDuckDBColumns } from '../../frame/duckdb/duckdb-columns.js';
 import { appendBatches, DUCKDB_SQL_TYPES, quoteIdentifier } from '../../frame/duckdb/duckdb-load.js';
@@ -178,6 +179,13 @@ export class DuckDBMaterializer extends MaterializerBase {
         );
       }
     });
+  }
+
+  /** DuckDB results are served straight from the store's own connection, with their DuckDB types. */
+  protected override async readMaterialization(feature: FeatureInfo, materialization: Materialization): Promise<unknown> {
+    if (materialization.kind !== 'duckdb') return super.readMaterialization(feature, materialization);
+    const { reader } = await this.#open();
+    return reader.run((c) => c.runAndReadAll(`SELECT * FROM ${this.tableOf(materialization)}`));
   }
 
   protected async runRead(query: CompiledQuery, format: 'rows' | 'arrow'): Promise<Row[] | Table> {

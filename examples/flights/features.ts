@@ -10,7 +10,7 @@ import { query } from './flights-data.js';
 const at = (when: Date) => timestampValue(BigInt(when.getTime()) * 1000n);
 
 /**
- * Departures from each airport up to and including `when`.
+ * Departures from each airport up to the instant `when` (a midnight `when` leaves that day out).
  * Key `origin`; value `departures`.
  */
 export const departures = feature(
@@ -23,7 +23,9 @@ export const departures = feature(
     tags: ['airport'],
   },
   async function departures({ when }: { when: Date }) {
-    return query('SELECT origin, count(*) AS departures FROM flights WHERE date <= $1 GROUP BY origin', [at(when)]);
+    return query('SELECT origin, count(*) AS departures FROM flights WHERE date <= $1 GROUP BY origin', [
+      at(when),
+    ]);
   },
 );
 

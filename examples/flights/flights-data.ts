@@ -1,12 +1,19 @@
 import { fileURLToPath } from 'node:url';
-import { type DuckDBConnection, DuckDBInstance, type DuckDBResultReader, type DuckDBValue } from '@duckdb/node-api';
+import {
+  type DuckDBConnection,
+  DuckDBInstance,
+  type DuckDBResultReader,
+  type DuckDBValue,
+} from '@duckdb/node-api';
 
 /**
  * The real US flight records shipped by the npm package `vega-datasets` (Bureau of Transportation
  * Statistics, 2001-01-01 to 2001-07-01, 3 million flights: date, delay, distance, origin,
  * destination), loaded once into an in-memory DuckDB table `flights` that features query.
  */
-export const FLIGHTS_PARQUET = fileURLToPath(new URL('../data/flights-3m.parquet', import.meta.resolve('vega-datasets')));
+export const FLIGHTS_PARQUET = fileURLToPath(
+  new URL('../data/flights-3m.parquet', import.meta.resolve('vega-datasets')),
+);
 
 let connection: Promise<DuckDBConnection> | undefined;
 
@@ -15,7 +22,9 @@ export function flightsDatabase(): Promise<DuckDBConnection> {
   connection ??= (async () => {
     const instance = await DuckDBInstance.create(':memory:');
     const c = await instance.connect();
-    await c.run(`CREATE TABLE flights AS SELECT * FROM read_parquet('${FLIGHTS_PARQUET.replaceAll("'", "''")}')`);
+    await c.run(
+      `CREATE TABLE flights AS SELECT * FROM read_parquet('${FLIGHTS_PARQUET.replaceAll("'", "''")}')`,
+    );
     return c;
   })();
   return connection;

@@ -17,7 +17,7 @@ export const departures = feature(
   {
     module: 'flights',
     entity: 'origin',
-    description: 'Departures from each airport up to and including `when`.',
+    description: 'Departures from each airport up to the instant `when`.',
     maintainer: 'Flight Ops <ops@example.com>',
     status: 'production',
     tags: ['airport'],

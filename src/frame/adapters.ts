@@ -5,9 +5,11 @@ import { describeValue } from '../format.js';
 import { arrowAdapter } from './arrow/arrow-adapter.js';
 import { duckdbAdapter } from './duckdb/duckdb-adapter.js';
 import type { FrameAdapter } from './frame-adapter.js';
+import { polarsAdapter, polarsLazyAdapter } from './polars/polars-adapter.js';
 import { rowsAdapter } from './rows/rows-adapter.js';
 
-const adapters: FrameAdapter[] = [arrowAdapter, duckdbAdapter, rowsAdapter];
+// Row arrays last: the other adapters recognise specific objects, rows any array of objects.
+const adapters: FrameAdapter[] = [arrowAdapter, duckdbAdapter, polarsAdapter, polarsLazyAdapter, rowsAdapter];
 
 /**
  * Adds an adapter for another compute library. Adapters registered later are tried first, so a

@@ -62,8 +62,17 @@ export function columnTypeOf(field: Field): ColumnType | undefined {
       return 'boolean';
     case Type.Int: {
       const { bitWidth, isSigned } = type as unknown as { bitWidth: number; isSigned: boolean };
+      // Unsigned integers widen to the next signed type; uint64 has none.
       const width = isSigned ? bitWidth : bitWidth * 2;
-      return width <= 8 ? 'int8' : width <= 16 ? 'int16' : width <= 32 ? 'int32' : isSigned ? 'int64' : undefined;
+      return width <= 8
+        ? 'int8'
+        : width <= 16
+          ? 'int16'
+          : width <= 32
+            ? 'int32'
+            : width <= 64
+              ? 'int64'
+              : undefined;
     }
     case Type.Float: {
       const { precision } = type as unknown as { precision: number };
@@ -71,10 +80,13 @@ export function columnTypeOf(field: Field): ColumnType | undefined {
     }
     case Type.Utf8:
     case Type.LargeUtf8:
+    case Type.Utf8View:
       return field.metadata.get(JSON_METADATA) === 'json' ? 'json' : 'string';
     case Type.Dictionary: {
-      const dictionary = (type as unknown as { dictionary: DataType }).dictionary;
-      return dictionary.typeId === Type.Utf8 ? 'string' : undefined;
+      const dictionary = (type as unknown as { dictionary: DataType }).dictionary.typeId;
+      return dictionary === Type.Utf8 || dictionary === Type.LargeUtf8 || dictionary === Type.Utf8View
+        ? 'string'
+        : undefined;
     }
     case Type.Timestamp:
       return 'timestamp';
@@ -82,7 +94,9 @@ export function columnTypeOf(field: Field): ColumnType | undefined {
       return 'date';
     case Type.Null:
       return 'string';
-    case Type.List: {
+    case Type.List:
+    case Type.LargeList:
+    case Type.FixedSizeList: {
       const child = (type as unknown as { children: Field[] }).children[0];
       return child !== undefined && child.type.typeId === Type.Float ? 'float64[]' : undefined;
     }
@@ -149,16 +163,19 @@ export function columnsOf(table: Table, feature?: string): ColumnSpec[] {
  * Builds an Arrow table from JS column arrays whose values are already in row-object form
  * (numbers, strings, Dates, parsed JSON…). @internal
  */
-export function tableFromColumns(columns: readonly ColumnSpec[], values: readonly (readonly unknown[])[]): Table {
+export function tableFromColumns(
+  columns: readonly ColumnSpec[],
+  values: readonly (readonly unknown[])[],
+): Table {
   const fields = columns.map(arrowFieldOf);
   const schema = new Schema(fields);
   const length = values[0]?.length ?? 0;
-  const children = columns.map((column, i) => vectorOf(column.type, values[i] ?? []).data[0]!);
+  const children = columns.map((column, i) => vectorOf(column, values[i] ?? []).data[0]!);
   const data = makeData({ type: new Struct(fields), length, children, nullCount: 0 });
   return new Table(schema, [new RecordBatch(schema, data)]);
 }
 
-function vectorOf(type: ColumnType, values: readonly unknown[]): Vector {
+function vectorOf({ name, type }: ColumnSpec, values: readonly unknown[]): Vector {
   const arrowType = arrowTypeOf(type);
   switch (type) {
     case 'json':
@@ -168,13 +185,16 @@ function vectorOf(type: ColumnType, values: readonly unknown[]): Vector {
       );
     case 'int64':
       return vectorFromArray(
-        values.map((v) => (v === null || v === undefined ? null : BigInt(v as number | bigint))),
+        values.map((v) => (v === null || v === undefined ? null : toInt64(name, v))),
         arrowType,
       );
     case 'timestamp':
     case 'date':
       return vectorFromArray(
-        values.map((v) => (v === null || v === undefined ? null : v instanceof Date ? v : new Date(v as number))),
+        // Millisecond precision, rounding down (also before 1970), as DuckDB's casts do.
+        values.map((v) =>
+          v === null || v === undefined ? null : v instanceof Date ? v : new Date(Math.floor(Number(v))),
+        ),
         arrowType,
       );
     default:
@@ -185,13 +205,37 @@ function vectorOf(type: ColumnType, values: readonly unknown[]): Vector {
   }
 }
 
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+/** A value of an `int64` column as a bigint; refuses what a 64-bit signed integer cannot hold. */
+function toInt64(column: string, value: unknown): bigint {
+  const int =
+    typeof value === 'bigint'
+      ? value
+      : typeof value === 'number' && Number.isInteger(value)
+        ? BigInt(value)
+        : undefined;
+  if (int === undefined || int < INT64_MIN || int > INT64_MAX) {
+    throw new FeatureStoreError(
+      'UNSUPPORTED_RESULT',
+      `column "${column}" holds ${describeValue(value)}, which is not a 64-bit signed integer. ` +
+        'Cast the column to a floating-point or text type before returning it.',
+      { details: { column, value: String(value) } },
+    );
+  }
+  return int;
+}
+
 /**
  * Row objects from an Arrow table: timestamps and dates become `Date`, 64-bit integers become
  * numbers when they fit, JSON columns are parsed, float arrays become `number[]`. @internal
  */
 export function tableToRows(table: Table): Row[] {
   const names = table.schema.fields.map((f) => f.name);
-  const readers = table.schema.fields.map((field, i) => cellReader(columnTypeOf(field), table.getChildAt(i)!));
+  const readers = table.schema.fields.map((field, i) =>
+    cellReader(columnTypeOf(field), table.getChildAt(i)!),
+  );
   const rows: Row[] = new Array(table.numRows);
   for (let r = 0; r < table.numRows; r++) {
     const row: Row = {};
@@ -206,13 +250,18 @@ function cellReader(type: ColumnType | undefined, vector: Vector): (row: number)
     case 'timestamp':
     case 'date':
       return (r) => {
+        // Arrow gives fractional milliseconds for finer units; floor keeps pre-1970 instants right.
         const v = vector.get(r) as number | bigint | null;
-        return v === null ? null : new Date(Number(v));
+        return v === null ? null : new Date(Math.floor(Number(v)));
       };
     case 'int64':
       return (r) => {
         const v = vector.get(r) as bigint | null;
-        return v === null ? null : v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(v) : v;
+        return v === null
+          ? null
+          : v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER)
+            ? Number(v)
+            : v;
       };
     case 'json':
       return (r) => {
@@ -231,7 +280,8 @@ function cellReader(type: ColumnType | undefined, vector: Vector): (row: number)
 
 /**
  * Infers column types from row objects and builds an Arrow table. Numbers that are all integers
- * in 32-bit range become `int32`, other numbers `float64`; bigints `int64`; Dates `timestamp`;
+ * in 32-bit range become `int32`, other numbers `float64`; bigints, alone or with integer
+ * numbers, `int64`; Dates `timestamp`;
  * numeric arrays `float64[]`; other objects and arrays `json`. A column mixing kinds is refused.
  * @internal
  */
@@ -254,14 +304,20 @@ export function rowsToTable(rows: readonly Row[], feature?: string): Table {
 function inferType(name: string, values: readonly unknown[], feature: string | undefined): ColumnType {
   const kinds = new Set<string>();
   let allInt32 = true;
+  let allIntegers = true;
   let allNumericArrays = true;
   for (const value of values) {
     if (value === null) continue;
     const kind = kindOf(value);
     kinds.add(kind);
-    if (kind === 'number' && !(Number.isInteger(value) && Math.abs(value as number) <= 2 ** 31 - 1)) allInt32 = false;
-    if (kind === 'json' && !(Array.isArray(value) && value.every((x) => typeof x === 'number'))) allNumericArrays = false;
+    if (kind === 'number' && !(Number.isInteger(value) && Math.abs(value as number) <= 2 ** 31 - 1))
+      allInt32 = false;
+    if (kind === 'number' && !Number.isInteger(value)) allIntegers = false;
+    if (kind === 'json' && !(Array.isArray(value) && value.every((x) => typeof x === 'number')))
+      allNumericArrays = false;
   }
+  // 64-bit integers read as numbers when they fit and bigints when not, so a column mixes both.
+  if (kinds.size === 2 && kinds.has('number') && kinds.has('bigint') && allIntegers) return 'int64';
   if (kinds.size > 1) {
     throw new FeatureStoreError(
       'UNSUPPORTED_RESULT',
@@ -291,7 +347,10 @@ function kindOf(value: unknown): string {
   if (value instanceof Date) return 'Date';
   if (typeof value === 'object') return 'json';
   if (typeof value === 'function' || typeof value === 'symbol' || typeof value === 'undefined') {
-    throw new FeatureStoreError('UNSUPPORTED_RESULT', `a row holds ${describeValue(value)}, which is not data.`);
+    throw new FeatureStoreError(
+      'UNSUPPORTED_RESULT',
+      `a row holds ${describeValue(value)}, which is not data.`,
+    );
   }
   return typeof value;
 }

@@ -6,6 +6,7 @@ import { checkParams, type Params } from '../feature/params.js';
 import { formatParams } from '../format.js';
 import { adapterFor } from '../frame/adapters.js';
 import { columnsOf, type Row, tableFromColumns, tableToRows } from '../frame/columns.js';
+import { arrowToPolars, loadPolars, type PolarsDataFrame } from '../frame/polars/polars-adapter.js';
 import type { Materializer, ReadPlan } from '../materializer/materializer.js';
 import { formatSpec, isResolver, type ParamSpec, resolveParams } from '../resolver/resolvers.js';
 import { evaluateRead, type RowSource } from './evaluate.js';
@@ -127,6 +128,21 @@ export class LazyFrame {
       columns,
       columns.map((c) => rows.map((r) => r[c.name])),
     );
+  }
+
+  /**
+   * Runs the frame and returns a nodejs-polars `DataFrame` (through {@link toArrow}). nodejs-polars
+   * is an optional dependency, loaded here; without it this fails with a `FeatureStoreError` saying
+   * how to install it. JSON columns hold JSON text (`pl.col(name).str.jsonDecode()` parses them).
+   *
+   * ### Example
+   * ```ts
+   * const df = await store.withParams({ when: Last() }).getFeatures(departures).filter({ origin: 'SFO' }).toPolars();
+   * ```
+   */
+  async toPolars(): Promise<PolarsDataFrame> {
+    await loadPolars(); // fail before running the frame if nodejs-polars is missing
+    return arrowToPolars(await this.toArrow());
   }
 
   /**

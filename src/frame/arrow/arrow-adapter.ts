@@ -1,4 +1,4 @@
-import { type RecordBatch, Table } from 'apache-arrow';
+import { RecordBatch, Table } from 'apache-arrow';
 import type { FrameAdapter } from '../frame-adapter.js';
 
 /** Apache Arrow tables (`apache-arrow`), passed through as they are. */
@@ -23,6 +23,9 @@ export const arrowAdapter: FrameAdapter<Table> = {
     return table;
   },
   async *toBatches(table): AsyncIterable<RecordBatch> {
-    yield* table.batches;
+    // `new Table(schema, batches)` keeps each batch's own schema: give every batch the table's,
+    // whose field metadata (the JSON mark) is what stores read the column types from.
+    for (const batch of table.batches)
+      yield batch.schema === table.schema ? batch : new RecordBatch(table.schema, batch.data);
   },
 };

@@ -18,12 +18,15 @@ export const duckdbAdapter: FrameAdapter<DuckDBResultLike> = {
   async fromArrow(table: Table) {
     const [{ DuckDBInstance }, { appendBatches, DUCKDB_SQL_TYPES, quoteIdentifier }, { columnsOf }] =
       await Promise.all([import('@duckdb/node-api'), import('./duckdb-load.js'), import('../columns.js')]);
-    const instance = await DuckDBInstance.fromCache(':memory:');
-    const connection = await instance.connect();
+    // One in-memory database per process holds the short-lived tables results are read from.
+    scratch ??= DuckDBInstance.create(':memory:');
+    const connection = await (await scratch).connect();
     try {
       const columns = columnsOf(table);
       const name = `featurefn_result_${process.pid}_${++resultCounter}`;
-      const definition = columns.map((c) => `${quoteIdentifier(c.name)} ${DUCKDB_SQL_TYPES[c.type]}`).join(', ');
+      const definition = columns
+        .map((c) => `${quoteIdentifier(c.name)} ${DUCKDB_SQL_TYPES[c.type]}`)
+        .join(', ');
       await connection.run(`CREATE TABLE ${quoteIdentifier(name)} (${definition})`);
       await appendBatches(connection, { schema: 'main', name }, columns, table.batches);
       const reader = await connection.runAndReadAll(`SELECT * FROM ${quoteIdentifier(name)}`);
@@ -36,3 +39,4 @@ export const duckdbAdapter: FrameAdapter<DuckDBResultLike> = {
 };
 
 let resultCounter = 0;
+let scratch: Promise<import('@duckdb/node-api').DuckDBInstance> | undefined;

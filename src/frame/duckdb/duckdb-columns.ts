@@ -8,7 +8,11 @@ import type { ColumnSpec, ColumnType } from '../columns.js';
  */
 export interface DuckDBResultLike {
   columnNames(): string[];
-  columnTypes(): readonly { readonly typeId: number; readonly alias?: string | undefined; readonly valueType?: unknown }[];
+  columnTypes(): readonly {
+    readonly typeId: number;
+    readonly alias?: string | undefined;
+    readonly valueType?: unknown;
+  }[];
   getColumns(): unknown[][] | Promise<unknown[][]>;
 }
 
@@ -47,11 +51,22 @@ interface Mapping {
   readonly convert: Convert | undefined;
 }
 
+/** `a / b` rounded down, so instants before 1970 keep their millisecond (bigint division truncates). */
+const floorDiv = (a: bigint, b: bigint): bigint => (a % b < 0n ? a / b - 1n : a / b);
+
 const toNumber: Convert = (v) => (v === null ? null : Number(v));
 const int64: Convert = (v) =>
-  v === null ? null : typeof v === 'bigint' && (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) ? v : Number(v);
+  v === null
+    ? null
+    : typeof v === 'bigint' && (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER))
+      ? v
+      : Number(v);
 
-function mappingOf(type: { typeId: number; alias?: string | undefined; valueType?: unknown }): Mapping | undefined {
+function mappingOf(type: {
+  typeId: number;
+  alias?: string | undefined;
+  valueType?: unknown;
+}): Mapping | undefined {
   switch (type.typeId) {
     case T.BOOLEAN:
       return { type: 'boolean', convert: undefined };
@@ -75,19 +90,37 @@ function mappingOf(type: { typeId: number; alias?: string | undefined; valueType
     case T.DECIMAL:
       return {
         type: 'float64',
-        convert: (v) => (v === null ? null : Number((v as { value: bigint }).value) / 10 ** (v as { scale: number }).scale),
+        convert: (v) =>
+          v === null ? null : Number((v as { value: bigint }).value) / 10 ** (v as { scale: number }).scale,
       };
     case T.TIMESTAMP:
     case T.TIMESTAMP_TZ:
-      return { type: 'timestamp', convert: (v) => (v === null ? null : new Date(Number((v as { micros: bigint }).micros / 1000n))) };
+      return {
+        type: 'timestamp',
+        convert: (v) =>
+          v === null ? null : new Date(Number(floorDiv((v as { micros: bigint }).micros, 1000n))),
+      };
     case T.TIMESTAMP_S:
-      return { type: 'timestamp', convert: (v) => (v === null ? null : new Date(Number((v as { seconds: bigint }).seconds) * 1000)) };
+      return {
+        type: 'timestamp',
+        convert: (v) => (v === null ? null : new Date(Number((v as { seconds: bigint }).seconds) * 1000)),
+      };
     case T.TIMESTAMP_MS:
-      return { type: 'timestamp', convert: (v) => (v === null ? null : new Date(Number((v as { millis: bigint }).millis))) };
+      return {
+        type: 'timestamp',
+        convert: (v) => (v === null ? null : new Date(Number((v as { millis: bigint }).millis))),
+      };
     case T.TIMESTAMP_NS:
-      return { type: 'timestamp', convert: (v) => (v === null ? null : new Date(Number((v as { nanos: bigint }).nanos / 1000000n))) };
+      return {
+        type: 'timestamp',
+        convert: (v) =>
+          v === null ? null : new Date(Number(floorDiv((v as { nanos: bigint }).nanos, 1_000_000n))),
+      };
     case T.DATE:
-      return { type: 'date', convert: (v) => (v === null ? null : new Date((v as { days: number }).days * 86_400_000)) };
+      return {
+        type: 'date',
+        convert: (v) => (v === null ? null : new Date((v as { days: number }).days * 86_400_000)),
+      };
     case T.VARCHAR:
       return type.alias === 'JSON'
         ? { type: 'json', convert: (v) => (v === null ? null : JSON.parse(v as string)) }
@@ -111,7 +144,10 @@ function mappingOf(type: { typeId: number; alias?: string | undefined; valueType
 }
 
 /** featurefn column specs of a DuckDB result, refusing types it cannot store. @internal */
-export function duckdbColumnSpecs(result: Pick<DuckDBResultLike, 'columnNames' | 'columnTypes'>, feature?: string): ColumnSpec[] {
+export function duckdbColumnSpecs(
+  result: Pick<DuckDBResultLike, 'columnNames' | 'columnTypes'>,
+  feature?: string,
+): ColumnSpec[] {
   const names = result.columnNames();
   return result.columnTypes().map((type, i) => {
     const mapping = mappingOf(type);

@@ -117,7 +117,8 @@ function columnValues(type: ColumnType, vector: Vector, offset: number, n: numbe
 function toDuckDB(type: ColumnType, v: unknown): DuckDBValue {
   switch (type) {
     case 'timestamp':
-      return new DuckDBTimestampValue(BigInt(Math.round(Number(v))) * 1000n);
+      // Arrow gives fractional milliseconds for finer units: round down, as rows and casts do.
+      return new DuckDBTimestampValue(BigInt(Math.floor(Number(v))) * 1000n);
     case 'date':
       return dateValue(Math.floor(Number(v) / 86_400_000));
     case 'int64':

@@ -11,7 +11,9 @@ export const rowsAdapter: FrameAdapter<Row[]> = {
   canAdapt(value): value is Row[] {
     return (
       Array.isArray(value) &&
-      value.every((row) => typeof row === 'object' && row !== null && !Array.isArray(row) && !(row instanceof Date))
+      value.every(
+        (row) => typeof row === 'object' && row !== null && !Array.isArray(row) && !(row instanceof Date),
+      )
     );
   },
   async toArrow(rows) {

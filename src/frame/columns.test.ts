@@ -1,0 +1,67 @@
+import {
+  Field,
+  Float64,
+  LargeList,
+  makeData,
+  makeVector,
+  Table,
+  Uint32,
+  Utf8View,
+  vectorFromArray,
+} from 'apache-arrow';
+import { describe, expect, it } from 'vitest';
+import { FeatureStoreError } from '../errors.js';
+import { columnsOf, rowsToTable, tableFromColumns, tableToRows } from './columns.js';
+
+describe('rowsToTable', () => {
+  it('reads a column of 64-bit integers, numbers where they fit and bigints beyond 2^53, as int64', () => {
+    const rows = [{ n: 1 }, { n: 2n ** 60n }, { n: null }, { n: -(2 ** 40) }];
+    const table = rowsToTable(rows);
+    expect(columnsOf(table)).toEqual([{ name: 'n', type: 'int64' }]);
+    expect(tableToRows(table)).toEqual(rows);
+  });
+
+  it('still refuses a column mixing fractional numbers and bigints', () => {
+    expect(() => rowsToTable([{ n: 1.5 }, { n: 2n ** 60n }])).toThrow(/mixes number and bigint/);
+  });
+});
+
+describe('tableFromColumns', () => {
+  it('refuses int64 values beyond 64 bits, naming the column, instead of wrapping them', () => {
+    const attempt = () => tableFromColumns([{ name: 'big', type: 'int64' }], [[2n ** 64n - 1n]]);
+    expect(attempt).toThrow(FeatureStoreError);
+    expect(attempt).toThrow(/column "big" holds the bigint 18446744073709551615/);
+  });
+
+  it('takes timestamps given as fractional milliseconds at the millisecond below, before 1970 too', () => {
+    const table = tableFromColumns([{ name: 't', type: 'timestamp' }], [[-1.5, 1.5, -0.001]]);
+    expect(tableToRows(table).map((r) => (r.t as Date).getTime())).toEqual([-2, 1, -1]);
+  });
+});
+
+describe('columnsOf and tableToRows', () => {
+  it('take the Arrow types polars and other writers produce: uint32, Utf8View, LargeList<Float64>', () => {
+    const item = new Field('item', new Float64(), true);
+    const list = makeData({
+      type: new LargeList(item),
+      length: 2,
+      nullCount: 0,
+      valueOffsets: BigInt64Array.from([0n, 2n, 3n]),
+      child: vectorFromArray([0.5, 1.5, 2.5], new Float64()).data[0]!,
+    });
+    const table = new Table({
+      u: vectorFromArray([4_000_000_000, 1], new Uint32()),
+      s: vectorFromArray(['a string longer than twelve bytes', 'é'], new Utf8View()),
+      l: makeVector(list),
+    });
+    expect(columnsOf(table)).toEqual([
+      { name: 'u', type: 'int64' },
+      { name: 's', type: 'string' },
+      { name: 'l', type: 'float64[]' },
+    ]);
+    expect(tableToRows(table)).toEqual([
+      { u: 4_000_000_000, s: 'a string longer than twelve bytes', l: [0.5, 1.5] },
+      { u: 1, s: 'é', l: [2.5] },
+    ]);
+  });
+});

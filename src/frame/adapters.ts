@@ -7,9 +7,17 @@ import { duckdbAdapter } from './duckdb/duckdb-adapter.js';
 import type { FrameAdapter } from './frame-adapter.js';
 import { polarsAdapter, polarsLazyAdapter } from './polars/polars-adapter.js';
 import { rowsAdapter } from './rows/rows-adapter.js';
+import { sqlAdapter } from './sql/sql-adapter.js';
 
 // Row arrays last: the other adapters recognise specific objects, rows any array of objects.
-const adapters: FrameAdapter[] = [arrowAdapter, duckdbAdapter, polarsAdapter, polarsLazyAdapter, rowsAdapter];
+const adapters: FrameAdapter[] = [
+  arrowAdapter,
+  duckdbAdapter,
+  sqlAdapter,
+  polarsAdapter,
+  polarsLazyAdapter,
+  rowsAdapter,
+];
 
 /**
  * Adds an adapter for another compute library. Adapters registered later are tried first, so a

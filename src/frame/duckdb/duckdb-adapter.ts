@@ -2,6 +2,7 @@ import type { Table } from 'apache-arrow';
 import { tableFromColumns } from '../columns.js';
 import type { FrameAdapter } from '../frame-adapter.js';
 import { type DuckDBResultLike, isDuckDBResult, readDuckDBColumns } from './duckdb-columns.js';
+import { duckdbBatches } from './duckdb-stream.js';
 
 /**
  * Query results of `@duckdb/node-api` (`DuckDBResultReader` from `runAndReadAll`,
@@ -15,6 +16,7 @@ export const duckdbAdapter: FrameAdapter<DuckDBResultLike> = {
     const { columns, values } = await readDuckDBColumns(result);
     return tableFromColumns(columns, values);
   },
+  toBatches: (result) => duckdbBatches(result),
   async fromArrow(table: Table) {
     const [{ DuckDBInstance }, { appendBatches, DUCKDB_SQL_TYPES, quoteIdentifier }, { columnsOf }] =
       await Promise.all([import('@duckdb/node-api'), import('./duckdb-load.js'), import('../columns.js')]);

@@ -1,0 +1,56 @@
+import type { RecordBatch } from 'apache-arrow';
+import { tableFromColumns } from '../columns.js';
+import { type DuckDBResultLike, duckdbColumnSpecs, readDuckDBColumns } from './duckdb-columns.js';
+
+/** A DuckDB result that hands out its rows chunk by chunk (`DuckDBResult`, from `stream` or `run`). */
+interface ChunkedResult extends Pick<DuckDBResultLike, 'columnNames' | 'columnTypes'> {
+  fetchChunk(): Promise<{ rowCount: number; getColumns(): unknown[][] } | null>;
+}
+
+/** True when the result can be read chunk by chunk. @internal */
+export function isChunkedResult(value: unknown): value is ChunkedResult {
+  return typeof (value as ChunkedResult).fetchChunk === 'function';
+}
+
+/**
+ * Streams a DuckDB result as Arrow record batches of about `rowsPerBatch` rows, so that a large
+ * result never sits in memory as JS values all at once. A fully read result (a
+ * `DuckDBResultReader`) comes out as one batch. @internal
+ */
+export async function* duckdbBatches(
+  result: DuckDBResultLike,
+  rowsPerBatch = 65_536,
+): AsyncIterable<RecordBatch> {
+  if (!isChunkedResult(result)) {
+    const { columns, values } = await readDuckDBColumns(result);
+    yield* tableFromColumns(columns, values).batches;
+    return;
+  }
+  const columns = duckdbColumnSpecs(result);
+  const names = result.columnNames();
+  const types = result.columnTypes();
+  let pending: unknown[][] = [];
+  let pendingRows = 0;
+  const flush = async () => {
+    const merged = names.map((_, c) => pending.flatMap((chunk) => chunk[c] as unknown[]));
+    pending = [];
+    pendingRows = 0;
+    const { values } = await readDuckDBColumns({
+      columnNames: () => names,
+      columnTypes: () => types,
+      getColumns: () => merged,
+    });
+    return tableFromColumns(columns, values).batches;
+  };
+  for (
+    let chunk = await result.fetchChunk();
+    chunk !== null && chunk.rowCount > 0;
+    chunk = await result.fetchChunk()
+  ) {
+    // Kept column-major: pending[i][c] is chunk i's column c.
+    pending.push(chunk.getColumns());
+    pendingRows += chunk.rowCount;
+    if (pendingRows >= rowsPerBatch) yield* await flush();
+  }
+  if (pendingRows > 0) yield* await flush();
+}

@@ -14,6 +14,7 @@ import { adapterByKind, adapterFor } from '../frame/adapters.js';
 import { type ColumnSpec, columnsOf, type Row, tableToRows } from '../frame/columns.js';
 import type { FrameAdapter } from '../frame/frame-adapter.js';
 import { EMPTY_QUERY } from '../query/nodes.js';
+import { isSqlQuery, type SqlQuery, type SqlSource } from '../sql/sql-query.js';
 import { type CompiledQuery, compileRead, type SqlDialect } from '../query/sql-compiler.js';
 import { isResolver, type ParamSpec, resolveParams } from '../resolver/resolvers.js';
 import type {
@@ -101,6 +102,16 @@ export abstract class MaterializerBase implements Materializer {
         { feature: info.name, params: checked, cause },
       );
     }
+    if (isSqlQuery(result) && info.schema === undefined && this.#runsHere(result)) {
+      // Same database: the query runs inside the engine and no row passes through Node.
+      const record = await this.publishQuery!(
+        { feature: info, params: checked, paramsKey, kind: 'sql' },
+        result,
+        (columns) => keyOf(info, columns, checked),
+      );
+      this.invalidate();
+      return record;
+    }
     const adapter = adapterFor(result, info.name, checked);
     const { columns, batches } = await streamOf(adapter, result, info, checked);
     const key = keyOf(info, columns, checked);
@@ -178,6 +189,30 @@ export abstract class MaterializerBase implements Materializer {
     await this.closeConnections();
   }
 
+  /**
+   * The store's own database as a source of SQL features, if it has one: a SQL feature whose
+   * query comes from this source is materialized inside the database (see {@link publishQuery}).
+   */
+  get source(): SqlSource | undefined {
+    return undefined;
+  }
+
+  /**
+   * Publishes the result of a query that runs in the store's own database (`CREATE TABLE … AS`),
+   * with the same checks and atomicity as {@link publish}. `keyOf` gives the key for the created
+   * table's columns (or throws). Stores that can do this override it.
+   */
+  protected publishQuery?(
+    input: Omit<PublishInput, 'key' | 'columns' | 'batches'>,
+    query: SqlQuery,
+    keyOf: (columns: readonly ColumnSpec[]) => readonly string[],
+  ): Promise<Materialization>;
+
+  #runsHere(query: SqlQuery): boolean {
+    const own = this.source;
+    return this.publishQuery !== undefined && own !== undefined && query.source.database === own.database;
+  }
+
   /** Quoted, qualified name of a materialization's data table. */
   protected abstract tableOf(materialization: Materialization): string;
   /** Loads the whole catalog of completed materializations. */
@@ -245,6 +280,9 @@ export abstract class MaterializerBase implements Materializer {
   ): Promise<unknown> {
     const plan: ReadPlan = { sources: [{ feature, materialization }], query: EMPTY_QUERY };
     if (materialization.kind === 'rows') return this.read(plan, 'rows');
+    if (materialization.kind === 'sql' && this.source !== undefined) {
+      return this.source.sql`SELECT * FROM ${this.source.sql.raw(this.tableOf(materialization))}`;
+    }
     return adapterByKind(materialization.kind).fromArrow(await this.read(plan, 'arrow'));
   }
 

@@ -4,6 +4,7 @@ import type { Params, ParamValue } from '../feature/params.js';
 import type { ColumnSpec, Row } from '../frame/columns.js';
 import type { QueryNode } from '../query/nodes.js';
 import type { ParamSpec } from '../resolver/resolvers.js';
+import type { SqlSource } from '../sql/sql-query.js';
 
 /** One stored result of a feature for one parameter set, as the catalog records it. */
 export interface Materialization {
@@ -70,6 +71,11 @@ export interface Materializer {
   ): Promise<Materialization>;
   /** The feature's materializations, oldest parameters first. */
   listMaterializations(feature: Feature | FeatureInfo | string): Promise<Materialization[]>;
+  /**
+   * The store's own database as a source of SQL features (`materializer.source.sql\`…\``), if it
+   * has one. SQL features on it are materialized inside the database.
+   */
+  readonly source: SqlSource | undefined;
   /** Releases connections. Further calls fail with `CLOSED`. */
   close(): Promise<void>;
 

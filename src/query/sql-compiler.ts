@@ -35,7 +35,17 @@ export interface CompiledQuery {
   readonly sql: string;
   readonly params: readonly BoundValue[];
   readonly columns: readonly ColumnSpec[];
+  /** Where each bound value comes from in the query node, for {@link rebindRead}. @internal */
+  readonly slots?: readonly BindSlot[];
 }
+
+/**
+ * Where a bound value comes from: value `item` (or the only value) of filter `filter`, compared
+ * with `column`; or the limit. @internal
+ */
+export type BindSlot =
+  | { readonly filter: number; readonly item: number | undefined; readonly column: ColumnSpec }
+  | { readonly limit: true };
 
 /**
  * Compiles a read of joined feature sources into one SQL statement.
@@ -58,42 +68,45 @@ export function compileRead(
   const layout = layoutOf(sources);
   checkColumns(layout, node);
   const params: BoundValue[] = [];
-  const bind = (value: Exclude<FilterValue, null>, type: ColumnType) => {
+  const slots: BindSlot[] = [];
+  const bind = (value: Exclude<FilterValue, null>, type: ColumnType, slot: BindSlot) => {
     params.push({ value, type });
+    slots.push(slot);
     return dialect.placeholder(params.length);
   };
   const typeOf = new Map(layout.columns.map((c) => [c.name, c]));
   const ref = (source: number, column: string) => `t${source}.${dialect.quote(column)}`;
-  const condition = (predicate: Predicate, source: number) => {
+  const condition = (predicate: Predicate, source: number, filter: number) => {
     const column = typeOf.get(predicate.column)!;
+    const spec = { name: column.name, type: column.type };
     const target = ref(source, predicate.column);
     switch (predicate.kind) {
       case 'isNull':
         return `${target} IS NULL`;
       case 'compare':
-        return `${target} ${predicate.op === '!=' ? '<>' : predicate.op} ${bind(checkValue(column, predicate.value), column.type)}`;
+        return `${target} ${predicate.op === '!=' ? '<>' : predicate.op} ${bind(checkValue(column, predicate.value), column.type, { filter, item: undefined, column: spec })}`;
       case 'in': {
-        const values = predicate.values.filter((v) => v !== null);
+        const items = predicate.values.flatMap((v, item) => (v === null ? [] : [item]));
         const parts: string[] = [];
-        if (values.length > 0)
+        if (items.length > 0)
           parts.push(
-            `${target} IN (${values.map((v) => bind(checkValue(column, v), column.type)).join(', ')})`,
+            `${target} IN (${items.map((item) => bind(checkValue(column, predicate.values[item]!), column.type, { filter, item, column: spec })).join(', ')})`,
           );
-        if (values.length < predicate.values.length) parts.push(`${target} IS NULL`);
+        if (items.length < predicate.values.length) parts.push(`${target} IS NULL`);
         return parts.length === 0 ? 'FALSE' : parts.length === 1 ? parts[0]! : `(${parts.join(' OR ')})`;
       }
     }
   };
 
-  const where = node.filters.map((p) => condition(p, typeOf.get(p.column)!.source));
+  const where = node.filters.map((p, filter) => condition(p, typeOf.get(p.column)!.source, filter));
   const joinFilters: string[][] = sources.map(() => []);
-  for (const predicate of node.filters) {
+  node.filters.forEach((predicate, filter) => {
     const pushable = predicate.kind === 'in' || (predicate.kind === 'compare' && predicate.op === '=');
-    if (!pushable) continue;
+    if (!pushable) return;
     for (const source of layout.keySources.get(predicate.column)?.slice(1) ?? []) {
-      joinFilters[source]!.push(condition(predicate, source));
+      joinFilters[source]!.push(condition(predicate, source, filter));
     }
-  }
+  });
 
   const selected = node.select ?? layout.columns.map((c) => c.name);
   const output = selected.map((name) => typeOf.get(name)!);
@@ -105,8 +118,55 @@ export function compileRead(
     sql += ` LEFT JOIN ${source.table} AS t${index} ON ${[...on, ...joinFilters[index]!].join(' AND ')}`;
   });
   if (where.length > 0) sql += ` WHERE ${where.join(' AND ')}`;
-  if (node.limit !== undefined) sql += ` LIMIT ${bind(node.limit, 'int64')}`;
-  return { sql, params, columns: output.map(({ name, type }) => ({ name, type })) };
+  if (node.limit !== undefined) sql += ` LIMIT ${bind(node.limit, 'int64', { limit: true })}`;
+  return { sql, params, columns: output.map(({ name, type }) => ({ name, type })), slots };
+}
+
+/**
+ * Text equal for two query nodes exactly when, over the same sources, they compile to the same
+ * SQL and bind their values in the same places: a cache key for compiled reads. @internal
+ */
+export function queryShape(node: QueryNode): string {
+  // Names are length-prefixed, so no column name can make two shapes look alike.
+  let shape = '';
+  for (const p of node.filters) {
+    shape += `${p.kind}${p.column.length}:${p.column}`;
+    if (p.kind === 'compare') shape += p.op;
+    else if (p.kind === 'in') {
+      let nulls = 0;
+      for (const v of p.values) if (v === null) nulls++;
+      shape += `${p.values.length - nulls}/${nulls}`;
+    }
+    shape += ';';
+  }
+  if (node.select !== undefined) for (const name of node.select) shape += `s${name.length}:${name}`;
+  if (node.limit !== undefined) shape += 'L';
+  return shape;
+}
+
+/**
+ * `compiled` (from a node of the same {@link queryShape}) with the values of `node` bound
+ * instead, checked as {@link compileRead} checks them. @internal
+ */
+export function rebindRead(compiled: CompiledQuery, node: QueryNode): CompiledQuery {
+  const slots = compiled.slots ?? [];
+  const params: BoundValue[] = new Array(slots.length);
+  for (let i = 0; i < slots.length; i++) {
+    const slot = slots[i]!;
+    if ('limit' in slot) {
+      params[i] = { value: node.limit!, type: 'int64' };
+      continue;
+    }
+    const predicate = node.filters[slot.filter]!;
+    const value =
+      predicate.kind === 'in'
+        ? predicate.values[slot.item!]!
+        : predicate.kind === 'compare'
+          ? predicate.value
+          : null;
+    params[i] = { value: checkValue(slot.column, value), type: slot.column.type };
+  }
+  return { sql: compiled.sql, params, columns: compiled.columns, slots };
 }
 
 function keyOwner(layout: Layout, key: string): number {

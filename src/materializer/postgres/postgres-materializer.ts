@@ -1,0 +1,681 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { Table } from 'apache-arrow';
+import {
+  Client,
+  type ClientBase,
+  type ClientConfig,
+  type CustomTypesConfig,
+  DatabaseError,
+  Pool,
+  type PoolClient,
+  type PoolConfig,
+  type QueryArrayConfig,
+  type QueryConfig,
+  types,
+} from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { FeatureStoreError, type FeatureStoreErrorContext } from '../../errors.js';
+import type { Params } from '../../feature/params.js';
+import { formatParams } from '../../format.js';
+import { type ColumnSpec, type Row, tableFromColumns } from '../../frame/columns.js';
+import {
+  type BoundValue,
+  type CompiledQuery,
+  queryShape,
+  rebindRead,
+  type SqlDialect,
+} from '../../query/sql-compiler.js';
+import type { Materialization, ReadPlan } from '../materializer.js';
+import { MaterializerBase, type PublishInput } from '../materializer-base.js';
+import { copyBatches, POSTGRES_SQL_TYPES } from './binary-copy.js';
+import { CatalogListener, type ListenerConnection } from './catalog-listener.js';
+
+/** Options of {@link PostgresMaterializer}. */
+export interface PostgresMaterializerOptions {
+  /**
+   * Where the store lives: a connection URL (`'postgres://user@host:5432/db'`), a `pg`
+   * `PoolConfig` object, or a `pg` `Pool` you created. featurefn ends the pools it creates on
+   * `close()`, never one you passed in; it does take one connection of your pool for the whole
+   * materializer's life, to listen for other processes' publications.
+   */
+  connection: string | PoolConfig | Pool;
+  /** Schema holding the catalog and data tables; created on first use. Default is `'featurefn'`. */
+  schema?: string;
+  /**
+   * Connections of the pool featurefn creates (reads run in parallel up to this many). One more
+   * connection is opened to listen for publications. Default is the `PoolConfig`'s `max`, else `10`.
+   * Ignored when `connection` is a `Pool`.
+   */
+  poolSize?: number;
+}
+
+/** Catalog layout version; a later release migrates older catalogs from it. */
+export const POSTGRES_FORMAT_VERSION = 1;
+
+/** PostgreSQL keeps 63 bytes of an identifier and silently cuts longer ones. */
+const MAX_IDENTIFIER_BYTES = 63;
+
+/** Double-quotes an identifier for PostgreSQL, doubling embedded quotes. */
+function quoteIdentifier(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+const int8Parser = (text: string): number | bigint => {
+  const n = Number(text);
+  return Number.isSafeInteger(n) ? n : BigInt(text);
+};
+const float4Parser = (text: string): number => Math.fround(Number.parseFloat(text));
+const dateParser = (text: string): Date | string => {
+  const match = /^(\d{4,})-(\d\d)-(\d\d)( BC)?$/.exec(text);
+  if (match === null) return text; // 'infinity': no Date can hold it
+  const year = Number(match[1]) * (match[4] === undefined ? 1 : -1) + (match[4] === undefined ? 0 : 1);
+  const date = new Date(Date.UTC(2000, Number(match[2]) - 1, Number(match[3])));
+  date.setUTCFullYear(year);
+  return date;
+};
+
+/**
+ * Parsers that give featurefn's row values: 64-bit integers as numbers (bigint beyond 2^53),
+ * dates as UTC midnight, float4 as the exact stored float; the rest as `pg` parses them.
+ */
+const READ_TYPES: CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') => {
+    switch (oid) {
+      case types.builtins.INT8:
+        return int8Parser;
+      case types.builtins.FLOAT4:
+        return float4Parser;
+      case types.builtins.DATE:
+        return dateParser;
+      default:
+        return types.getTypeParser(oid, format ?? 'text');
+    }
+  }) as CustomTypesConfig['getTypeParser'],
+};
+
+/** A bound value as `pg` sends it. Dates go as UTC text, so the session time zone never matters. */
+function toPostgresValue({ value, type }: BoundValue): unknown {
+  if (value instanceof Date) return type === 'date' ? value.toISOString().slice(0, 10) : value.toISOString();
+  return value;
+}
+
+function isPool(value: unknown): value is Pool {
+  const pool = value as Partial<Record<'connect' | 'query' | 'end' | 'on', unknown>>;
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof pool.connect === 'function' &&
+    typeof pool.query === 'function' &&
+    typeof pool.end === 'function' &&
+    typeof pool.on === 'function'
+  );
+}
+
+/** What went wrong with a PostgreSQL call, in words, for error messages. */
+function describeFailure(error: unknown): string {
+  if (error instanceof DatabaseError) {
+    switch (error.code) {
+      case '57P01':
+        return 'the server ended the connection (an administrator terminated it, or the server is shutting down)';
+      case '57P02':
+      case '57P03':
+        return 'the server is restarting and does not accept connections yet';
+      case '3D000':
+        return `the database does not exist (${error.message})`;
+      case '28P01':
+      case '28000':
+        return `the server refused the credentials (${error.message})`;
+      default:
+        return `${error.message} (SQLSTATE ${error.code ?? 'unknown'})`;
+    }
+  }
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  if (code === 'ECONNREFUSED')
+    return `nothing accepts connections there (${String(message)}); is the server running?`;
+  if (code === 'ECONNRESET' || code === 'EPIPE') return 'the connection to the server was reset';
+  if (typeof message === 'string') {
+    if (/Connection terminated|not queryable|terminated unexpectedly/i.test(message)) {
+      return `the connection to the server was lost (${message})`;
+    }
+    return message;
+  }
+  return String(error);
+}
+
+/** True for the error a read gets when a materialization it was planned on was replaced meanwhile. */
+function isReplacedTable(error: unknown): boolean {
+  return error instanceof DatabaseError && error.code === '42P01';
+}
+
+/**
+ * The production store: PostgreSQL. A catalog table records each materialization; each
+ * materialization's rows live in their own table (`<schema>.m_<id>`) whose primary key is the
+ * entity key, so a key lookup is one index probe. Results are loaded with binary
+ * `COPY FROM STDIN` as they stream from the feature, and published in the same transaction that
+ * swaps the catalog record: readers see the old materialization or the new one, never a mix, and
+ * a crash mid-load leaves nothing behind. Other processes learn of a publication through
+ * `LISTEN`/`NOTIFY`, so `Last()` resolves from an in-process cache without a catalog query per read.
+ *
+ * The schema (catalog, `meta` with the format version, a sequence and the data tables) is
+ * created on first use. See `docs/postgres.md`.
+ *
+ * ### Example
+ * ```ts
+ * import { defaultStore, Last } from 'featurefn';
+ * import { PostgresMaterializer } from 'featurefn/postgres';
+ *
+ * const materializer = new PostgresMaterializer({ connection: process.env.DATABASE_URL!, schema: 'feature_store' });
+ * defaultStore.addDecorator(materializer.decorator);
+ * await materializer.materialize(departures, { when: new Date('2001-03-01') });
+ * const rows = await defaultStore
+ *   .withParams({ when: Last() })
+ *   .getFeatures(departures, meanDelay7d)
+ *   .filter({ origin: 'SFO' })
+ *   .toArray();
+ * ```
+ */
+export class PostgresMaterializer extends MaterializerBase {
+  readonly name = 'postgres';
+  /** The schema holding the catalog and data tables. */
+  readonly schema: string;
+  protected readonly dialect: SqlDialect = { quote: quoteIdentifier, placeholder: (i) => `$${i}` };
+
+  readonly #pool: Pool;
+  readonly #ownsPool: boolean;
+  readonly #listener: CatalogListener;
+  /** The NOTIFY channel of this schema. */
+  readonly #channel: string;
+  /** Tells this instance's own notifications from other processes'. */
+  readonly #instance = randomUUID();
+  /** Compiled reads by materializations and query shape: a request only binds its values. */
+  readonly #compiled = new Map<string, CompiledQuery>();
+  /** Prepared-statement name of each read's SQL text. */
+  readonly #statementNames = new Map<string, string>();
+  /**
+   * Materializations found per parameter object: a memoized `Last()` gives the same object on
+   * every read, which spares the canonical-text work of each lookup. Replaced on invalidation.
+   */
+  #found = new WeakMap<Params, Map<string, Materialization | undefined>>();
+  #generation = 0;
+  #ready: Promise<void> | undefined;
+
+  /**
+   * Connects lazily: nothing happens until the first call, which creates the schema if missing.
+   *
+   * ### Example
+   * ```ts
+   * new PostgresMaterializer({ connection: 'postgres://postgres@127.0.0.1:5432/test', schema: 'features', poolSize: 4 });
+   * ```
+   */
+  constructor(options: PostgresMaterializerOptions) {
+    super();
+    const { connection } = options ?? {};
+    if (typeof connection !== 'string' && (typeof connection !== 'object' || connection === null)) {
+      throw new FeatureStoreError(
+        'STORE_ERROR',
+        'PostgresMaterializer needs a connection: a URL such as "postgres://user@host:5432/db", a pg PoolConfig or a pg Pool.',
+      );
+    }
+    this.schema = options.schema ?? 'featurefn';
+    if (this.schema.length === 0 || Buffer.byteLength(this.schema) > MAX_IDENTIFIER_BYTES) {
+      throw new FeatureStoreError(
+        'STORE_ERROR',
+        `the schema name "${this.schema}" must be 1 to ${MAX_IDENTIFIER_BYTES} bytes long, as PostgreSQL names are.`,
+      );
+    }
+    let clientConfig: ClientConfig | undefined;
+    if (isPool(connection)) {
+      this.#pool = connection;
+      this.#ownsPool = false;
+    } else {
+      clientConfig = typeof connection === 'string' ? { connectionString: connection } : connection;
+      const max = options.poolSize ?? (clientConfig as PoolConfig).max ?? 10;
+      this.#pool = new Pool({ ...clientConfig, max });
+      this.#ownsPool = true;
+      // An idle connection the server dropped is removed from the pool; without a listener,
+      // that 'error' event would crash the process.
+      this.#pool.on('error', () => undefined);
+    }
+    const channel = `featurefn_${this.schema}`;
+    // Channel names are identifiers too: a long schema name is hashed rather than cut.
+    this.#channel =
+      Buffer.byteLength(channel) <= MAX_IDENTIFIER_BYTES
+        ? channel
+        : `featurefn_${createHash('sha1').update(this.schema).digest('hex')}`;
+    this.#listener = new CatalogListener({
+      channel: this.#channel,
+      connect: () => this.#listenerConnection(clientConfig),
+      onNotification: (payload) => {
+        if (!payload?.includes(this.#instance)) this.invalidate();
+      },
+      onGap: () => this.invalidate(),
+    });
+  }
+
+  /** @internal */
+  override read(plan: ReadPlan, format: 'rows'): Promise<Row[]>;
+  /** @internal */
+  override read(plan: ReadPlan, format: 'arrow'): Promise<Table>;
+  override async read(plan: ReadPlan, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
+    try {
+      return await (format === 'rows' ? super.read(plan, 'rows') : super.read(plan, 'arrow'));
+    } catch (error) {
+      if (error instanceof FeatureStoreError) throw error;
+      if (!isReplacedTable(error)) throw this.#readError(plan, error);
+    }
+    // Another process replaced a materialization between planning and reading: read the same
+    // parameters from their new tables, which is what a read an instant later would see.
+    this.invalidate();
+    const sources = await Promise.all(
+      plan.sources.map(async ({ feature, materialization }) => ({
+        feature,
+        materialization: await this.findMaterialization(feature.name, materialization.params),
+      })),
+    );
+    const gone = sources.find((s) => s.materialization === undefined);
+    if (gone !== undefined) {
+      throw new FeatureStoreError(
+        'STORE_ERROR',
+        'its materialization was removed while it was being read. Read again to use the current ones.',
+        { feature: gone.feature.name, params: plan.sources[0]?.materialization.params },
+      );
+    }
+    const fresh: ReadPlan = { sources: sources as ReadPlan['sources'], query: plan.query };
+    try {
+      return await (format === 'rows' ? super.read(fresh, 'rows') : super.read(fresh, 'arrow'));
+    } catch (error) {
+      if (error instanceof FeatureStoreError) throw error;
+      throw this.#readError(fresh, error);
+    }
+  }
+
+  /** @internal */
+  override async findMaterialization(feature: string, params: Params): Promise<Materialization | undefined> {
+    const known = this.#found.get(params);
+    if (known?.has(feature)) return known.get(feature);
+    const generation = this.#generation;
+    const found = await super.findMaterialization(feature, params);
+    if (generation === this.#generation) {
+      const byFeature = this.#found.get(params) ?? new Map<string, Materialization | undefined>();
+      byFeature.set(feature, found);
+      this.#found.set(params, byFeature);
+    }
+    return found;
+  }
+
+  /** Compiles a read once per set of materializations and query shape; later reads only bind values. */
+  protected override compile(plan: ReadPlan): CompiledQuery {
+    let key = '';
+    for (const source of plan.sources) key += `${source.materialization.id},`;
+    key += queryShape(plan.query);
+    const cached = this.#compiled.get(key);
+    if (cached !== undefined) return rebindRead(cached, plan.query);
+    const compiled = super.compile(plan);
+    if (this.#compiled.size >= 1000) this.#compiled.clear();
+    this.#compiled.set(key, compiled);
+    return compiled;
+  }
+
+  protected tableOf(materialization: Materialization): string {
+    return this.#table(materialization.id);
+  }
+
+  protected async loadCatalog(): Promise<Materialization[]> {
+    await this.#open();
+    let rows: Record<string, unknown>[];
+    try {
+      ({ rows } = await this.#pool.query(
+        `SELECT id::text AS id, feature_name, params_key, kind, key_columns, "columns", row_count::float8 AS row_count,
+                source_hash, created_at
+         FROM ${this.#catalog} WHERE status = 'complete'`,
+      ));
+    } catch (error) {
+      throw this.#storeError('reading the catalog of materializations', error);
+    }
+    return rows.map((r) =>
+      this.record({
+        id: r.id as string,
+        featureName: r.feature_name as string,
+        paramsKey: r.params_key as string,
+        kind: r.kind as string,
+        key: r.key_columns as string[],
+        columns: r.columns as ColumnSpec[],
+        rows: r.row_count as number,
+        sourceHash: r.source_hash as string,
+        createdAt: r.created_at as Date,
+      }),
+    );
+  }
+
+  protected async publish(input: PublishInput): Promise<Materialization> {
+    const context = { feature: input.feature.name, params: input.params };
+    for (const column of input.columns) {
+      if (Buffer.byteLength(column.name) > MAX_IDENTIFIER_BYTES) {
+        throw new FeatureStoreError(
+          'UNSUPPORTED_RESULT',
+          `column "${column.name}" has a name longer than ${MAX_IDENTIFIER_BYTES} bytes, which PostgreSQL would cut. ` +
+            'Rename the column in the feature. Nothing was stored.',
+          { ...context, details: { column: column.name } },
+        );
+      }
+    }
+    await this.#open();
+    let client: PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (error) {
+      throw this.#storeError('connecting to store the result', error, context);
+    }
+    let broken: Error | undefined;
+    const onError = (error: Error) => {
+      broken ??= error;
+    };
+    client.on('error', onError);
+    try {
+      await client.query('BEGIN');
+      const { rows: ids } = await client.query<{ id: string }>({
+        text: 'SELECT nextval($1::regclass)::text AS id',
+        values: [`${quoteIdentifier(this.schema)}.materialization_id`],
+      });
+      const id = ids[0]!.id;
+      const table = this.#table(id);
+      const names = input.columns.map((c) => quoteIdentifier(c.name));
+      const definition = input.columns.map((c, i) => `${names[i]} ${POSTGRES_SQL_TYPES[c.type]}`).join(', ');
+      await client.query(`CREATE TABLE ${table} (${definition})`);
+      // FREEZE: the table is new in this transaction, so rows can be written already frozen
+      // (no later rewrite by vacuum); nobody can see them before the commit anyway.
+      const rows = await copyBatches(
+        client.query(copyFrom(`COPY ${table} (${names.join(', ')}) FROM STDIN (FORMAT binary, FREEZE)`)),
+        input.columns,
+        input.batches,
+      );
+      await this.#addKey(client, table, input);
+      // Statistics now, so the first reads after publication are planned on real figures.
+      await client.query(`ANALYZE ${table}`);
+      // Serialize publications of the same feature and parameters (across processes) from here to
+      // the commit, so that exactly one record and one data table remain.
+      await client.query({
+        text: 'SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))',
+        values: [`featurefn:${this.schema}`, `${input.feature.name}\n${input.paramsKey}`],
+      });
+      const { rows: old } = await client.query<{ id: string }>({
+        text: `DELETE FROM ${this.#catalog} WHERE feature_name = $1 AND params_key = $2 RETURNING id::text AS id`,
+        values: [input.feature.name, input.paramsKey],
+      });
+      for (const { id: oldId } of old) await client.query(`DROP TABLE IF EXISTS ${this.#table(oldId)}`);
+      const { rows: inserted } = await client.query<{ created_at: Date }>({
+        text: `INSERT INTO ${this.#catalog}
+                 (id, feature_name, params_key, params, source_hash, row_count, created_at, status, kind, key_columns, "columns")
+               VALUES ($1, $2, $3, $4, $5, $6, date_trunc('milliseconds', clock_timestamp()), 'complete', $7, $8, $9)
+               RETURNING created_at`,
+        values: [
+          id,
+          input.feature.name,
+          input.paramsKey,
+          JSON.stringify(input.params),
+          input.feature.sourceHash,
+          rows,
+          input.kind,
+          JSON.stringify(input.key),
+          JSON.stringify(input.columns),
+        ],
+      });
+      // Delivered at commit, to every process listening on this schema's channel.
+      await client.query({
+        text: 'SELECT pg_notify($1, $2)',
+        values: [this.#channel, JSON.stringify({ by: this.#instance, feature: input.feature.name, id })],
+      });
+      await client.query('COMMIT');
+      return this.record({
+        id,
+        featureName: input.feature.name,
+        paramsKey: input.paramsKey,
+        kind: input.kind,
+        key: input.key,
+        columns: input.columns,
+        rows,
+        sourceHash: input.feature.sourceHash,
+        createdAt: inserted[0]!.created_at,
+      });
+    } catch (error) {
+      if (broken === undefined) {
+        await client.query('ROLLBACK').catch((e: Error) => {
+          broken = e;
+        });
+      }
+      if (error instanceof FeatureStoreError) {
+        if (error.feature !== undefined) throw error;
+        throw new FeatureStoreError(error.code, error.message, {
+          ...context,
+          cause: error.cause,
+          details: error.details,
+        });
+      }
+      throw this.#storeError('storing the result', error, context, 'Nothing was stored.');
+    } finally {
+      client.off('error', onError);
+      // A connection that failed is closed rather than given back to the pool.
+      client.release(broken);
+    }
+  }
+
+  protected async runRead(query: CompiledQuery, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
+    const values = query.params.map(toPostgresValue);
+    const name = this.#statementName(query.sql);
+    if (format === 'rows') {
+      const config: QueryConfig = { name, text: query.sql, values, types: READ_TYPES };
+      return (await this.#query(config)).rows as Row[];
+    }
+    const config: QueryArrayConfig = { name, text: query.sql, values, types: READ_TYPES, rowMode: 'array' };
+    const { rows } = (await this.#query(config)) as { rows: unknown[][] };
+    const columns = query.columns.map((_, c) => rows.map((row) => row[c]));
+    return tableFromColumns(query.columns, columns);
+  }
+
+  protected async closeConnections(): Promise<void> {
+    await this.#listener.stop();
+    if (this.#ownsPool) await this.#pool.end();
+  }
+
+  protected override invalidate(): void {
+    super.invalidate();
+    this.#generation++;
+    this.#found = new WeakMap();
+    // Compiled reads name tables, and old tables are gone after a republication.
+    this.#compiled.clear();
+    if (this.#statementNames.size > 1000) this.#statementNames.clear();
+  }
+
+  get #catalog(): string {
+    return `${quoteIdentifier(this.schema)}.catalog`;
+  }
+
+  #table(id: string): string {
+    return `${quoteIdentifier(this.schema)}.${quoteIdentifier(`m_${id}`)}`;
+  }
+
+  #statementName(sql: string): string {
+    let name = this.#statementNames.get(sql);
+    if (name === undefined) {
+      name = `featurefn_${createHash('sha1').update(sql).digest('hex')}`;
+      this.#statementNames.set(sql, name);
+    }
+    return name;
+  }
+
+  /** Runs a read, once more if the pool handed out a connection that had already died. */
+  #query(config: QueryConfig | QueryArrayConfig): Promise<{ rows: unknown[] }> {
+    return this.#pool.query(config).catch((error: unknown) => {
+      // The query was never sent on a connection known to be broken: retrying it is safe.
+      if (error instanceof Error && /not queryable/.test(error.message)) return this.#pool.query(config);
+      throw error;
+    });
+  }
+
+  /** Adds the primary key; on a duplicated or null key, says which, as DuckDB does. */
+  async #addKey(client: ClientBase, table: string, input: PublishInput): Promise<void> {
+    await client.query('SAVEPOINT featurefn_key');
+    try {
+      await client.query(
+        `ALTER TABLE ${table} ADD PRIMARY KEY (${input.key.map(quoteIdentifier).join(', ')})`,
+      );
+    } catch (error) {
+      if (!(error instanceof DatabaseError && (error.code === '23505' || error.code === '23502')))
+        throw error;
+      await client.query('ROLLBACK TO SAVEPOINT featurefn_key');
+      const checks = this.keyChecks(table, input.key);
+      const { rows: duplicates } = await client.query({ text: checks.duplicates, types: READ_TYPES });
+      if (duplicates[0] !== undefined) throw this.duplicateKeyError(input, duplicates[0] as Row);
+      const { rows: nulls } = await client.query({ text: checks.nulls, types: READ_TYPES });
+      const count = Number((nulls[0] as Row).n);
+      if (count > 0) throw this.nullKeyError(input, count);
+      throw error;
+    }
+  }
+
+  #open(): Promise<void> {
+    this.assertOpen();
+    if (this.#ready === undefined) {
+      const ready = this.#prepare();
+      this.#ready = ready;
+      ready.catch(() => {
+        if (this.#ready === ready) this.#ready = undefined;
+      });
+    }
+    return this.#ready;
+  }
+
+  /** Creates the schema if needed, checks its format, and starts listening before the catalog is first read. */
+  async #prepare(): Promise<void> {
+    try {
+      let version = await this.#formatVersion();
+      if (version === undefined) {
+        await this.#createSchema();
+        version = await this.#formatVersion();
+      }
+      if (version !== undefined && version > POSTGRES_FORMAT_VERSION) {
+        throw new FeatureStoreError(
+          'STORE_ERROR',
+          `schema "${this.schema}" holds a featurefn catalog of format ${version}, newer than this release reads ` +
+            `(${POSTGRES_FORMAT_VERSION}). Upgrade featurefn.`,
+        );
+      }
+      await this.#listener.start();
+    } catch (error) {
+      if (error instanceof FeatureStoreError) throw error;
+      throw this.#storeError(`opening the featurefn schema "${this.schema}"`, error);
+    }
+  }
+
+  /** The schema's format version, or `undefined` when the schema or its tables do not exist yet. */
+  async #formatVersion(): Promise<number | undefined> {
+    try {
+      const { rows } = await this.#pool.query<{ value: string }>(
+        `SELECT value FROM ${quoteIdentifier(this.schema)}.meta WHERE name = 'format_version'`,
+      );
+      return rows[0] === undefined ? undefined : Number(rows[0].value);
+    } catch (error) {
+      // 3F000: no such schema; 42P01: no such table.
+      if (error instanceof DatabaseError && (error.code === '3F000' || error.code === '42P01'))
+        return undefined;
+      throw error;
+    }
+  }
+
+  async #createSchema(): Promise<void> {
+    const schema = quoteIdentifier(this.schema);
+    const client = await this.#pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      // Two processes creating the same schema at once would collide on IF NOT EXISTS.
+      await client.query({
+        text: 'SELECT pg_advisory_xact_lock(hashtext($1), 0)',
+        values: [`featurefn:${this.schema}`],
+      });
+      await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+      await client.query(`CREATE SEQUENCE IF NOT EXISTS ${schema}.materialization_id`);
+      await client.query(
+        `CREATE TABLE IF NOT EXISTS ${schema}.meta (name text PRIMARY KEY, value text NOT NULL)`,
+      );
+      await client.query(
+        `CREATE TABLE IF NOT EXISTS ${this.#catalog} (
+           id bigint PRIMARY KEY,
+           feature_name text NOT NULL,
+           params_key text NOT NULL,
+           params jsonb NOT NULL,
+           source_hash text NOT NULL,
+           row_count bigint NOT NULL,
+           created_at timestamptz NOT NULL,
+           status text NOT NULL,
+           kind text NOT NULL,
+           key_columns jsonb NOT NULL,
+           "columns" jsonb NOT NULL,
+           UNIQUE (feature_name, params_key)
+         )`,
+      );
+      await client.query({
+        text: `INSERT INTO ${schema}.meta (name, value) VALUES ('format_version', $1) ON CONFLICT DO NOTHING`,
+        values: [String(POSTGRES_FORMAT_VERSION)],
+      });
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch((e: Error) => {
+        broken = e;
+      });
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  /** A dedicated connection for LISTEN: a client of its own, or one taken from the user's pool. */
+  async #listenerConnection(config: ClientConfig | undefined): Promise<ListenerConnection> {
+    if (config === undefined) {
+      const client = await this.#pool.connect();
+      return { client, close: async () => client.release(true) };
+    }
+    const client = new Client(config);
+    client.on('error', () => undefined); // until the listener attaches its own
+    try {
+      await client.connect();
+    } catch (error) {
+      await client.end().catch(() => undefined);
+      throw error;
+    }
+    return { client, close: () => client.end() };
+  }
+
+  #readError(plan: ReadPlan, error: unknown): FeatureStoreError {
+    const names = plan.sources.map((s) => s.feature.name);
+    const keys = new Set(plan.sources.map((s) => s.materialization.paramsKey));
+    const params = keys.size === 1 ? plan.sources[0]!.materialization.params : undefined;
+    const what =
+      names.length === 1
+        ? 'reading it'
+        : `reading ${names.join(', ')}${params === undefined ? '' : ` with parameters ${formatParams(params)}`}`;
+    return new FeatureStoreError(
+      'STORE_ERROR',
+      `${what} failed in PostgreSQL: ${describeFailure(error)}. ` +
+        'This call was not retried; later calls use a new connection, so read again once the server is reachable.',
+      {
+        ...(names.length === 1 ? { feature: names[0], params } : {}),
+        cause: error,
+        details: { features: names },
+      },
+    );
+  }
+
+  #storeError(
+    doing: string,
+    error: unknown,
+    context: FeatureStoreErrorContext = {},
+    consequence = '',
+  ): FeatureStoreError {
+    return new FeatureStoreError(
+      'STORE_ERROR',
+      `${doing} failed in PostgreSQL: ${describeFailure(error)}.${consequence === '' ? '' : ` ${consequence}`}`,
+      { ...context, cause: error },
+    );
+  }
+}

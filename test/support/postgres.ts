@@ -1,0 +1,79 @@
+/**
+ * How PostgreSQL tests find their server. The URL comes from `FEATUREFN_PG_URL`, default
+ * `postgres://postgres@127.0.0.1:5432/test`. Each test works in a schema of its own and drops it.
+ * In CI (`CI=true`) an unreachable server fails the run; locally the tests are skipped and say why.
+ */
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+
+/** The server the PostgreSQL tests use. */
+export function postgresUrl(): string {
+  return process.env.FEATUREFN_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+}
+
+/** A fresh schema name, `t_<pid>_<random>`: unique per test, safe to drop. */
+export function uniqueSchema(prefix = 't'): string {
+  return `${prefix}_${process.pid}_${randomBytes(4).toString('hex')}`;
+}
+
+/** Whether the server answered, and if not, why. */
+export interface PostgresAvailability {
+  readonly available: boolean;
+  /** Why the tests are skipped (empty when available). */
+  readonly reason: string;
+  readonly url: string;
+}
+
+/**
+ * Checks that the server answers. In CI a missing server throws, which fails the test file; locally
+ * the result says to skip, with the reason, for `describe.skipIf(!pg.available)`.
+ *
+ * ### Example
+ * ```ts
+ * const pg = await requirePostgres();
+ * describe.skipIf(!pg.available)(`postgres store${pg.reason}`, () => { ... });
+ * ```
+ */
+export async function requirePostgres(): Promise<PostgresAvailability> {
+  const url = postgresUrl();
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return { available: true, reason: '', url };
+  } catch (error) {
+    const message =
+      error instanceof Error ? error.message || String((error as { code?: unknown }).code) : String(error);
+    if (process.env.CI === 'true') {
+      throw new Error(
+        `PostgreSQL is required in CI but ${url} is unreachable: ${message}. Set FEATUREFN_PG_URL.`,
+      );
+    }
+    return {
+      available: false,
+      reason: ` (skipped: no PostgreSQL at ${url}: ${message}; start one or set FEATUREFN_PG_URL)`,
+      url,
+    };
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** A plain client on the test server, for setting up and inspecting what the store did. */
+export async function adminClient(): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: postgresUrl() });
+  client.on('error', () => undefined);
+  await client.connect();
+  return client;
+}
+
+/** Drops a test schema and everything in it. */
+export async function dropSchema(schema: string): Promise<void> {
+  const client = await adminClient();
+  try {
+    await client.query(`DROP SCHEMA IF EXISTS "${schema.replaceAll('"', '""')}" CASCADE`);
+  } finally {
+    await client.end();
+  }
+}

@@ -48,3 +48,11 @@ export {
 } from './query/nodes.js';
 export type { BoundValue, CompiledQuery, SqlDialect } from './query/sql-compiler.js';
 export { AsOf, First, isResolver, Last, type ParamSpec, type Resolver } from './resolver/resolvers.js';
+export {
+  isSqlQuery,
+  type SqlFragment,
+  SqlQuery,
+  type SqlSource,
+  type SqlTag,
+  type SqlValue,
+} from './sql/sql-query.js';

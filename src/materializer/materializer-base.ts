@@ -14,9 +14,9 @@ import { adapterByKind, adapterFor } from '../frame/adapters.js';
 import { type ColumnSpec, columnsOf, type Row, tableToRows } from '../frame/columns.js';
 import type { FrameAdapter } from '../frame/frame-adapter.js';
 import { EMPTY_QUERY } from '../query/nodes.js';
-import { isSqlQuery, type SqlQuery, type SqlSource } from '../sql/sql-query.js';
 import { type CompiledQuery, compileRead, type SqlDialect } from '../query/sql-compiler.js';
 import { isResolver, type ParamSpec, resolveParams } from '../resolver/resolvers.js';
+import { isSqlQuery, type SqlQuery, type SqlSource } from '../sql/sql-query.js';
 import type {
   FeatureDecorator,
   Materialization,
@@ -245,7 +245,10 @@ export abstract class MaterializerBase implements Materializer {
   }
 
   /** The error for a duplicated key found by {@link keyChecks}. */
-  protected duplicateKeyError(input: PublishInput, row: Row): FeatureStoreError {
+  protected duplicateKeyError(
+    input: Pick<PublishInput, 'feature' | 'params' | 'key'>,
+    row: Row,
+  ): FeatureStoreError {
     const shown = input.key.map((k) => `${k} = ${formatParamValue(row[k])}`).join(', ');
     return new FeatureStoreError(
       'DUPLICATE_KEY',
@@ -260,7 +263,10 @@ export abstract class MaterializerBase implements Materializer {
   }
 
   /** The error for null keys found by {@link keyChecks}. */
-  protected nullKeyError(input: PublishInput, count: number): FeatureStoreError {
+  protected nullKeyError(
+    input: Pick<PublishInput, 'feature' | 'params' | 'key'>,
+    count: number,
+  ): FeatureStoreError {
     return new FeatureStoreError(
       'NULL_KEY',
       `${count} row(s) have a null in the key column(s) ${input.key.join(', ')}; every row needs a key. Nothing was stored.`,

@@ -22,21 +22,35 @@ import { duckdbBatches } from './duckdb-stream.js';
  * materializes such features inside DuckDB, without moving rows through Node.
  */
 export function duckdbSource(database: DuckDBInstance | DuckDBConnection): SqlSource {
+  return createDuckDBSource(database, async () =>
+    database instanceof DuckDBInstance
+      ? { connection: await database.connect(), own: true }
+      : { connection: database, own: false },
+  );
+}
+
+/**
+ * A DuckDB source whose identity is `database` and whose queries run on `connect()`'s connection
+ * (closed after the query when `own`). @internal
+ */
+export function createDuckDBSource(
+  database: unknown,
+  connect: () => Promise<{ connection: DuckDBConnection; own: boolean }>,
+): SqlSource {
   const source: SqlSource = {
     dialect: 'duckdb',
     database,
     sql: sqlTag(() => source),
-    stream: (query) => streamQuery(database, query),
+    stream: (query) => streamQuery(connect, query),
   };
   return Object.freeze(source);
 }
 
 async function* streamQuery(
-  database: DuckDBInstance | DuckDBConnection,
+  connect: () => Promise<{ connection: DuckDBConnection; own: boolean }>,
   query: SqlQuery,
 ): AsyncIterable<RecordBatch> {
-  const own = database instanceof DuckDBInstance ? await database.connect() : undefined;
-  const connection = own ?? (database as DuckDBConnection);
+  const { connection, own } = await connect();
   try {
     const { text, values } = renderDuckDB(query);
     let result: Awaited<ReturnType<DuckDBConnection['stream']>>;
@@ -54,7 +68,7 @@ async function* streamQuery(
     }
     yield* duckdbBatches(result);
   } finally {
-    own?.closeSync();
+    if (own) connection.closeSync();
   }
 }
 

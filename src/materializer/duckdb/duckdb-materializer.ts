@@ -2,6 +2,7 @@ import {
   type DuckDBConnection,
   DuckDBInstance,
   type DuckDBPreparedStatement,
+  type DuckDBResultReader,
   DuckDBTimestampValue,
   type DuckDBValue,
   dateValue,
@@ -10,9 +11,11 @@ import type { Table } from 'apache-arrow';
 import { FeatureStoreError } from '../../errors.js';
 import type { FeatureInfo } from '../../feature/feature.js';
 import { type ColumnSpec, type Row, tableFromColumns } from '../../frame/columns.js';
-import { readDuckDBColumns } from '../../frame/duckdb/duckdb-columns.js';
+import { duckdbColumnSpecs, readDuckDBColumns } from '../../frame/duckdb/duckdb-columns.js';
 import { appendBatches, DUCKDB_SQL_TYPES, quoteIdentifier } from '../../frame/duckdb/duckdb-load.js';
+import { createDuckDBSource, duckdbSource, renderDuckDB } from '../../frame/duckdb/duckdb-source.js';
 import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
+import type { SqlQuery, SqlSource } from '../../sql/sql-query.js';
 import type { Materialization } from '../materializer.js';
 import { MaterializerBase, type PublishInput } from '../materializer-base.js';
 
@@ -22,6 +25,12 @@ export interface DuckDBMaterializerOptions {
   path?: string;
   /** Schema holding the catalog and data tables. Default is `'featurefn'`. */
   schema?: string;
+  /**
+   * An open DuckDB database to keep the store in, instead of `path`: the store then shares it with
+   * your own tables, and SQL features on `duckdbSource(instance)` (or `materializer.source`) are
+   * materialized inside it. `close()` leaves an instance you pass open.
+   */
+  instance?: DuckDBInstance;
   /** DuckDB worker threads. Default is DuckDB's own (one per core); `1` gives steadier key lookups. */
   threads?: number;
 }
@@ -66,6 +75,8 @@ export class DuckDBMaterializer extends MaterializerBase {
   protected readonly dialect: SqlDialect = { quote: quoteIdentifier, placeholder: (i) => `$${i}` };
 
   readonly #threads: number | undefined;
+  readonly #instance: DuckDBInstance | undefined;
+  #source: SqlSource | undefined;
   #ready: Promise<{ instance: DuckDBInstance; writer: Session; reader: Session }> | undefined;
 
   constructor(options: DuckDBMaterializerOptions = {}) {
@@ -73,6 +84,21 @@ export class DuckDBMaterializer extends MaterializerBase {
     this.path = options.path ?? ':memory:';
     this.schema = options.schema ?? 'featurefn';
     this.#threads = options.threads;
+    this.#instance = options.instance;
+  }
+
+  /**
+   * The store's database as a source of SQL features: ``materializer.source.sql`SELECT …` ``.
+   * Such features are materialized inside DuckDB with one `CREATE TABLE … AS`.
+   */
+  override get source(): SqlSource {
+    this.#source ??= this.#instance
+      ? duckdbSource(this.#instance)
+      : createDuckDBSource(this, async () => ({
+          connection: await (await this.#open()).instance.connect(),
+          own: true,
+        }));
+    return this.#source;
   }
 
   protected tableOf(materialization: Materialization): string {
@@ -103,31 +129,72 @@ export class DuckDBMaterializer extends MaterializerBase {
   }
 
   protected async publish(input: PublishInput): Promise<Materialization> {
-    const { writer } = await this.#open();
-    return writer.run(async (c) => {
-      const idResult = await c.runAndReadAll(`SELECT nextval('${this.#sequenceText}') AS id`);
-      const id = String(idResult.getRowObjectsJS()[0]!.id);
-      const name = `m_${id}`;
-      const table = `${quoteIdentifier(this.schema)}.${quoteIdentifier(name)}`;
+    return this.#publishWith(input, async (c, name, table) => {
       const definition = input.columns
         .map((col) => `${quoteIdentifier(col.name)} ${DUCKDB_SQL_TYPES[col.type]}`)
         .join(', ');
+      await c.run(`CREATE TABLE ${table} (${definition})`);
+      const rows = await appendBatches(c, { schema: this.schema, name }, input.columns, input.batches);
+      return { rows, columns: input.columns, key: input.key };
+    });
+  }
+
+  /** Runs the query inside DuckDB with `CREATE TABLE … AS`: no row passes through Node. */
+  protected override async publishQuery(
+    input: Omit<PublishInput, 'key' | 'columns' | 'batches'>,
+    query: SqlQuery,
+    keyOf: (columns: readonly ColumnSpec[]) => readonly string[],
+  ): Promise<Materialization> {
+    return this.#publishWith(input, async (c, _name, table) => {
+      const { text, values } = renderDuckDB(query);
+      await c.run(`CREATE TABLE ${table} AS SELECT * FROM (${text}) AS q`, values);
+      const columns = duckdbColumnSpecs(
+        await c.runAndReadAll(`SELECT * FROM ${table} LIMIT 0`),
+        input.feature.name,
+      );
+      const key = keyOf(columns);
+      const rows = Number((await c.runAndReadAll(`SELECT count(*) AS n FROM ${table}`)).getRows()[0]![0]);
+      return { rows, columns, key };
+    });
+  }
+
+  /**
+   * One publication, in one transaction: `load` creates and fills the new table; then the key is
+   * checked and indexed, and the catalog record swapped. Any failure rolls all of it back.
+   */
+  async #publishWith(
+    input: Omit<PublishInput, 'key' | 'columns' | 'batches'>,
+    load: (
+      c: DuckDBConnection,
+      name: string,
+      table: string,
+    ) => Promise<{ rows: number; columns: readonly ColumnSpec[]; key: readonly string[] }>,
+  ): Promise<Materialization> {
+    const { writer } = await this.#open();
+    return writer.run(async (c) => {
+      // For a few hundred rows the statements cost more than the data, so: the id is drawn inside
+      // the transaction (an autocommitted nextval is a commit of its own), and the catalog
+      // statements are prepared once per connection.
       await c.run('BEGIN TRANSACTION');
       try {
-        await c.run(`CREATE TABLE ${table} (${definition})`);
-        const rows = await appendBatches(c, { schema: this.schema, name }, input.columns, input.batches);
-        const checks = this.keyChecks(table, input.key);
+        const idResult = await c.runAndReadAll(`SELECT nextval('${this.#sequenceText}') AS id`);
+        const id = String(idResult.getRowObjectsJS()[0]!.id);
+        const name = `m_${id}`;
+        const table = `${quoteIdentifier(this.schema)}.${quoteIdentifier(name)}`;
+        const { rows, columns, key } = await load(c, name, table);
+        const checks = this.keyChecks(table, key);
         const duplicate = (await c.runAndReadAll(checks.duplicates)).getRowObjectsJS()[0];
-        if (duplicate !== undefined) throw this.duplicateKeyError(input, duplicate as Row);
+        if (duplicate !== undefined) throw this.duplicateKeyError({ ...input, key }, duplicate as Row);
         const nulls = Number((await c.runAndReadAll(checks.nulls)).getRowObjectsJS()[0]!.n);
-        if (nulls > 0) throw this.nullKeyError(input, nulls);
-        if (input.key.length === 1) {
+        if (nulls > 0) throw this.nullKeyError({ ...input, key }, nulls);
+        if (key.length === 1) {
           // DuckDB uses an ART index for point lookups on one column only; composite keys scan.
           await c.run(
-            `CREATE INDEX ${quoteIdentifier(`${name}_key`)} ON ${table} (${quoteIdentifier(input.key[0]!)})`,
+            `CREATE INDEX ${quoteIdentifier(`${name}_key`)} ON ${table} (${quoteIdentifier(key[0]!)})`,
           );
         }
-        const old = await c.runAndReadAll(
+        const old = await this.#runPrepared(
+          writer,
           `SELECT id FROM ${this.#catalog} WHERE feature_name = $1 AND params_key = $2`,
           [input.feature.name, input.paramsKey],
         );
@@ -138,7 +205,8 @@ export class DuckDBMaterializer extends MaterializerBase {
           );
         }
         const createdAt = new Date();
-        await c.run(
+        await this.#runPrepared(
+          writer,
           `INSERT INTO ${this.#catalog} (id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at, status)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'complete')`,
           [
@@ -146,8 +214,8 @@ export class DuckDBMaterializer extends MaterializerBase {
             input.feature.name,
             input.paramsKey,
             input.kind,
-            JSON.stringify(input.key),
-            JSON.stringify(input.columns),
+            JSON.stringify(key),
+            JSON.stringify(columns),
             BigInt(rows),
             input.feature.sourceHash,
             new DuckDBTimestampValue(BigInt(createdAt.getTime()) * 1000n),
@@ -159,8 +227,8 @@ export class DuckDBMaterializer extends MaterializerBase {
           featureName: input.feature.name,
           paramsKey: input.paramsKey,
           kind: input.kind,
-          key: input.key,
-          columns: input.columns,
+          key,
+          columns,
           rows,
           sourceHash: input.feature.sourceHash,
           createdAt,
@@ -171,18 +239,17 @@ export class DuckDBMaterializer extends MaterializerBase {
         throw new FeatureStoreError(
           'STORE_ERROR',
           `DuckDB could not store the result: ${String(error)}. Nothing was stored.`,
-          {
-            feature: input.feature.name,
-            params: input.params,
-            cause: error,
-          },
+          { feature: input.feature.name, params: input.params, cause: error },
         );
       }
     });
   }
 
   /** DuckDB results are served straight from the store's own connection, with their DuckDB types. */
-  protected override async readMaterialization(feature: FeatureInfo, materialization: Materialization): Promise<unknown> {
+  protected override async readMaterialization(
+    feature: FeatureInfo,
+    materialization: Materialization,
+  ): Promise<unknown> {
     if (materialization.kind !== 'duckdb') return super.readMaterialization(feature, materialization);
     const { reader } = await this.#open();
     return reader.run((c) => c.runAndReadAll(`SELECT * FROM ${this.tableOf(materialization)}`));
@@ -190,17 +257,9 @@ export class DuckDBMaterializer extends MaterializerBase {
 
   protected async runRead(query: CompiledQuery, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
     const { reader } = await this.#open();
-    const result = await reader.run(async (c) => {
-      let prepared = reader.statements.get(query.sql);
-      if (prepared === undefined) {
-        prepared = c.prepare(query.sql);
-        reader.statements.set(query.sql, prepared);
-        prepared.catch(() => reader.statements.delete(query.sql));
-      }
-      const statement = await prepared;
-      statement.bind(query.params.map(toDuckDBValue));
-      return statement.runAndReadAll();
-    });
+    const result = await reader.run(() =>
+      this.#runPrepared(reader, query.sql, query.params.map(toDuckDBValue)),
+    );
     const { values } = await readDuckDBColumns(result);
     if (format === 'arrow') return tableFromColumns(query.columns, values);
     const names = query.columns.map((c) => c.name);
@@ -230,7 +289,20 @@ export class DuckDBMaterializer extends MaterializerBase {
         session.connection.closeSync();
       });
     }
-    instance?.closeSync();
+    if (instance !== this.#instance) instance?.closeSync();
+  }
+
+  /** Runs `sql` with `values` through the session's prepared statement for it; call inside `session.run`. */
+  async #runPrepared(session: Session, sql: string, values: DuckDBValue[]): Promise<DuckDBResultReader> {
+    let prepared = session.statements.get(sql);
+    if (prepared === undefined) {
+      prepared = session.connection.prepare(sql);
+      session.statements.set(sql, prepared);
+      prepared.catch(() => session.statements.delete(sql));
+    }
+    const statement = await prepared;
+    statement.bind(values);
+    return statement.runAndReadAll();
   }
 
   get #catalog(): string {
@@ -255,10 +327,12 @@ export class DuckDBMaterializer extends MaterializerBase {
   async #connect(): Promise<{ instance: DuckDBInstance; writer: Session; reader: Session }> {
     let instance: DuckDBInstance;
     try {
-      instance = await DuckDBInstance.create(
-        this.path,
-        this.#threads === undefined ? {} : { threads: String(this.#threads) },
-      );
+      instance =
+        this.#instance ??
+        (await DuckDBInstance.create(
+          this.path,
+          this.#threads === undefined ? {} : { threads: String(this.#threads) },
+        ));
     } catch (cause) {
       throw new FeatureStoreError('STORE_ERROR', `DuckDB could not open "${this.path}": ${String(cause)}`, {
         cause,

@@ -16,7 +16,7 @@ import type { FrameAdapter } from '../frame/frame-adapter.js';
 import { EMPTY_QUERY } from '../query/nodes.js';
 import { type CompiledQuery, compileRead, type SqlDialect } from '../query/sql-compiler.js';
 import { isResolver, type ParamSpec, resolveParams } from '../resolver/resolvers.js';
-import { isSqlQuery, type SqlQuery, type SqlSource } from '../sql/sql-query.js';
+import { isSqlQuery, SqlQuery, type SqlSource, type SqlValue } from '../sql/sql-query.js';
 import type {
   FeatureDecorator,
   Materialization,
@@ -180,6 +180,33 @@ export abstract class MaterializerBase implements Materializer {
       sql,
       ...(values.length > 0 ? ['-- bound values:', ...values] : []),
     ].join('\n');
+  }
+
+  /**
+   * A planned read as a SQL query on the store's own database, to run or to embed in SQL features.
+   * @internal
+   */
+  readQuery(plan: ReadPlan): SqlQuery {
+    const source = this.source;
+    if (source === undefined) {
+      throw new FeatureStoreError(
+        'INVALID_QUERY',
+        `the ${this.name} store has no SQL source to express reads in.`,
+      );
+    }
+    const { sql, params } = this.compile(plan);
+    // Split the text at its placeholders (outside quoted identifiers) to rebuild it as a tagged query.
+    const strings: string[] = [];
+    const values: SqlValue[] = [];
+    let last = 0;
+    for (const match of sql.matchAll(/"(?:[^"]|"")*"|\$(\d+)/g)) {
+      if (match[1] === undefined) continue;
+      strings.push(sql.slice(last, match.index));
+      values.push(params[Number(match[1]) - 1]!.value);
+      last = match.index + match[0].length;
+    }
+    strings.push(sql.slice(last));
+    return new SqlQuery(source, strings, values);
   }
 
   /** Releases the store's connections; later calls fail with `CLOSED`. */

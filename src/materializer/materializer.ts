@@ -4,7 +4,7 @@ import type { Params, ParamValue } from '../feature/params.js';
 import type { ColumnSpec, Row } from '../frame/columns.js';
 import type { QueryNode } from '../query/nodes.js';
 import type { ParamSpec } from '../resolver/resolvers.js';
-import type { SqlSource } from '../sql/sql-query.js';
+import type { SqlQuery, SqlSource } from '../sql/sql-query.js';
 
 /** One stored result of a feature for one parameter set, as the catalog records it. */
 export interface Materialization {
@@ -87,6 +87,8 @@ export interface Materializer {
   read(plan: ReadPlan, format: 'rows'): Promise<Row[]>;
   /** @internal */
   read(plan: ReadPlan, format: 'arrow'): Promise<Table>;
+  /** A planned read as a query on the store's own database. @internal */
+  readQuery(plan: ReadPlan): SqlQuery;
   /** The SQL a planned read runs, with its bound values listed apart. @internal */
   explain(plan: ReadPlan): string;
 }

@@ -9,6 +9,7 @@ import { columnsOf, type Row, tableFromColumns, tableToRows } from '../frame/col
 import { arrowToPolars, loadPolars, type PolarsDataFrame } from '../frame/polars/polars-adapter.js';
 import type { Materializer, ReadPlan } from '../materializer/materializer.js';
 import { formatSpec, isResolver, type ParamSpec, resolveParams } from '../resolver/resolvers.js';
+import type { SqlQuery } from '../sql/sql-query.js';
 import { evaluateRead, type RowSource } from './evaluate.js';
 import { EMPTY_QUERY, type FilterConditions, predicatesOf, type QueryNode } from './nodes.js';
 
@@ -143,6 +144,23 @@ export class LazyFrame {
   async toPolars(): Promise<PolarsDataFrame> {
     await loadPolars(); // fail before running the frame if nodejs-polars is missing
     return arrowToPolars(await this.toArrow());
+  }
+
+  /**
+   * The frame as a SQL query on the database of the store that serves it: run it with
+   * `toArray()`, or embed it in a SQL feature (``db.sql`SELECT … FROM ${await frame.toSQL()} f` ``).
+   * Fails for a frame that computes live.
+   */
+  async toSQL(): Promise<SqlQuery> {
+    const plan = await this.#plan();
+    if (plan.kind === 'live') {
+      throw new FeatureStoreError(
+        'INVALID_QUERY',
+        `this frame computes live (${plan.reason}), so it has no SQL; materialize the features first.`,
+        { details: { features: this.#features.map((f) => f.name) } },
+      );
+    }
+    return plan.materializer.readQuery(plan.plan);
   }
 
   /**

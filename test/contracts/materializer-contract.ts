@@ -348,6 +348,18 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
         expect(await materializer.listMaterializations(departures)).toHaveLength(3);
       });
 
+      it('toSQL() gives the read as a query on the store’s database, with the same rows', async () => {
+        const frame = store
+          .withParams({ when: Last() })
+          .getFeatures(departures, meanDelay)
+          .filter({ origin: ['SFO', 'LAX', 'O\'HARE"; DROP TABLE x; --'] });
+        const query = await frame.toSQL();
+        expect(query.source.database).toBe(materializer.source?.database);
+        expect((await query.toArray()).sort(byOrigin)).toEqual((await frame.toArray()).sort(byOrigin));
+        const live = store.withParams({ when: day(9) }).getFeatures(departures);
+        await expect(live.toSQL()).rejects.toMatchObject({ code: 'INVALID_QUERY' });
+      });
+
       it('reads as Arrow with the stored column types', async () => {
         const table = await store.withParams({ when: Last() }).getFeatures(departures, meanDelay).toArrow();
         expect(table.numRows).toBe(countByOrigin(day(2)).length);
@@ -431,6 +443,56 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
         expect(await store.withParams({}).getFeatures(typed).filter({ id: 'a' }).toArray()).toEqual([
           expected[0],
         ]);
+      });
+
+      it('reads JSON objects and embeddings back unchanged, filtered by key', async () => {
+        let seed = 7;
+        const random = () => {
+          seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+          return seed / 2 ** 31;
+        };
+        const rows = Array.from({ length: 40 }, (_, i) => ({
+          user_id: `u${i}`,
+          profile:
+            i % 7 === 3
+              ? null
+              : {
+                  name: `Ünïcode "${i}" 'x'`,
+                  tags: i % 2 === 0 ? ['a', 'b'] : [],
+                  scores: { clicks: i, ratio: i / 3, active: i % 3 === 0, note: null },
+                  history: [{ at: '2001-03-01', n: [1, 2, [3]] }],
+                },
+          embedding:
+            i % 11 === 5
+              ? null
+              : Array.from({ length: 384 }, () => Math.round((random() * 2 - 1) * 1e6) / 1e6),
+        }));
+        const profiles = store.feature({ module: 'users', entity: 'user_id' }, async function profiles() {
+          return rows;
+        });
+        const record = await materializer.materialize(profiles, {});
+        expect(record.columns).toEqual([
+          { name: 'user_id', type: 'string' },
+          { name: 'profile', type: 'json' },
+          { name: 'embedding', type: 'float64[]' },
+        ]);
+        const wanted = ['u3', 'u4', 'u5', 'u38'];
+        const expected = rows.filter((r) => wanted.includes(r.user_id));
+        const read = await store.withParams({}).getFeatures(profiles).filter({ user_id: wanted }).toArray();
+        expect(read.sort(byUser)).toEqual(expected.sort(byUser));
+        expect(await store.withParams({}).getFeatures(profiles).filter({ user_id: 'u4' }).toArray()).toEqual([
+          rows[4],
+        ]);
+        expect(
+          await store
+            .withParams({})
+            .getFeatures(profiles)
+            .filter({ user_id: 'u8' })
+            .select('embedding')
+            .toArray(),
+        ).toEqual([{ embedding: rows[8]!.embedding }]);
+        expect((await store.withParams({}).getFeatures(profiles).toArrow()).numRows).toBe(40);
+        expect((await profiles()).sort(byUser)).toEqual([...rows].sort(byUser));
       });
 
       it('keeps column names that try to break out of SQL quoting', async () => {
@@ -590,3 +652,4 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
 }
 
 const byId = (a: Row, b: Row) => String(a.id).localeCompare(String(b.id));
+const byUser = (a: Row, b: Row) => String(a.user_id).localeCompare(String(b.user_id));

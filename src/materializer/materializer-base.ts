@@ -262,12 +262,19 @@ export abstract class MaterializerBase implements Materializer {
       throw new FeatureStoreError('CLOSED', `this ${this.name} materializer was closed; create a new one.`);
   }
 
-  /** SQL that finds one duplicated key and counts null keys in a freshly loaded table. */
-  protected keyChecks(table: string, key: readonly string[]): { duplicates: string; nulls: string } {
+  /**
+   * SQL for checking the key of a freshly loaded table: `summary` counts rows, rows with a null
+   * key and rows beyond the first of each key, in one scan; `duplicates` then names one
+   * duplicated key, only when there is one.
+   */
+  protected keyChecks(table: string, key: readonly string[]): { summary: string; duplicates: string } {
     const cols = key.map((k) => this.dialect.quote(k));
+    const tuple = cols.length === 1 ? cols[0]! : `(${cols.join(', ')})`;
     return {
+      summary:
+        `SELECT count(*) AS n, count(*) FILTER (WHERE ${cols.map((c) => `${c} IS NULL`).join(' OR ')}) AS nulls, ` +
+        `count(*) - count(DISTINCT ${tuple}) AS extra FROM ${table}`,
       duplicates: `SELECT ${cols.join(', ')}, count(*) AS n FROM ${table} GROUP BY ${cols.join(', ')} HAVING count(*) > 1 LIMIT 1`,
-      nulls: `SELECT count(*) AS n FROM ${table} WHERE ${cols.map((c) => `${c} IS NULL`).join(' OR ')}`,
     };
   }
 

@@ -134,8 +134,8 @@ export class DuckDBMaterializer extends MaterializerBase {
         .map((col) => `${quoteIdentifier(col.name)} ${DUCKDB_SQL_TYPES[col.type]}`)
         .join(', ');
       await c.run(`CREATE TABLE ${table} (${definition})`);
-      const rows = await appendBatches(c, { schema: this.schema, name }, input.columns, input.batches);
-      return { rows, columns: input.columns, key: input.key };
+      await appendBatches(c, { schema: this.schema, name }, input.columns, input.batches);
+      return { columns: input.columns, key: input.key };
     });
   }
 
@@ -148,13 +148,9 @@ export class DuckDBMaterializer extends MaterializerBase {
     return this.#publishWith(input, async (c, _name, table) => {
       const { text, values } = renderDuckDB(query);
       await c.run(`CREATE TABLE ${table} AS SELECT * FROM (${text}) AS q`, values);
-      const columns = duckdbColumnSpecs(
-        await c.runAndReadAll(`SELECT * FROM ${table} LIMIT 0`),
-        input.feature.name,
-      );
-      const key = keyOf(columns);
-      const rows = Number((await c.runAndReadAll(`SELECT count(*) AS n FROM ${table}`)).getRows()[0]![0]);
-      return { rows, columns, key };
+      const created = await c.runAndReadAll(`SELECT * FROM ${table} LIMIT 0`);
+      const columns = duckdbColumnSpecs(created, input.feature.name);
+      return { columns, key: keyOf(columns) };
     });
   }
 
@@ -168,38 +164,40 @@ export class DuckDBMaterializer extends MaterializerBase {
       c: DuckDBConnection,
       name: string,
       table: string,
-    ) => Promise<{ rows: number; columns: readonly ColumnSpec[]; key: readonly string[] }>,
+    ) => Promise<{ columns: readonly ColumnSpec[]; key: readonly string[] }>,
   ): Promise<Materialization> {
-    const { writer } = await this.#open();
+    const { instance, writer } = await this.#open();
     return writer.run(async (c) => {
-      // For a few hundred rows the statements cost more than the data, so: the id is drawn inside
-      // the transaction (an autocommitted nextval is a commit of its own), and the catalog
-      // statements are prepared once per connection.
+      // For a few hundred rows each statement costs more than the data (0.3–1 ms a round trip), so
+      // a publication runs as few as it can: ids come from memory (the database file belongs to
+      // this process), one scan checks the key and counts rows, catalog statements are prepared.
       await c.run('BEGIN TRANSACTION');
       try {
-        const idResult = await c.runAndReadAll(`SELECT nextval('${this.#sequenceText}') AS id`);
-        const id = String(idResult.getRowObjectsJS()[0]!.id);
+        const id = String(nextId(instance, this.schema));
         const name = `m_${id}`;
         const table = `${quoteIdentifier(this.schema)}.${quoteIdentifier(name)}`;
-        const { rows, columns, key } = await load(c, name, table);
+        const { columns, key } = await load(c, name, table);
         const checks = this.keyChecks(table, key);
-        const duplicate = (await c.runAndReadAll(checks.duplicates)).getRowObjectsJS()[0];
-        if (duplicate !== undefined) throw this.duplicateKeyError({ ...input, key }, duplicate as Row);
-        const nulls = Number((await c.runAndReadAll(checks.nulls)).getRowObjectsJS()[0]!.n);
-        if (nulls > 0) throw this.nullKeyError({ ...input, key }, nulls);
-        if (key.length === 1) {
-          // DuckDB uses an ART index for point lookups on one column only; composite keys scan.
+        const summary = (await c.runAndReadAll(checks.summary)).getRowObjectsJS()[0]!;
+        const rows = Number(summary.n);
+        if (Number(summary.nulls) > 0) throw this.nullKeyError({ ...input, key }, Number(summary.nulls));
+        if (Number(summary.extra) > 0) {
+          const duplicate = (await c.runAndReadAll(checks.duplicates)).getRowObjectsJS()[0]!;
+          throw this.duplicateKeyError({ ...input, key }, duplicate as Row);
+        }
+        if (key.length === 1 && rows >= INDEX_MIN_ROWS) {
+          // DuckDB probes an ART index on one column only (composite keys scan), and below about a
+          // row group a scan of the zone-mapped column is as fast as the index.
           await c.run(
             `CREATE INDEX ${quoteIdentifier(`${name}_key`)} ON ${table} (${quoteIdentifier(key[0]!)})`,
           );
         }
         const old = await this.#runPrepared(
           writer,
-          `SELECT id FROM ${this.#catalog} WHERE feature_name = $1 AND params_key = $2`,
+          `DELETE FROM ${this.#catalog} WHERE feature_name = $1 AND params_key = $2 RETURNING id`,
           [input.feature.name, input.paramsKey],
         );
         for (const [oldId] of old.getRows()) {
-          await c.run(`DELETE FROM ${this.#catalog} WHERE id = $1`, [oldId as bigint]);
           await c.run(
             `DROP TABLE IF EXISTS ${quoteIdentifier(this.schema)}.${quoteIdentifier(`m_${String(oldId)}`)}`,
           );
@@ -309,10 +307,6 @@ export class DuckDBMaterializer extends MaterializerBase {
     return `${quoteIdentifier(this.schema)}.catalog`;
   }
 
-  get #sequenceText(): string {
-    return `${quoteIdentifier(this.schema).replaceAll("'", "''")}.materialization_id`;
-  }
-
   #open(): Promise<{ instance: DuckDBInstance; writer: Session; reader: Session }> {
     this.assertOpen();
     if (this.#ready === undefined) {
@@ -342,7 +336,6 @@ export class DuckDBMaterializer extends MaterializerBase {
     const schema = quoteIdentifier(this.schema);
     await writer.run(async (c) => {
       await c.run(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
-      await c.run(`CREATE SEQUENCE IF NOT EXISTS ${schema}.materialization_id`);
       await c.run(
         `CREATE TABLE IF NOT EXISTS ${schema}.meta (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)`,
       );
@@ -376,8 +369,34 @@ export class DuckDBMaterializer extends MaterializerBase {
       }
     });
     const reader = new Session(await instance.connect());
+    await writer.run(async (c) => {
+      const found = (
+        await c.runAndReadAll(`SELECT coalesce(max(id), 0) FROM ${this.#catalog}`)
+      ).getRows()[0]![0];
+      const max = BigInt(found as bigint | number);
+      const ids = lastIds.get(instance) ?? new Map<string, bigint>();
+      lastIds.set(instance, ids);
+      const previous = ids.get(this.schema) ?? 0n;
+      ids.set(this.schema, max > previous ? max : previous);
+    });
     return { instance, writer, reader };
   }
+}
+
+/** Rows from which a single-column key gets an index (DuckDB's row group is 122,880 rows). */
+const INDEX_MIN_ROWS = 100_000;
+
+/**
+ * The last materialization id used per database and schema. A DuckDB file is open in one process
+ * at a time, so ids can be drawn in memory; materializers sharing an instance share the counter.
+ */
+const lastIds = new WeakMap<DuckDBInstance, Map<string, bigint>>();
+
+function nextId(instance: DuckDBInstance, schema: string): bigint {
+  const ids = lastIds.get(instance)!;
+  const id = ids.get(schema)! + 1n;
+  ids.set(schema, id);
+  return id;
 }
 
 function toDuckDBValue({ value, type }: BoundValue): DuckDBValue {

@@ -524,11 +524,11 @@ export class PostgresMaterializer extends MaterializerBase {
         throw error;
       await client.query('ROLLBACK TO SAVEPOINT featurefn_key');
       const checks = this.keyChecks(table, input.key);
+      const { rows: summary } = await client.query({ text: checks.summary, types: READ_TYPES });
+      const count = Number((summary[0] as Row).nulls);
+      if (count > 0) throw this.nullKeyError(input, count);
       const { rows: duplicates } = await client.query({ text: checks.duplicates, types: READ_TYPES });
       if (duplicates[0] !== undefined) throw this.duplicateKeyError(input, duplicates[0] as Row);
-      const { rows: nulls } = await client.query({ text: checks.nulls, types: READ_TYPES });
-      const count = Number((nulls[0] as Row).n);
-      if (count > 0) throw this.nullKeyError(input, count);
       throw error;
     }
   }

@@ -4,14 +4,15 @@ import { join } from 'node:path';
 import { DuckDBMaterializer } from 'featurefn/duckdb';
 import { describeMaterializer } from './materializer-contract.js';
 
-describeMaterializer('DuckDB in memory', async () => {
-  const materializer = new DuckDBMaterializer();
+describeMaterializer('DuckDB in memory, schema "my features"', async () => {
+  const materializer = new DuckDBMaterializer({ schema: 'my features' });
   return { materializer, cleanup: () => materializer.close() };
 });
 
-describeMaterializer('DuckDB file', async () => {
+// A file named like the default schema: DuckDB names the catalog after the file.
+describeMaterializer('DuckDB file featurefn.duckdb', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'featurefn-contract-'));
-  const materializer = new DuckDBMaterializer({ path: join(dir, 'store.duckdb'), schema: 'features' });
+  const materializer = new DuckDBMaterializer({ path: join(dir, 'featurefn.duckdb') });
   return {
     materializer,
     cleanup: async () => {

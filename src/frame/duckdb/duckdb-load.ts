@@ -77,11 +77,11 @@ export function quoteIdentifier(name: string): string {
  */
 export async function appendBatches(
   connection: DuckDBConnection,
-  table: { schema: string; name: string },
+  table: { catalog?: string; schema: string; name: string },
   columns: readonly ColumnSpec[],
   batches: AsyncIterable<RecordBatch> | Iterable<RecordBatch>,
 ): Promise<number> {
-  const appender = await connection.createAppender(table.name, table.schema);
+  const appender = await connection.createAppender(table.name, table.schema, table.catalog ?? null);
   const types = columns.map((c) => duckdbType(c.type));
   const size = 2048;
   let rows = 0;

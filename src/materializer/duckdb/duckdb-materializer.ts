@@ -77,6 +77,7 @@ export class DuckDBMaterializer extends MaterializerBase {
   readonly #threads: number | undefined;
   readonly #instance: DuckDBInstance | undefined;
   #source: SqlSource | undefined;
+  #database = 'memory';
   #ready: Promise<{ instance: DuckDBInstance; writer: Session; reader: Session }> | undefined;
 
   constructor(options: DuckDBMaterializerOptions = {}) {
@@ -102,7 +103,7 @@ export class DuckDBMaterializer extends MaterializerBase {
   }
 
   protected tableOf(materialization: Materialization): string {
-    return `${quoteIdentifier(this.schema)}.${quoteIdentifier(`m_${materialization.id}`)}`;
+    return `${this.#prefix}.${quoteIdentifier(`m_${materialization.id}`)}`;
   }
 
   protected async loadCatalog(): Promise<Materialization[]> {
@@ -134,7 +135,12 @@ export class DuckDBMaterializer extends MaterializerBase {
         .map((col) => `${quoteIdentifier(col.name)} ${DUCKDB_SQL_TYPES[col.type]}`)
         .join(', ');
       await c.run(`CREATE TABLE ${table} (${definition})`);
-      await appendBatches(c, { schema: this.schema, name }, input.columns, input.batches);
+      await appendBatches(
+        c,
+        { catalog: this.#database, schema: this.schema, name },
+        input.columns,
+        input.batches,
+      );
       return { columns: input.columns, key: input.key };
     });
   }
@@ -175,7 +181,7 @@ export class DuckDBMaterializer extends MaterializerBase {
       try {
         const id = String(nextId(instance, this.schema));
         const name = `m_${id}`;
-        const table = `${quoteIdentifier(this.schema)}.${quoteIdentifier(name)}`;
+        const table = `${this.#prefix}.${quoteIdentifier(name)}`;
         const { columns, key } = await load(c, name, table);
         const checks = this.keyChecks(table, key);
         const summary = (await c.runAndReadAll(checks.summary)).getRowObjectsJS()[0]!;
@@ -198,9 +204,7 @@ export class DuckDBMaterializer extends MaterializerBase {
           [input.feature.name, input.paramsKey],
         );
         for (const [oldId] of old.getRows()) {
-          await c.run(
-            `DROP TABLE IF EXISTS ${quoteIdentifier(this.schema)}.${quoteIdentifier(`m_${String(oldId)}`)}`,
-          );
+          await c.run(`DROP TABLE IF EXISTS ${this.#prefix}.${quoteIdentifier(`m_${String(oldId)}`)}`);
         }
         const createdAt = new Date();
         await this.#runPrepared(
@@ -304,7 +308,15 @@ export class DuckDBMaterializer extends MaterializerBase {
   }
 
   get #catalog(): string {
-    return `${quoteIdentifier(this.schema)}.catalog`;
+    return `${this.#prefix}.catalog`;
+  }
+
+  /**
+   * `"database"."schema"`: qualified with the database too, since DuckDB names a file's catalog
+   * after the file, and `featurefn.duckdb` would otherwise make `featurefn.catalog` ambiguous.
+   */
+  get #prefix(): string {
+    return `${quoteIdentifier(this.#database)}.${quoteIdentifier(this.schema)}`;
   }
 
   #open(): Promise<{ instance: DuckDBInstance; writer: Session; reader: Session }> {
@@ -333,7 +345,10 @@ export class DuckDBMaterializer extends MaterializerBase {
       });
     }
     const writer = new Session(await instance.connect());
-    const schema = quoteIdentifier(this.schema);
+    await writer.run(async (c) => {
+      this.#database = String((await c.runAndReadAll('SELECT current_database()')).getRows()[0]![0]);
+    });
+    const schema = this.#prefix;
     await writer.run(async (c) => {
       await c.run(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
       await c.run(

@@ -5,6 +5,7 @@ import { describeValue } from '../format.js';
 import { arrowAdapter } from './arrow/arrow-adapter.js';
 import { duckdbAdapter } from './duckdb/duckdb-adapter.js';
 import type { FrameAdapter } from './frame-adapter.js';
+import { kyselyAdapter } from './kysely/kysely-adapter.js';
 import { polarsAdapter, polarsLazyAdapter } from './polars/polars-adapter.js';
 import { rowsAdapter } from './rows/rows-adapter.js';
 import { sqlAdapter } from './sql/sql-adapter.js';
@@ -16,6 +17,7 @@ const adapters: FrameAdapter[] = [
   sqlAdapter,
   polarsAdapter,
   polarsLazyAdapter,
+  kyselyAdapter,
   rowsAdapter,
 ];
 

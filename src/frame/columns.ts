@@ -271,7 +271,11 @@ function cellReader(type: ColumnType | undefined, vector: Vector): (row: number)
     case 'float64[]':
       return (r) => {
         const v = vector.get(r) as Vector | null;
-        return v === null ? null : Array.from(v.toArray() as ArrayLike<number>);
+        if (v === null) return null;
+        // toArray() gives the raw buffer, where a null item reads as 0.
+        return v.nullCount > 0
+          ? Array.from(v as Iterable<number | null>)
+          : Array.from(v.toArray() as ArrayLike<number>);
       };
     default:
       return (r) => vector.get(r) ?? null;

@@ -62,6 +62,15 @@ const int64: Convert = (v) =>
       ? v
       : Number(v);
 
+/** How a DuckDB column type is stored and its driver values converted. @internal */
+export function duckdbMapping(type: {
+  typeId: number;
+  alias?: string | undefined;
+  valueType?: unknown;
+}): { readonly type: ColumnType; readonly convert: ((value: unknown) => unknown) | undefined } | undefined {
+  return mappingOf(type);
+}
+
 function mappingOf(type: {
   typeId: number;
   alias?: string | undefined;

@@ -1,6 +1,7 @@
 import type { RecordBatch } from 'apache-arrow';
 import { tableFromColumns } from '../columns.js';
 import { type DuckDBResultLike, duckdbColumnSpecs, readDuckDBColumns } from './duckdb-columns.js';
+import { ChunkBatchBuilder, isRawChunk, type RawChunk } from './duckdb-vectors.js';
 
 /** A DuckDB result that hands out its rows chunk by chunk (`DuckDBResult`, from `stream` or `run`). */
 interface ChunkedResult extends Pick<DuckDBResultLike, 'columnNames' | 'columnTypes'> {
@@ -29,6 +30,22 @@ export async function* duckdbBatches(
   const columns = duckdbColumnSpecs(result);
   const names = result.columnNames();
   const types = result.columnTypes();
+  const first = await result.fetchChunk();
+  if (first === null || first.rowCount === 0) return;
+  const builder = isRawChunk(first) ? ChunkBatchBuilder.create(columns, types) : undefined;
+  if (builder !== undefined) {
+    // Straight from the vectors' memory into Arrow buffers.
+    for (
+      let chunk: unknown = first;
+      chunk !== null && (chunk as RawChunk).rowCount > 0;
+      chunk = await result.fetchChunk()
+    ) {
+      builder.append(chunk as RawChunk);
+      if (builder.rows >= rowsPerBatch) yield builder.flush();
+    }
+    if (builder.rows > 0) yield builder.flush();
+    return;
+  }
   let pending: unknown[][] = [];
   let pendingRows = 0;
   const flush = async () => {
@@ -43,7 +60,7 @@ export async function* duckdbBatches(
     return tableFromColumns(columns, values).batches;
   };
   for (
-    let chunk = await result.fetchChunk();
+    let chunk: Awaited<ReturnType<ChunkedResult['fetchChunk']>> = first;
     chunk !== null && chunk.rowCount > 0;
     chunk = await result.fetchChunk()
   ) {

@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
-import type { Table } from 'apache-arrow';
+import type { RecordBatch, Table } from 'apache-arrow';
+import type { Kysely } from 'kysely';
 import {
   Client,
   type ClientBase,
@@ -15,9 +16,19 @@ import {
 } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { FeatureStoreError, type FeatureStoreErrorContext } from '../../errors.js';
+import type { FeatureInfo } from '../../feature/feature.js';
 import type { Params } from '../../feature/params.js';
 import { formatParams } from '../../format.js';
 import { type ColumnSpec, type Row, tableFromColumns } from '../../frame/columns.js';
+import { postgresColumnMapping, postgresColumnSpecs } from '../../frame/postgres/postgres-columns.js';
+import { describeFailure } from '../../frame/postgres/postgres-failure.js';
+import {
+  createPostgresSource,
+  databaseIdentity,
+  type PostgresSource,
+  queryFailed,
+  renderPostgres,
+} from '../../frame/postgres/postgres-source.js';
 import {
   type BoundValue,
   type CompiledQuery,
@@ -25,6 +36,7 @@ import {
   rebindRead,
   type SqlDialect,
 } from '../../query/sql-compiler.js';
+import type { SqlQuery } from '../../sql/sql-query.js';
 import type { Materialization, ReadPlan } from '../materializer.js';
 import { MaterializerBase, type PublishInput } from '../materializer-base.js';
 import { copyBatches, POSTGRES_SQL_TYPES } from './binary-copy.js';
@@ -48,6 +60,9 @@ export interface PostgresMaterializerOptions {
    */
   poolSize?: number;
 }
+
+/** Kysely's view of the store's tables: any table, any column. */
+type KyselyTables = Record<string, Record<string, unknown>>;
 
 /** Catalog layout version; a later release migrates older catalogs from it. */
 export const POSTGRES_FORMAT_VERSION = 1;
@@ -111,37 +126,6 @@ function isPool(value: unknown): value is Pool {
   );
 }
 
-/** What went wrong with a PostgreSQL call, in words, for error messages. */
-function describeFailure(error: unknown): string {
-  if (error instanceof DatabaseError) {
-    switch (error.code) {
-      case '57P01':
-        return 'the server ended the connection (an administrator terminated it, or the server is shutting down)';
-      case '57P02':
-      case '57P03':
-        return 'the server is restarting and does not accept connections yet';
-      case '3D000':
-        return `the database does not exist (${error.message})`;
-      case '28P01':
-      case '28000':
-        return `the server refused the credentials (${error.message})`;
-      default:
-        return `${error.message} (SQLSTATE ${error.code ?? 'unknown'})`;
-    }
-  }
-  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
-  if (code === 'ECONNREFUSED')
-    return `nothing accepts connections there (${String(message)}); is the server running?`;
-  if (code === 'ECONNRESET' || code === 'EPIPE') return 'the connection to the server was reset';
-  if (typeof message === 'string') {
-    if (/Connection terminated|not queryable|terminated unexpectedly/i.test(message)) {
-      return `the connection to the server was lost (${message})`;
-    }
-    return message;
-  }
-  return String(error);
-}
-
 /** True for the error a read gets when a materialization it was planned on was replaced meanwhile. */
 function isReplacedTable(error: unknown): boolean {
   return error instanceof DatabaseError && error.code === '42P01';
@@ -182,6 +166,11 @@ export class PostgresMaterializer extends MaterializerBase {
 
   readonly #pool: Pool;
   readonly #ownsPool: boolean;
+  /** Identity of the database, as `postgresSource` gives it for the same connection. */
+  readonly #database: unknown;
+  #source: PostgresSource | undefined;
+  /** Kysely on this store's pool, for reading back Kysely features; made on first use. */
+  #kysely: Promise<Kysely<KyselyTables>> | undefined;
   readonly #listener: CatalogListener;
   /** The NOTIFY channel of this schema. */
   readonly #channel: string;
@@ -227,11 +216,13 @@ export class PostgresMaterializer extends MaterializerBase {
     if (isPool(connection)) {
       this.#pool = connection;
       this.#ownsPool = false;
+      this.#database = connection;
     } else {
       clientConfig = typeof connection === 'string' ? { connectionString: connection } : connection;
       const max = options.poolSize ?? (clientConfig as PoolConfig).max ?? 10;
       this.#pool = new Pool({ ...clientConfig, max });
       this.#ownsPool = true;
+      this.#database = databaseIdentity(clientConfig);
       // An idle connection the server dropped is removed from the pool; without a listener,
       // that 'error' event would crash the process.
       this.#pool.on('error', () => undefined);
@@ -250,6 +241,47 @@ export class PostgresMaterializer extends MaterializerBase {
       },
       onGap: () => this.invalidate(),
     });
+  }
+
+  /**
+   * This store's database as a source of SQL features, on the store's own pool. Its `database`
+   * is the `Pool` you passed in, or the normalized URL, so `postgresSource(samePoolOrUrl)` is
+   * recognised as the same database: SQL features on it are materialized inside PostgreSQL with
+   * `CREATE TABLE … AS`, and materialized SQL features read back as queries on it.
+   */
+  override get source(): PostgresSource {
+    this.#source ??= createPostgresSource(this.#pool, this.#database);
+    return this.#source;
+  }
+
+  /**
+   * A materialized Kysely feature reads back as a Kysely query over its table
+   * (`selectFrom('<schema>.m_<id>').selectAll()`) on this store's pool; other kinds as the base does.
+   */
+  protected override async readMaterialization(
+    feature: FeatureInfo,
+    materialization: Materialization,
+  ): Promise<unknown> {
+    if (materialization.kind !== 'kysely') return super.readMaterialization(feature, materialization);
+    this.assertOpen();
+    if (this.#kysely === undefined) {
+      const pool = this.#pool;
+      const creating = import('kysely').then(
+        ({ Kysely, PostgresDialect }) =>
+          new Kysely<KyselyTables>({
+            // Kysely ends its pool on destroy(): give it a view that leaves ending to this store.
+            dialect: new PostgresDialect({
+              pool: { connect: () => pool.connect(), end: async () => undefined },
+            }),
+          }),
+      );
+      this.#kysely = creating;
+      creating.catch(() => {
+        if (this.#kysely === creating) this.#kysely = undefined;
+      });
+    }
+    const db = await this.#kysely;
+    return db.withSchema(this.schema).selectFrom(`m_${materialization.id}`).selectAll();
   }
 
   /** @internal */
@@ -359,25 +391,8 @@ export class PostgresMaterializer extends MaterializerBase {
         );
       }
     }
-    await this.#open();
-    let client: PoolClient;
-    try {
-      client = await this.#pool.connect();
-    } catch (error) {
-      throw this.#storeError('connecting to store the result', error, context);
-    }
-    let broken: Error | undefined;
-    const onError = (error: Error) => {
-      broken ??= error;
-    };
-    client.on('error', onError);
-    try {
-      await client.query('BEGIN');
-      const { rows: ids } = await client.query<{ id: string }>({
-        text: 'SELECT nextval($1::regclass)::text AS id',
-        values: [`${quoteIdentifier(this.schema)}.materialization_id`],
-      });
-      const id = ids[0]!.id;
+    return this.#inTransaction(context, async (client) => {
+      const id = await this.#nextId(client);
       const table = this.#table(id);
       const names = input.columns.map((c) => quoteIdentifier(c.name));
       const definition = input.columns.map((c, i) => `${names[i]} ${POSTGRES_SQL_TYPES[c.type]}`).join(', ');
@@ -392,51 +407,92 @@ export class PostgresMaterializer extends MaterializerBase {
       await this.#addKey(client, table, input);
       // Statistics now, so the first reads after publication are planned on real figures.
       await client.query(`ANALYZE ${table}`);
-      // Serialize publications of the same feature and parameters (across processes) from here to
-      // the commit, so that exactly one record and one data table remain.
-      await client.query({
-        text: 'SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))',
-        values: [`featurefn:${this.schema}`, `${input.feature.name}\n${input.paramsKey}`],
+      return this.#commitRecord(client, input, id, rows);
+    });
+  }
+
+  /**
+   * Materializes a SQL feature whose query runs in this database: `CREATE TABLE m_<id> AS` the
+   * query, in the same transaction, with the same checks and publication as a COPY load. No row
+   * passes through Node. Columns are stored in the types a COPY load would give them (`numeric`
+   * as `double precision`, `timestamp` as `timestamptz` read as UTC, `json` as `jsonb`, numeric
+   * arrays as `float8[]`, strings with `COLLATE "C"`).
+   */
+  protected override async publishQuery(
+    input: Omit<PublishInput, 'key' | 'columns' | 'batches'>,
+    query: SqlQuery,
+    keyOf: (columns: readonly ColumnSpec[]) => readonly string[],
+  ): Promise<Materialization> {
+    const context = { feature: input.feature.name, params: input.params };
+    const { text, values } = renderPostgres(query);
+    const wrapped = `SELECT * FROM (\n${text}\n) AS q`;
+    return this.#inTransaction(context, async (client) => {
+      const id = await this.#nextId(client);
+      const table = this.#table(id);
+      // The result's columns and types, from an empty table: the query is planned, not run.
+      await client
+        .query({ text: `CREATE TABLE ${table} AS ${wrapped} WITH NO DATA`, values })
+        .catch((error: unknown) => {
+          throw queryFailed(error, text);
+        });
+      const { rows: attributes } = await client.query<{ name: string; oid: number; type_name: string }>({
+        text: `SELECT a.attname AS name, coalesce(nullif(t.typbasetype, 0), a.atttypid)::int AS oid,
+                      format_type(a.atttypid, a.atttypmod) AS type_name
+               FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+               WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped
+               ORDER BY a.attnum`,
+        values: [table],
       });
-      const { rows: old } = await client.query<{ id: string }>({
-        text: `DELETE FROM ${this.#catalog} WHERE feature_name = $1 AND params_key = $2 RETURNING id::text AS id`,
-        values: [input.feature.name, input.paramsKey],
-      });
-      for (const { id: oldId } of old) await client.query(`DROP TABLE IF EXISTS ${this.#table(oldId)}`);
-      const { rows: inserted } = await client.query<{ created_at: Date }>({
-        text: `INSERT INTO ${this.#catalog}
-                 (id, feature_name, params_key, params, source_hash, row_count, created_at, status, kind, key_columns, "columns")
-               VALUES ($1, $2, $3, $4, $5, $6, date_trunc('milliseconds', clock_timestamp()), 'complete', $7, $8, $9)
-               RETURNING created_at`,
-        values: [
-          id,
-          input.feature.name,
-          input.paramsKey,
-          JSON.stringify(input.params),
-          input.feature.sourceHash,
-          rows,
-          input.kind,
-          JSON.stringify(input.key),
-          JSON.stringify(input.columns),
-        ],
-      });
-      // Delivered at commit, to every process listening on this schema's channel.
-      await client.query({
-        text: 'SELECT pg_notify($1, $2)',
-        values: [this.#channel, JSON.stringify({ by: this.#instance, feature: input.feature.name, id })],
-      });
+      const columns = postgresColumnSpecs(
+        attributes.map((a) => ({ name: a.name, oid: a.oid, typeName: a.type_name })),
+        context,
+      );
+      const key = keyOf(columns);
+      await client.query(`DROP TABLE ${table}`);
+      // Stored in the types a COPY load gives, so reads and filters behave the same.
+      const select = attributes
+        .map(
+          (a) =>
+            `${postgresColumnMapping(a.oid)!.stored(`q.${quoteIdentifier(a.name)}`)} AS ${quoteIdentifier(a.name)}`,
+        )
+        .join(', ');
+      const created = await client
+        .query({ text: `CREATE TABLE ${table} AS SELECT ${select} FROM (\n${text}\n) AS q`, values })
+        .catch((error: unknown) => {
+          throw queryFailed(error, text);
+        });
+      const full: PublishInput = { ...input, key, columns, batches: noBatches() };
+      await this.#addKey(client, table, full);
+      await client.query(`ANALYZE ${table}`);
+      return this.#commitRecord(client, full, id, created.rowCount ?? 0);
+    });
+  }
+
+  /**
+   * Runs `body` in a transaction on a connection of its own; on failure rolls back, so nothing
+   * is left behind, and reports the error for the feature and parameters.
+   */
+  async #inTransaction<T>(
+    context: { feature: string; params: Params },
+    body: (client: PoolClient) => Promise<T>,
+  ): Promise<T> {
+    await this.#open();
+    let client: PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (error) {
+      throw this.#storeError('connecting to store the result', error, context);
+    }
+    let broken: Error | undefined;
+    const onError = (error: Error) => {
+      broken ??= error;
+    };
+    client.on('error', onError);
+    try {
+      await client.query('BEGIN');
+      const result = await body(client);
       await client.query('COMMIT');
-      return this.record({
-        id,
-        featureName: input.feature.name,
-        paramsKey: input.paramsKey,
-        kind: input.kind,
-        key: input.key,
-        columns: input.columns,
-        rows,
-        sourceHash: input.feature.sourceHash,
-        createdAt: inserted[0]!.created_at,
-      });
+      return result;
     } catch (error) {
       if (broken === undefined) {
         await client.query('ROLLBACK').catch((e: Error) => {
@@ -447,6 +503,7 @@ export class PostgresMaterializer extends MaterializerBase {
         if (error.feature !== undefined) throw error;
         throw new FeatureStoreError(error.code, error.message, {
           ...context,
+          sql: error.sql,
           cause: error.cause,
           details: error.details,
         });
@@ -457,6 +514,72 @@ export class PostgresMaterializer extends MaterializerBase {
       // A connection that failed is closed rather than given back to the pool.
       client.release(broken);
     }
+  }
+
+  /** A new materialization id, drawn inside the publishing transaction. */
+  async #nextId(client: ClientBase): Promise<string> {
+    const { rows } = await client.query<{ id: string }>({
+      text: 'SELECT nextval($1::regclass)::text AS id',
+      values: [`${quoteIdentifier(this.schema)}.materialization_id`],
+    });
+    return rows[0]!.id;
+  }
+
+  /**
+   * The end of every publication, inside its transaction: swaps the catalog record under the
+   * advisory lock of the feature and parameters, drops the replaced table and announces the
+   * publication (delivered at commit).
+   */
+  async #commitRecord(
+    client: ClientBase,
+    input: Omit<PublishInput, 'batches'>,
+    id: string,
+    rows: number,
+  ): Promise<Materialization> {
+    // Serialize publications of the same feature and parameters (across processes) from here to
+    // the commit, so that exactly one record and one data table remain.
+    await client.query({
+      text: 'SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))',
+      values: [`featurefn:${this.schema}`, `${input.feature.name}\n${input.paramsKey}`],
+    });
+    const { rows: old } = await client.query<{ id: string }>({
+      text: `DELETE FROM ${this.#catalog} WHERE feature_name = $1 AND params_key = $2 RETURNING id::text AS id`,
+      values: [input.feature.name, input.paramsKey],
+    });
+    for (const { id: oldId } of old) await client.query(`DROP TABLE IF EXISTS ${this.#table(oldId)}`);
+    const { rows: inserted } = await client.query<{ created_at: Date }>({
+      text: `INSERT INTO ${this.#catalog}
+               (id, feature_name, params_key, params, source_hash, row_count, created_at, status, kind, key_columns, "columns")
+             VALUES ($1, $2, $3, $4, $5, $6, date_trunc('milliseconds', clock_timestamp()), 'complete', $7, $8, $9)
+             RETURNING created_at`,
+      values: [
+        id,
+        input.feature.name,
+        input.paramsKey,
+        JSON.stringify(input.params),
+        input.feature.sourceHash,
+        rows,
+        input.kind,
+        JSON.stringify(input.key),
+        JSON.stringify(input.columns),
+      ],
+    });
+    // Delivered at commit, to every process listening on this schema's channel.
+    await client.query({
+      text: 'SELECT pg_notify($1, $2)',
+      values: [this.#channel, JSON.stringify({ by: this.#instance, feature: input.feature.name, id })],
+    });
+    return this.record({
+      id,
+      featureName: input.feature.name,
+      paramsKey: input.paramsKey,
+      kind: input.kind,
+      key: input.key,
+      columns: input.columns,
+      rows,
+      sourceHash: input.feature.sourceHash,
+      createdAt: inserted[0]!.created_at,
+    });
   }
 
   protected async runRead(query: CompiledQuery, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
@@ -474,6 +597,8 @@ export class PostgresMaterializer extends MaterializerBase {
 
   protected async closeConnections(): Promise<void> {
     await this.#listener.stop();
+    // The Kysely instance's pool is a view of this store's: destroying it ends nothing.
+    await (await this.#kysely?.catch(() => undefined))?.destroy();
     if (this.#ownsPool) await this.#pool.end();
   }
 
@@ -679,3 +804,6 @@ export class PostgresMaterializer extends MaterializerBase {
     );
   }
 }
+
+/** The batches of a publication whose rows never pass through Node. */
+async function* noBatches(): AsyncIterable<RecordBatch> {}

@@ -113,23 +113,29 @@ export abstract class MaterializerBase implements Materializer {
       return record;
     }
     const adapter = adapterFor(result, info.name, checked);
-    const { columns, batches } = await streamOf(adapter, result, info, checked);
-    const key = keyOf(info, columns, checked);
-    const record = await this.publish({
-      feature: info,
-      params: checked,
-      paramsKey,
-      kind: adapter.kind,
-      key,
-      columns,
-      batches: guarded(
-        info.schema === undefined ? batches : validated(batches, info, checked, key),
-        info,
-        checked,
-      ),
-    });
-    this.invalidate();
-    return record;
+    const { columns, batches, close } = await streamOf(adapter, result, info, checked);
+    try {
+      const key = keyOf(info, columns, checked);
+      const record = await this.publish({
+        feature: info,
+        params: checked,
+        paramsKey,
+        kind: adapter.kind,
+        key,
+        columns,
+        batches: guarded(
+          info.schema === undefined ? batches : validated(batches, info, checked, key),
+          info,
+          checked,
+        ),
+      });
+      this.invalidate();
+      return record;
+    } finally {
+      // A store that stopped reading part-way (or never started) must still release the source,
+      // e.g. a database cursor holding a pooled connection.
+      await close();
+    }
   }
 
   /** The feature's materializations, ordered by parameters. */
@@ -393,16 +399,21 @@ async function streamOf(
   result: unknown,
   info: FeatureInfo,
   params: Params,
-): Promise<{ columns: ColumnSpec[]; batches: AsyncIterable<RecordBatch> }> {
+): Promise<{ columns: ColumnSpec[]; batches: AsyncIterable<RecordBatch>; close: () => Promise<void> }> {
   const context = { feature: info.name, params };
+  let close = async () => {};
   try {
     if (adapter.toBatches !== undefined) {
       const iterator = adapter.toBatches(result)[Symbol.asyncIterator]();
+      close = async () => {
+        await iterator.return?.()?.catch(() => undefined);
+      };
       const first = await iterator.next();
       if (!first.done) {
         const columns = columnsOf(new Table(first.value.schema), info.name);
         return {
           columns,
+          close,
           batches: (async function* () {
             yield first.value;
             for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value;
@@ -417,11 +428,13 @@ async function streamOf(
     }
     return {
       columns,
+      close,
       batches: (async function* () {
         yield* table.batches;
       })(),
     };
   } catch (error) {
+    await close();
     if (error instanceof FeatureStoreError && error.feature !== undefined) throw error;
     if (error instanceof FeatureStoreError) {
       throw new FeatureStoreError(error.code, error.message, {

@@ -38,6 +38,34 @@ registerFrameAdapter({
   },
 });
 
+/** A frame streamed from a source that must be released, as a database cursor must. */
+class TrackedStream {
+  closed = false;
+  constructor(readonly column: string) {}
+}
+
+registerFrameAdapter({
+  kind: 'tracked-stream',
+  canAdapt: (value): value is TrackedStream => value instanceof TrackedStream,
+  toArrow: async () => {
+    throw new Error('not used: this kind streams');
+  },
+  fromArrow: async () => {
+    throw new Error('not used');
+  },
+  async *toBatches(stream: TrackedStream) {
+    try {
+      for (let i = 0; i < 5; i++) {
+        const keys = Array.from({ length: 100 }, (_, j) => `K${i}_${j}`);
+        yield tableFromArrays({ [stream.column]: keys, n: Int32Array.from(keys, (_, j) => i * 100 + j) })
+          .batches[0]!;
+      }
+    } finally {
+      stream.closed = true;
+    }
+  },
+});
+
 /** What a store's test file provides: a fresh materializer, and how to clean up after it. */
 export type MaterializerFactory = () => Promise<{ materializer: Materializer; cleanup(): Promise<void> }>;
 
@@ -609,6 +637,41 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
           'after 2000 row(s)',
         );
         expect(await materializer.listMaterializations(f)).toEqual([]);
+      });
+
+      it('a streamed result is released when it is refused, before or during the load', async () => {
+        const noKey = new TrackedStream('airport');
+        const f = store.feature({ module: 'flights', entity: 'origin' }, async function trackedNoKey() {
+          return noKey;
+        });
+        await expectRefused(() => materializer.materialize(f, {}), 'MISSING_KEY_COLUMN', '"airport"');
+        expect(noKey.closed).toBe(true);
+
+        const invalid = new TrackedStream('origin');
+        const schema = {
+          '~standard': {
+            version: 1 as const,
+            vendor: 'test',
+            validate: (row: unknown) =>
+              (row as { n: number }).n >= 250
+                ? { issues: [{ message: 'n must stay below 250', path: ['n'] }] }
+                : { value: row },
+          },
+        };
+        const g = store.feature(
+          { module: 'flights', entity: 'origin', schema },
+          async function trackedInvalid() {
+            return invalid;
+          },
+        );
+        await expectRefused(
+          () => materializer.materialize(g, {}),
+          'INVALID_VALUE',
+          'origin = "K2_50"',
+          'n must stay below 250',
+        );
+        expect(invalid.closed).toBe(true);
+        expect(await materializer.listMaterializations(g)).toEqual([]);
       });
 
       it('a function that throws', async () => {

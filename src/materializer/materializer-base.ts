@@ -467,7 +467,17 @@ async function* guarded(
     try {
       next = await iterator.next();
     } catch (cause) {
-      if (cause instanceof FeatureStoreError) throw cause;
+      if (cause instanceof FeatureStoreError && cause.feature !== undefined) throw cause;
+      if (cause instanceof FeatureStoreError) {
+        // A source's own error (e.g. the SQL feature's query failed): say which feature it was.
+        throw new FeatureStoreError(cause.code, cause.message, {
+          feature: info.name,
+          params,
+          sql: cause.sql,
+          cause: cause.cause,
+          details: cause.details,
+        });
+      }
       throw new FeatureStoreError(
         'FEATURE_FAILED',
         `reading its result failed after ${rows} row(s): ${cause instanceof Error ? cause.message : String(cause)}. Nothing was stored.`,

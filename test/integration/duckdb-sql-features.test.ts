@@ -185,7 +185,7 @@ describe('SQL features on DuckDB', () => {
         'UNSUPPORTED_COLUMN_TYPE',
         /key column "origin" holds json/,
       ],
-      ['syntax', () => flights.sql`SELEC origin FROM flights`, 'STORE_ERROR', /syntax error/i],
+      ['syntax', () => flights.sql`SELEC origin FROM flights`, 'FEATURE_FAILED', /syntax error/i],
       [
         'no key',
         () => flights.sql`SELECT count(*) AS n FROM flights`,

@@ -58,8 +58,8 @@ async function* streamQuery(
       result = await connection.stream(text, values);
     } catch (cause) {
       throw new FeatureStoreError(
-        'STORE_ERROR',
-        `DuckDB could not run the SQL feature's query: ${String(cause)}`,
+        'FEATURE_FAILED',
+        `DuckDB could not run the SQL feature's query: ${String(cause)}. Fix the query; nothing was stored.`,
         {
           sql: text,
           cause,

@@ -153,7 +153,15 @@ export class DuckDBMaterializer extends MaterializerBase {
   ): Promise<Materialization> {
     return this.#publishWith(input, async (c, _name, table) => {
       const { text, values } = renderDuckDB(query);
-      await c.run(`CREATE TABLE ${table} AS SELECT * FROM (${text}) AS q`, values);
+      try {
+        await c.run(`CREATE TABLE ${table} AS SELECT * FROM (${text}) AS q`, values);
+      } catch (cause) {
+        throw new FeatureStoreError(
+          'FEATURE_FAILED',
+          `DuckDB could not run the SQL feature's query: ${String(cause)}. Fix the query; nothing was stored.`,
+          { feature: input.feature.name, params: input.params, sql: text, cause },
+        );
+      }
       const created = await c.runAndReadAll(`SELECT * FROM ${table} LIMIT 0`);
       const columns = duckdbColumnSpecs(created, input.feature.name);
       return { columns, key: keyOf(columns) };

@@ -6,6 +6,7 @@
  * the hand-written code a competent user would write instead, side by side in the same run.
  */
 import os from 'node:os';
+import { defaultStore, type FeatureDecorator, type Materializer } from 'featurefn';
 
 /** One line of the results table. Figures are preformatted text; `ratio` is featurefn ÷ hand-written. */
 export interface BenchResult {
@@ -238,4 +239,36 @@ export function machineInfo(): MachineInfo {
 /** Collects garbage between phases when Node runs with `--expose-gc`; otherwise does nothing. */
 export function collectGarbage(): void {
   (globalThis as { gc?: () => void }).gc?.();
+}
+
+/** The keys in one fixed shuffled order, the same on every run, so calls do not walk the keys in storage order. */
+export function rotation(keys: readonly string[]): string[] {
+  let seed = 42;
+  const shuffled = [...keys];
+  for (let i = shuffled.length - 1; i > 0; i--) {
+    seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+    const j = seed % (i + 1);
+    [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!];
+  }
+  return shuffled;
+}
+
+/**
+ * Attaches a materializer to `defaultStore`, where the flight features live and which every bench
+ * file shares, through a decorator that steps aside once detached, so a closed store is never
+ * asked to serve a later file's calls. Returns the detach function.
+ */
+export function attachScoped(materializer: Materializer): () => void {
+  let active = true;
+  const decorator: FeatureDecorator = Object.assign(
+    ((next, info) => {
+      const inner = materializer.decorator(next, info);
+      return (params) => (active ? inner(params) : next(params));
+    }) satisfies FeatureDecorator,
+    { materializer },
+  );
+  defaultStore.addDecorator(decorator);
+  return () => {
+    active = false;
+  };
 }

@@ -17,11 +17,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type DuckDBConnection, DuckDBInstance, timestampValue } from '@duckdb/node-api';
-import { defaultStore, type Feature, type FeatureDecorator, FeatureStore, Last } from 'featurefn';
+import { defaultStore, type Feature, FeatureStore, Last } from 'featurefn';
 import { DuckDBMaterializer, duckdbSource } from 'featurefn/duckdb';
 import { departures, meanDelay7d, routeDelayShare } from '../examples/flights/features.js';
 import { FLIGHTS_PARQUET, flightsDatabase } from '../examples/flights/flights-data.js';
 import {
+  attachScoped,
   type BenchResult,
   formatMs,
   formatP50P99,
@@ -29,6 +30,7 @@ import {
   msSince,
   now,
   ratioOf,
+  rotation,
   sampleInterleaved,
   summarize,
 } from './bench-kit.js';
@@ -352,40 +354,16 @@ async function dataShape(flights: DuckDBConnection): Promise<[number, string[]]>
 }
 
 /** The keys in a fixed pseudo-random order, so consecutive lookups hit different airports. */
-function rotation(keys: readonly string[]): string[] {
-  let seed = 42;
-  const shuffled = [...keys];
-  for (let i = shuffled.length - 1; i > 0; i--) {
-    seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
-    const j = seed % (i + 1);
-    [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!];
-  }
-  return shuffled;
-}
-
-/**
- * The flight features live in `defaultStore`, which other bench files use too. Attach each
- * materializer through a decorator that steps aside once this file is done, so a closed store
- * is never asked to serve a later call.
- */
+/** Attaches each materializer to `defaultStore` for this file only (see `attachScoped`). */
 function scopedDecorators() {
-  const opened: DuckDBMaterializer[] = [];
-  let active = true;
+  const opened: { materializer: DuckDBMaterializer; detach: () => void }[] = [];
   return {
     add(materializer: DuckDBMaterializer): void {
-      opened.push(materializer);
-      const decorator: FeatureDecorator = Object.assign(
-        ((next, info) => {
-          const inner = materializer.decorator(next, info);
-          return (params) => (active ? inner(params) : next(params));
-        }) satisfies FeatureDecorator,
-        { materializer },
-      );
-      defaultStore.addDecorator(decorator);
+      opened.push({ materializer, detach: attachScoped(materializer) });
     },
     async closeAll(): Promise<void> {
-      active = false;
-      for (const materializer of opened) await materializer.close();
+      for (const { detach } of opened) detach();
+      for (const { materializer } of opened) await materializer.close();
     },
   };
 }

@@ -18,13 +18,14 @@
  *     the same state (primary key on the entity key, ANALYZE) and (c2) bare, without the index.
  */
 import { DateDay, makeData, makeVector, Table, Utf8, vectorFromArray } from 'apache-arrow';
-import { defaultStore, type FeatureDecorator, FeatureStore, Last } from 'featurefn';
+import { defaultStore, FeatureStore, Last } from 'featurefn';
 import { PostgresMaterializer } from 'featurefn/postgres';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { departures, meanDelay7d } from '../examples/flights/features.js';
 import { flightsDatabase } from '../examples/flights/flights-data.js';
 import {
+  attachScoped,
   type BenchResult,
   BenchUnavailable,
   formatMs,
@@ -33,6 +34,7 @@ import {
   msSince,
   now,
   ratioOf,
+  rotation,
   sampleInterleaved,
   summarize,
 } from './bench-kit.js';
@@ -369,36 +371,6 @@ async function assertReachable(): Promise<void> {
 }
 
 /** The keys in a fixed pseudo-random order, so consecutive lookups hit different airports. */
-function rotation(keys: readonly string[]): string[] {
-  let seed = 42;
-  const shuffled = [...keys];
-  for (let i = shuffled.length - 1; i > 0; i--) {
-    seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
-    const j = seed % (i + 1);
-    [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!];
-  }
-  return shuffled;
-}
-
-/**
- * The flight features live in `defaultStore`, which other bench files use too: attach the
- * materializer through a decorator that steps aside once this file is done.
- */
-function attachScoped(materializer: PostgresMaterializer): () => void {
-  let active = true;
-  const decorator: FeatureDecorator = Object.assign(
-    ((next, info) => {
-      const inner = materializer.decorator(next, info);
-      return (params) => (active ? inner(params) : next(params));
-    }) satisfies FeatureDecorator,
-    { materializer },
-  );
-  defaultStore.addDecorator(decorator);
-  return () => {
-    active = false;
-  };
-}
-
 function formatRate(perSecond: number): string {
   return perSecond >= 1e6
     ? `${(perSecond / 1e6).toFixed(2)} M`

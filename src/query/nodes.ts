@@ -97,15 +97,20 @@ export function predicatesOf(conditions: FilterConditions): Predicate[] {
   });
 }
 
-function checkFilterValue(column: string, value: unknown): void {
-  const ok =
+/** True for a value any store can bind: string, finite number, bigint, boolean, valid Date or null. @internal */
+export function isBindable(value: unknown): value is FilterValue {
+  return (
     value === null ||
     typeof value === 'string' ||
     typeof value === 'boolean' ||
     typeof value === 'bigint' ||
     (typeof value === 'number' && Number.isFinite(value)) ||
-    (value instanceof Date && !Number.isNaN(value.getTime()));
-  if (!ok) {
+    (value instanceof Date && !Number.isNaN(value.getTime()))
+  );
+}
+
+function checkFilterValue(column: string, value: unknown): void {
+  if (!isBindable(value)) {
     throw new FeatureStoreError(
       'INVALID_QUERY',
       `filter on "${column}" got ${describeValue(value)}; filter values must be strings, finite numbers, bigints, booleans, Dates or null.`,

@@ -1,6 +1,7 @@
 import type { RecordBatch, Table } from 'apache-arrow';
 import { FeatureStoreError } from '../errors.js';
 import { describeValue } from '../format.js';
+import { isBindable } from '../query/nodes.js';
 
 const SQL_QUERY = Symbol.for('featurefn.sqlQuery');
 const SQL_FRAGMENT = Symbol.for('featurefn.sqlFragment');
@@ -147,16 +148,7 @@ function fragment(text: string): SqlFragment {
 }
 
 function checkValue(value: unknown): void {
-  const ok =
-    value === null ||
-    typeof value === 'string' ||
-    typeof value === 'boolean' ||
-    typeof value === 'bigint' ||
-    (typeof value === 'number' && Number.isFinite(value)) ||
-    (value instanceof Date && !Number.isNaN(value.getTime())) ||
-    isSqlQuery(value) ||
-    isFragment(value);
-  if (!ok) {
+  if (!(isBindable(value) || isSqlQuery(value) || isFragment(value))) {
     throw new FeatureStoreError(
       'INVALID_QUERY',
       `a SQL query got ${describeValue(value)} as a value; bind strings, finite numbers, bigints, booleans, Dates or null, ` +

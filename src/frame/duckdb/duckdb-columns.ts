@@ -16,8 +16,8 @@ export interface DuckDBResultLike {
   getColumns(): unknown[][] | Promise<unknown[][]>;
 }
 
-/** DuckDB type ids (from `DuckDBTypeId`) that featurefn maps. */
-const T = {
+/** DuckDB type ids (from `DuckDBTypeId`) that featurefn maps. @internal */
+export const T = {
   BOOLEAN: 1,
   TINYINT: 2,
   SMALLINT: 3,

@@ -20,7 +20,7 @@ import {
   Utf8,
 } from 'apache-arrow';
 import { arrowFieldOf, type ColumnSpec, tableFromColumns } from '../columns.js';
-import { duckdbMapping } from './duckdb-columns.js';
+import { duckdbMapping, T } from './duckdb-columns.js';
 
 /**
  * Reads DuckDB data chunks straight from their vectors' memory into Arrow buffers: fixed-width
@@ -91,28 +91,6 @@ export function isRawChunk(chunk: unknown): chunk is RawChunk {
     typeof (chunk as RawChunk).getColumnValues === 'function'
   );
 }
-
-const T = {
-  BOOLEAN: 1,
-  TINYINT: 2,
-  SMALLINT: 3,
-  INTEGER: 4,
-  BIGINT: 5,
-  UTINYINT: 6,
-  USMALLINT: 7,
-  UINTEGER: 8,
-  FLOAT: 10,
-  DOUBLE: 11,
-  TIMESTAMP: 12,
-  DATE: 13,
-  VARCHAR: 17,
-  DECIMAL: 19,
-  TIMESTAMP_S: 20,
-  TIMESTAMP_MS: 21,
-  TIMESTAMP_NS: 22,
-  LIST: 24,
-  TIMESTAMP_TZ: 31,
-} as const;
 
 const TWO_32 = 4_294_967_296;
 /** Above this magnitude of the high word, a 64-bit value is no longer exact in a double. */

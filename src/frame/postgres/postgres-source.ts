@@ -308,7 +308,8 @@ async function columnsOf(client: PoolClient, fields: readonly FieldDef[]): Promi
   }
 }
 
-function isPool(value: unknown): value is Pool {
+/** True for a `pg` Pool (or anything shaped like one). @internal */
+export function isPool(value: unknown): value is Pool {
   const pool = value as Partial<Record<'connect' | 'query' | 'end' | 'on', unknown>>;
   return (
     typeof value === 'object' &&

@@ -25,6 +25,7 @@ import { describeFailure } from '../../frame/postgres/postgres-failure.js';
 import {
   createPostgresSource,
   databaseIdentity,
+  isPool,
   type PostgresSource,
   queryFailed,
   renderPostgres,
@@ -112,18 +113,6 @@ const READ_TYPES: CustomTypesConfig = {
 function toPostgresValue({ value, type }: BoundValue): unknown {
   if (value instanceof Date) return type === 'date' ? value.toISOString().slice(0, 10) : value.toISOString();
   return value;
-}
-
-function isPool(value: unknown): value is Pool {
-  const pool = value as Partial<Record<'connect' | 'query' | 'end' | 'on', unknown>>;
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof pool.connect === 'function' &&
-    typeof pool.query === 'function' &&
-    typeof pool.end === 'function' &&
-    typeof pool.on === 'function'
-  );
 }
 
 /** True for the error a read gets when a materialization it was planned on was replaced meanwhile. */

@@ -3,7 +3,7 @@ import { FeatureStoreError } from '../errors.js';
 import { keyOf } from '../feature/entity-key.js';
 import type { FeatureInfo } from '../feature/feature.js';
 import { checkParams, type Params } from '../feature/params.js';
-import { formatParams } from '../format.js';
+import { formatParams, formatParamValue } from '../format.js';
 import { adapterFor } from '../frame/adapters.js';
 import { columnsOf, type Row, tableFromColumns, tableToRows } from '../frame/columns.js';
 import { arrowToPolars, loadPolars, type PolarsDataFrame } from '../frame/polars/polars-adapter.js';
@@ -262,7 +262,6 @@ export class LazyFrame {
 
 function describePredicate(p: QueryNode['filters'][number]): string {
   if (p.kind === 'isNull') return `${p.column} IS NULL`;
-  if (p.kind === 'in')
-    return `${p.column} IN (${p.values.map((v) => formatParams({ v }).slice(5, -2)).join(', ')})`;
-  return `${p.column} ${p.op} ${formatParams({ v: p.value }).slice(5, -2)}`;
+  if (p.kind === 'in') return `${p.column} IN (${p.values.map(formatParamValue).join(', ')})`;
+  return `${p.column} ${p.op} ${formatParamValue(p.value)}`;
 }

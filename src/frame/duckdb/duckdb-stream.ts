@@ -16,7 +16,7 @@ export function isChunkedResult(value: unknown): value is ChunkedResult {
 /**
  * Streams a DuckDB result as Arrow record batches of about `rowsPerBatch` rows, so that a large
  * result never sits in memory as JS values all at once. A fully read result (a
- * `DuckDBResultReader`) comes out as one batch. @internal
+ * `DuckDBResultReader`) comes out as one batch, and an empty one as one empty batch. @internal
  */
 export async function* duckdbBatches(
   result: DuckDBResultLike,
@@ -31,7 +31,14 @@ export async function* duckdbBatches(
   const names = result.columnNames();
   const types = result.columnTypes();
   const first = await result.fetchChunk();
-  if (first === null || first.rowCount === 0) return;
+  if (first === null || first.rowCount === 0) {
+    // An empty result still gives one (empty) batch: it carries the column types.
+    yield* tableFromColumns(
+      columns,
+      columns.map(() => []),
+    ).batches;
+    return;
+  }
   const builder = isRawChunk(first) ? ChunkBatchBuilder.create(columns, types) : undefined;
   if (builder !== undefined) {
     // Straight from the vectors' memory into Arrow buffers.

@@ -105,10 +105,14 @@ describe('DuckDB chunks read from vector memory', () => {
     expect(fast.numRows).toBe(batches.reduce((n, b) => n + b.numRows, 0));
   });
 
-  it('gives no batch for an empty result', async () => {
+  it('gives one empty batch, with the column types, for an empty result', async () => {
     const batches: RecordBatch[] = [];
-    for await (const batch of duckdbBatches(await connection.stream('SELECT 1 AS x WHERE false')))
+    for await (const batch of duckdbBatches(await connection.stream("SELECT 1 AS x, 'a' AS s WHERE false")))
       batches.push(batch);
-    expect(batches).toEqual([]);
+    expect(batches.map((b) => b.numRows)).toEqual([0]);
+    expect(batches[0]!.schema.fields.map((f) => [f.name, String(f.type)])).toEqual([
+      ['x', 'Int32'],
+      ['s', 'Utf8'],
+    ]);
   });
 });

@@ -25,6 +25,9 @@ import type {
   ReadPlan,
 } from './materializer.js';
 
+/** How many times a read is planned again when the tables it was planned on were replaced. */
+const REPLACED_READ_ATTEMPTS = 5;
+
 /** Everything a store needs to publish one materialization. */
 export interface PublishInput {
   readonly feature: FeatureInfo;
@@ -172,7 +175,38 @@ export abstract class MaterializerBase implements Materializer {
   read(plan: ReadPlan, format: 'arrow'): Promise<Table>;
   async read(plan: ReadPlan, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
     this.assertOpen();
-    return this.runRead(this.compile(plan), format);
+    let current = plan;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.runRead(this.compile(current), format);
+      } catch (error) {
+        if (!this.isReplacedTable(error) || attempt === REPLACED_READ_ATTEMPTS) throw error;
+      }
+      // A writer replaced a materialization between planning and reading: read the same
+      // parameters from their new tables, which is what a read an instant later would see. A
+      // writer republishing in a tight loop can replace them again meanwhile, hence a few tries.
+      this.invalidate();
+      const sources = await Promise.all(
+        current.sources.map(async ({ feature, materialization }) => ({
+          feature,
+          materialization: await this.findMaterialization(feature.name, materialization.params),
+        })),
+      );
+      const gone = sources.find((s) => s.materialization === undefined);
+      if (gone !== undefined) {
+        throw new FeatureStoreError(
+          'STORE_ERROR',
+          'its materialization was removed while it was being read. Read again to use the current ones.',
+          { feature: gone.feature.name, params: current.sources[0]?.materialization.params },
+        );
+      }
+      current = { sources: sources as ReadPlan['sources'], query: current.query };
+    }
+  }
+
+  /** True for the error a read gets when a table it was planned on was dropped by a replacement. */
+  protected isReplacedTable(_error: unknown): boolean {
+    return false;
   }
 
   /** @internal */

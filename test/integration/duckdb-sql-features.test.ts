@@ -223,3 +223,35 @@ describe('SQL features on DuckDB', () => {
     c.closeSync();
   });
 });
+
+describe('DuckDB reads planned on a replaced table', () => {
+  it('plan again on the new table, as a read an instant later would', async () => {
+    const instance = await DuckDBInstance.create(':memory:');
+    const reader = new DuckDBMaterializer({ instance });
+    const writer = new DuckDBMaterializer({ instance });
+    try {
+      let version = 1;
+      const define = (store: FeatureStore) =>
+        store.feature({ module: 'replace', entity: 'k' }, async function versioned() {
+          return [{ k: 'a', version }];
+        });
+      const readerStore = new FeatureStore();
+      const readerFeature = define(readerStore);
+      readerStore.addDecorator(reader.decorator);
+      const writerFeature = define(new FeatureStore());
+      await writer.materialize(writerFeature);
+      expect(await readerStore.withParams({}).getFeatures(readerFeature).toArray()).toEqual([
+        { k: 'a', version: 1 },
+      ]);
+      version = 2;
+      await writer.materialize(writerFeature); // drops the table the reader's cached catalog names
+      expect(await readerStore.withParams({}).getFeatures(readerFeature).toArray()).toEqual([
+        { k: 'a', version: 2 },
+      ]);
+    } finally {
+      await reader.close();
+      await writer.close();
+      instance.closeSync();
+    }
+  });
+});

@@ -16,7 +16,7 @@ import { appendBatches, DUCKDB_SQL_TYPES, quoteIdentifier } from '../../frame/du
 import { createDuckDBSource, duckdbSource, renderDuckDB } from '../../frame/duckdb/duckdb-source.js';
 import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
 import type { SqlQuery, SqlSource } from '../../sql/sql-query.js';
-import type { Materialization } from '../materializer.js';
+import type { Materialization, ReadPlan } from '../materializer.js';
 import { MaterializerBase, type PublishInput } from '../materializer-base.js';
 
 /** Options of {@link DuckDBMaterializer}. */
@@ -263,6 +263,32 @@ export class DuckDBMaterializer extends MaterializerBase {
     if (materialization.kind !== 'duckdb') return super.readMaterialization(feature, materialization);
     const { reader } = await this.#open();
     return reader.run((c) => c.runAndReadAll(`SELECT * FROM ${this.tableOf(materialization)}`));
+  }
+
+  /** @internal */
+  override read(plan: ReadPlan, format: 'rows'): Promise<Row[]>;
+  /** @internal */
+  override read(plan: ReadPlan, format: 'arrow'): Promise<Table>;
+  override async read(plan: ReadPlan, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
+    try {
+      return await (format === 'rows' ? super.read(plan, 'rows') : super.read(plan, 'arrow'));
+    } catch (error) {
+      if (error instanceof FeatureStoreError) throw error;
+      throw new FeatureStoreError(
+        'STORE_ERROR',
+        `DuckDB could not read ${plan.sources.map((s) => s.feature.name).join(', ')}: ${String(error)}`,
+        {
+          feature: plan.sources[0]?.feature.name,
+          params: plan.sources[0]?.materialization.params,
+          cause: error,
+        },
+      );
+    }
+  }
+
+  /** A table dropped by a replacement after the read was planned (same database, other connection). */
+  protected override isReplacedTable(error: unknown): boolean {
+    return error instanceof Error && /Table with name m_\d+ does not exist/.test(error.message);
   }
 
   protected async runRead(query: CompiledQuery, format: 'rows' | 'arrow'): Promise<Row[] | Table> {

@@ -115,9 +115,6 @@ function toPostgresValue({ value, type }: BoundValue): unknown {
   return value;
 }
 
-/** How many times a read is planned again when the tables it was planned on were replaced. */
-const REPLACED_READ_ATTEMPTS = 5;
-
 /** True for the error a read gets when a materialization it was planned on was replaced meanwhile. */
 function isReplacedTable(error: unknown): boolean {
   return error instanceof DatabaseError && error.code === '42P01';
@@ -281,35 +278,16 @@ export class PostgresMaterializer extends MaterializerBase {
   /** @internal */
   override read(plan: ReadPlan, format: 'arrow'): Promise<Table>;
   override async read(plan: ReadPlan, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
-    let current = plan;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await (format === 'rows' ? super.read(current, 'rows') : super.read(current, 'arrow'));
-      } catch (error) {
-        if (error instanceof FeatureStoreError) throw error;
-        if (!isReplacedTable(error) || attempt === REPLACED_READ_ATTEMPTS)
-          throw this.#readError(current, error);
-      }
-      // Another process replaced a materialization between planning and reading: read the same
-      // parameters from their new tables, which is what a read an instant later would see. A
-      // writer republishing in a tight loop can replace them again meanwhile, hence a few tries.
-      this.invalidate();
-      const sources = await Promise.all(
-        current.sources.map(async ({ feature, materialization }) => ({
-          feature,
-          materialization: await this.findMaterialization(feature.name, materialization.params),
-        })),
-      );
-      const gone = sources.find((s) => s.materialization === undefined);
-      if (gone !== undefined) {
-        throw new FeatureStoreError(
-          'STORE_ERROR',
-          'its materialization was removed while it was being read. Read again to use the current ones.',
-          { feature: gone.feature.name, params: current.sources[0]?.materialization.params },
-        );
-      }
-      current = { sources: sources as ReadPlan['sources'], query: current.query };
+    try {
+      return await (format === 'rows' ? super.read(plan, 'rows') : super.read(plan, 'arrow'));
+    } catch (error) {
+      if (error instanceof FeatureStoreError) throw error;
+      throw this.#readError(plan, error);
     }
+  }
+
+  protected override isReplacedTable(error: unknown): boolean {
+    return isReplacedTable(error);
   }
 
   /** @internal */

@@ -130,11 +130,11 @@ export class DuckDBMaterializer extends MaterializerBase {
   }
 
   protected async publish(input: PublishInput): Promise<Materialization> {
-    return this.#publishWith(input, async (c, name, table) => {
+    return this.#publishWith(input, async (c, name, table, begin) => {
       const definition = input.columns
         .map((col) => `${quoteIdentifier(col.name)} ${DUCKDB_SQL_TYPES[col.type]}`)
         .join(', ');
-      await c.run(`CREATE TABLE ${table} (${definition})`);
+      await c.run(`${begin}; CREATE TABLE ${table} (${definition})`);
       await appendBatches(
         c,
         { catalog: this.#database, schema: this.schema, name },
@@ -151,7 +151,8 @@ export class DuckDBMaterializer extends MaterializerBase {
     query: SqlQuery,
     keyOf: (columns: readonly ColumnSpec[]) => readonly string[],
   ): Promise<Materialization> {
-    return this.#publishWith(input, async (c, _name, table) => {
+    return this.#publishWith(input, async (c, _name, table, begin) => {
+      await c.run(begin);
       const { text, values } = renderDuckDB(query);
       try {
         await c.run(`CREATE TABLE ${table} AS SELECT * FROM (${text}) AS q`, values);
@@ -178,19 +179,21 @@ export class DuckDBMaterializer extends MaterializerBase {
       c: DuckDBConnection,
       name: string,
       table: string,
+      begin: string,
     ) => Promise<{ columns: readonly ColumnSpec[]; key: readonly string[] }>,
   ): Promise<Materialization> {
     const { instance, writer } = await this.#open();
     return writer.run(async (c) => {
       // For a few hundred rows each statement costs more than the data (0.3–1 ms a round trip), so
       // a publication runs as few as it can: ids come from memory (the database file belongs to
-      // this process), one scan checks the key and counts rows, catalog statements are prepared.
-      await c.run('BEGIN TRANSACTION');
+      // this process), `load` begins the transaction with its first statement, one scan checks
+      // the key and counts rows, catalog statements are prepared, and the index, the drops of
+      // replaced tables and the commit go in one call.
+      const id = String(nextId(instance, this.schema));
+      const name = `m_${id}`;
+      const table = `${this.#prefix}.${quoteIdentifier(name)}`;
       try {
-        const id = String(nextId(instance, this.schema));
-        const name = `m_${id}`;
-        const table = `${this.#prefix}.${quoteIdentifier(name)}`;
-        const { columns, key } = await load(c, name, table);
+        const { columns, key } = await load(c, name, table, 'BEGIN TRANSACTION');
         const checks = this.keyChecks(table, key);
         const summary = (await c.runAndReadAll(checks.summary)).getRowObjectsJS()[0]!;
         const rows = Number(summary.n);
@@ -199,10 +202,11 @@ export class DuckDBMaterializer extends MaterializerBase {
           const duplicate = (await c.runAndReadAll(checks.duplicates)).getRowObjectsJS()[0]!;
           throw this.duplicateKeyError({ ...input, key }, duplicate as Row);
         }
+        const finish: string[] = [];
         if (key.length === 1 && rows >= INDEX_MIN_ROWS) {
           // DuckDB probes an ART index on one column only (composite keys scan), and below about a
           // row group a scan of the zone-mapped column is as fast as the index.
-          await c.run(
+          finish.push(
             `CREATE INDEX ${quoteIdentifier(`${name}_key`)} ON ${table} (${quoteIdentifier(key[0]!)})`,
           );
         }
@@ -212,7 +216,7 @@ export class DuckDBMaterializer extends MaterializerBase {
           [input.feature.name, input.paramsKey],
         );
         for (const [oldId] of old.getRows()) {
-          await c.run(`DROP TABLE IF EXISTS ${this.#prefix}.${quoteIdentifier(`m_${String(oldId)}`)}`);
+          finish.push(`DROP TABLE IF EXISTS ${this.#prefix}.${quoteIdentifier(`m_${String(oldId)}`)}`);
         }
         const createdAt = new Date();
         await this.#runPrepared(
@@ -231,7 +235,8 @@ export class DuckDBMaterializer extends MaterializerBase {
             new DuckDBTimestampValue(BigInt(createdAt.getTime()) * 1000n),
           ],
         );
-        await c.run('COMMIT');
+        finish.push('COMMIT');
+        await c.run(finish.join('; '));
         return this.record({
           id,
           featureName: input.feature.name,
@@ -244,7 +249,7 @@ export class DuckDBMaterializer extends MaterializerBase {
           createdAt,
         });
       } catch (error) {
-        await c.run('ROLLBACK');
+        await c.run('ROLLBACK').catch(() => undefined); // nothing to roll back if BEGIN itself failed
         if (error instanceof FeatureStoreError) throw error;
         throw new FeatureStoreError(
           'STORE_ERROR',

@@ -1,12 +1,15 @@
 import type { Table } from 'apache-arrow';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
-import { from as copyFrom } from 'pg-copy-streams';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { columnsOf } from '../../src/frame/columns.js';
 import { kyselyAdapter } from '../../src/frame/kysely/kysely-adapter.js';
-import { copyBatches, POSTGRES_SQL_TYPES } from '../../src/materializer/postgres/binary-copy.js';
-import { dropSchema, postgresUrl, requirePostgres, uniqueSchema } from '../support/postgres.js';
+import {
+  dropSchema,
+  loadArrowTable,
+  postgresUrl,
+  requirePostgres,
+  uniqueSchema,
+} from '../support/postgres.js';
 import { describeFrameAdapter, sampleTable } from './frame-adapter-contract.js';
 
 const server = await requirePostgres();
@@ -52,22 +55,7 @@ describe.skipIf(!server.available)(`Kysely on PostgreSQL${server.reason}`, () =>
   /** The Arrow table loaded into a table of its own (as the PostgreSQL store loads one), selected with Kysely. */
   async function load(table: Table) {
     const name = `t_${++tables}`;
-    const columns = columnsOf(table);
-    const client = await pool.connect();
-    try {
-      const definition = columns.map((c) => `"${c.name}" ${POSTGRES_SQL_TYPES[c.type]}`).join(', ');
-      await client.query(`CREATE TABLE "${schema}"."${name}" (${definition})`);
-      const copy = client.query(copyFrom(`COPY "${schema}"."${name}" FROM STDIN (FORMAT binary)`));
-      await copyBatches(
-        copy,
-        columns,
-        (async function* () {
-          yield* table.batches;
-        })(),
-      );
-    } finally {
-      client.release();
-    }
+    await loadArrowTable(pool, schema, name, table);
     return db.withSchema(schema).selectFrom(name).selectAll().orderBy('id');
   }
 

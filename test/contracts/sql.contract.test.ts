@@ -3,13 +3,17 @@ import type { Table } from 'apache-arrow';
 import { duckdbSource } from 'featurefn/duckdb';
 import { postgresSource } from 'featurefn/postgres';
 import pg from 'pg';
-import { from as copyFrom } from 'pg-copy-streams';
 import { afterAll, beforeAll, describe } from 'vitest';
 import { columnsOf } from '../../src/frame/columns.js';
 import { appendBatches, DUCKDB_SQL_TYPES, quoteIdentifier } from '../../src/frame/duckdb/duckdb-load.js';
 import { sqlAdapter } from '../../src/frame/sql/sql-adapter.js';
-import { copyBatches, POSTGRES_SQL_TYPES } from '../../src/materializer/postgres/binary-copy.js';
-import { dropSchema, postgresUrl, requirePostgres, uniqueSchema } from '../support/postgres.js';
+import {
+  dropSchema,
+  loadArrowTable,
+  postgresUrl,
+  requirePostgres,
+  uniqueSchema,
+} from '../support/postgres.js';
 import { describeFrameAdapter } from './frame-adapter-contract.js';
 
 /**
@@ -66,22 +70,7 @@ describe.skipIf(!server.available)(`SQL queries on PostgreSQL${server.reason}`, 
 
   async function load(table: Table) {
     const name = `t_${++tables}`;
-    const columns = columnsOf(table);
-    const client = await pool.connect();
-    try {
-      const definition = columns.map((c) => `"${c.name}" ${POSTGRES_SQL_TYPES[c.type]}`).join(', ');
-      await client.query(`CREATE TABLE "${schema}"."${name}" (${definition})`);
-      const copy = client.query(copyFrom(`COPY "${schema}"."${name}" FROM STDIN (FORMAT binary)`));
-      await copyBatches(
-        copy,
-        columns,
-        (async function* () {
-          yield* table.batches;
-        })(),
-      );
-    } finally {
-      client.release();
-    }
+    await loadArrowTable(pool, schema, name, table);
     const db = postgresSource(pool);
     return db.sql`SELECT * FROM ${db.sql.id(schema, name)} ORDER BY id`;
   }

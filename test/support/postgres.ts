@@ -4,7 +4,11 @@
  * In CI (`CI=true`) an unreachable server fails the run; locally the tests are skipped and say why.
  */
 import { randomBytes } from 'node:crypto';
+import type { Table } from 'apache-arrow';
 import pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { columnsOf } from '../../src/frame/columns.js';
+import { copyBatches, POSTGRES_SQL_TYPES } from '../../src/materializer/postgres/binary-copy.js';
 
 /** The server the PostgreSQL tests use. */
 export function postgresUrl(): string {
@@ -75,5 +79,30 @@ export async function dropSchema(schema: string): Promise<void> {
     await client.query(`DROP SCHEMA IF EXISTS "${schema.replaceAll('"', '""')}" CASCADE`);
   } finally {
     await client.end();
+  }
+}
+
+/** Loads an Arrow table into a new table `schema.name`, the way the PostgreSQL store loads one (binary COPY). */
+export async function loadArrowTable(
+  pool: pg.Pool,
+  schema: string,
+  name: string,
+  table: Table,
+): Promise<void> {
+  const columns = columnsOf(table);
+  const client = await pool.connect();
+  try {
+    const definition = columns.map((c) => `"${c.name}" ${POSTGRES_SQL_TYPES[c.type]}`).join(', ');
+    await client.query(`CREATE TABLE "${schema}"."${name}" (${definition})`);
+    const copy = client.query(copyFrom(`COPY "${schema}"."${name}" FROM STDIN (FORMAT binary)`));
+    await copyBatches(
+      copy,
+      columns,
+      (async function* () {
+        yield* table.batches;
+      })(),
+    );
+  } finally {
+    client.release();
   }
 }

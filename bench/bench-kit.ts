@@ -7,6 +7,7 @@
  */
 import os from 'node:os';
 import { defaultStore, type FeatureDecorator, type Materializer } from 'featurefn';
+import pg from 'pg';
 
 /** One line of the results table. Figures are preformatted text; `ratio` is featurefn ÷ hand-written. */
 export interface BenchResult {
@@ -271,4 +272,22 @@ export function attachScoped(materializer: Materializer): () => void {
   return () => {
     active = false;
   };
+}
+
+/** The PostgreSQL server benchmarks use: `FEATUREFN_PG_URL`, default the local `test` database. */
+export const POSTGRES_URL = process.env.FEATUREFN_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/** Throws {@link BenchUnavailable} when no PostgreSQL answers at {@link POSTGRES_URL}. */
+export async function assertPostgresReachable(): Promise<void> {
+  const client = new pg.Client({ connectionString: POSTGRES_URL, connectionTimeoutMillis: 3000 });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+  } catch (error) {
+    throw new BenchUnavailable(
+      `no PostgreSQL at ${POSTGRES_URL} (${(error as Error).message}); set FEATUREFN_PG_URL`,
+    );
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }

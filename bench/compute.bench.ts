@@ -35,13 +35,14 @@ import { arrowFieldOf, arrowTypeOf, columnsOf } from '../src/frame/columns.js';
 import { duckdbBatches } from '../src/frame/duckdb/duckdb-stream.js';
 import { renderPostgres } from '../src/frame/postgres/postgres-source.js';
 import {
+  assertPostgresReachable,
   type BenchResult,
-  BenchUnavailable,
   collectGarbage,
   formatMs,
   median,
   msSince,
   now,
+  POSTGRES_URL,
   ratioOf,
 } from './bench-kit.js';
 import {
@@ -54,7 +55,7 @@ import {
   WHEN,
 } from './fixtures/per-flight.js';
 
-const URL = process.env.FEATUREFN_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const URL = POSTGRES_URL;
 const here = dirname(fileURLToPath(import.meta.url));
 const ROWS = 3_000_000;
 const IN_ENGINE_RUNS = 3;
@@ -63,7 +64,7 @@ const CONVERSION_RUNS = 2;
 const RSS_LIMIT_MIB = 1024;
 
 export async function run(): Promise<BenchResult[]> {
-  await assertReachable();
+  await assertPostgresReachable();
   const schema = `bench_compute_${process.pid}`;
   const storeSchema = `${schema}_store`;
   const pool = new pg.Pool({ connectionString: URL, max: 4 });
@@ -341,18 +342,6 @@ function checkColumns(batch: RecordBatch): void {
   const got = columnsOf(new Table(batch));
   if (JSON.stringify(got) !== JSON.stringify(FLIGHT_COLUMNS)) {
     throw new Error(`unexpected columns ${JSON.stringify(got)}`);
-  }
-}
-
-async function assertReachable(): Promise<void> {
-  const client = new pg.Client({ connectionString: URL, connectionTimeoutMillis: 3000 });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-  } catch (error) {
-    throw new BenchUnavailable(`no PostgreSQL at ${URL} (${(error as Error).message}); set FEATUREFN_PG_URL`);
-  } finally {
-    await client.end().catch(() => undefined);
   }
 }
 

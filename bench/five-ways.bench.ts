@@ -42,13 +42,14 @@ import {
   median,
   msSince,
   now,
+  POSTGRES_URL,
   ratioOf,
   sampleInterleaved,
 } from './bench-kit.js';
 
 const RUNS = 7;
 const WARMUP = 1;
-const URL = process.env.FEATUREFN_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const URL = POSTGRES_URL;
 const when = new Date('2001-04-01T00:00:00Z');
 
 const WAYS: readonly Way[] = ['rows', 'arrow', 'polars', 'duckdbSql', 'kysely', 'postgresSql'];

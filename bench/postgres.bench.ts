@@ -25,21 +25,22 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { departures, meanDelay7d } from '../examples/flights/features.js';
 import { flightsDatabase } from '../examples/flights/flights-data.js';
 import {
+  assertPostgresReachable,
   attachScoped,
   type BenchResult,
-  BenchUnavailable,
   formatMs,
   formatP50P99,
   median,
   msSince,
   now,
+  POSTGRES_URL,
   ratioOf,
   rotation,
   sampleInterleaved,
   summarize,
 } from './bench-kit.js';
 
-const URL = process.env.FEATUREFN_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const URL = POSTGRES_URL;
 const READ_CALLS = 2000;
 const READ_WARMUP = 500;
 const CONCURRENCY = 16;
@@ -54,7 +55,7 @@ const handLookup = (schema: string, a: string, b: string) =>
    WHERE d.origin = $1`;
 
 export async function run(): Promise<BenchResult[]> {
-  await assertReachable();
+  await assertPostgresReachable();
   const schema = `bench_${process.pid}`;
   // One pool for both sides: sequential calls then run on the same server backend, so neither side
   // gets luckier CPU placement of its backend next to this process (worth ±40 µs on 2 cores).
@@ -355,18 +356,6 @@ async function checkSameAnswers(
       (x.mean_delay_7d ?? null) === (y.mean_delay_7d ?? null);
     if (!same)
       throw new Error(`featurefn and hand-written reads differ for ${origin}: ${JSON.stringify([x, y])}`);
-  }
-}
-
-async function assertReachable(): Promise<void> {
-  const client = new pg.Client({ connectionString: URL, connectionTimeoutMillis: 3000 });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-  } catch (error) {
-    throw new BenchUnavailable(`no PostgreSQL at ${URL} (${(error as Error).message}); set FEATUREFN_PG_URL`);
-  } finally {
-    await client.end().catch(() => undefined);
   }
 }
 

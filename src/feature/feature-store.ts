@@ -20,6 +20,8 @@ interface Registered {
   readonly fn: FeatureFunction;
   /** Decorated call, rebuilt when decorators change. */
   chain: FeatureCall | undefined;
+  /** The materializer serving reads (`null`: none), found again when decorators change. */
+  serving: Materializer | null | undefined;
 }
 
 /** Store-wide settings. */
@@ -86,7 +88,7 @@ export class FeatureStore {
         { feature: info.name, details: { first: existing.info.definedAt, second: info.definedAt } },
       );
     }
-    const entry: Registered = { info, fn, chain: undefined };
+    const entry: Registered = { info, fn, chain: undefined, serving: undefined };
     this.#features.set(info.name, entry);
     const call = (params: unknown) => this.#call(info.name, params);
     const compute = async (params: unknown) => fn(params);
@@ -113,7 +115,10 @@ export class FeatureStore {
       );
     }
     this.#decorators.push({ decorator, modulePrefix });
-    for (const entry of this.#features.values()) entry.chain = undefined;
+    for (const entry of this.#features.values()) {
+      entry.chain = undefined;
+      entry.serving = undefined;
+    }
   }
 
   /** Registry entries of every feature, sorted by name. */
@@ -131,14 +136,7 @@ export class FeatureStore {
    * `AsOf(date)`) decided from what is materialized.
    */
   withParams(params: ParamSpec): ParamsScope {
-    return {
-      getFeatures: (...features) =>
-        new LazyFrame(
-          this,
-          features.map((f) => this.#entry(f).info),
-          params,
-        ),
-    };
+    return new Scope(this, params);
   }
 
   /** Decorators covering a feature, in the order they were added. @internal */
@@ -148,9 +146,10 @@ export class FeatureStore {
 
   /** The store that serves reads of a feature: the last-added materializer covering it. @internal */
   servingMaterializer(info: FeatureInfo): Materializer | undefined {
-    return this.decoratorsOf(info)
-      .reverse()
-      .find((d) => d.materializer !== undefined)?.materializer;
+    const entry = this.#features.get(info.name);
+    if (entry?.info !== info) return servingOf(this.decoratorsOf(info));
+    entry.serving ??= servingOf(this.decoratorsOf(info)) ?? null;
+    return entry.serving ?? undefined;
   }
 
   /** A decorated call by name. @internal */
@@ -242,6 +241,26 @@ export class FeatureStore {
       definedAt,
     });
   }
+}
+
+class Scope implements ParamsScope {
+  readonly #store: FeatureStore;
+  readonly #params: ParamSpec;
+
+  constructor(store: FeatureStore, params: ParamSpec) {
+    this.#store = store;
+    this.#params = params;
+  }
+
+  getFeatures(...features: readonly (Feature | string)[]): LazyFrame {
+    const infos: FeatureInfo[] = new Array(features.length);
+    for (let i = 0; i < features.length; i++) infos[i] = this.#store.describe(features[i]!);
+    return LazyFrame.of(this.#store, infos, this.#params);
+  }
+}
+
+function servingOf(decorators: readonly FeatureDecorator[]): Materializer | undefined {
+  return decorators.findLast((d) => d.materializer !== undefined)?.materializer;
 }
 
 function covers(prefix: string | undefined, module: string): boolean {

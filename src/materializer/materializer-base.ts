@@ -15,7 +15,7 @@ import { type ColumnSpec, columnsOf, type Row, tableToRows } from '../frame/colu
 import type { FrameAdapter } from '../frame/frame-adapter.js';
 import { EMPTY_QUERY } from '../query/nodes.js';
 import { type CompiledQuery, compileRead, type SqlDialect } from '../query/sql-compiler.js';
-import { isResolver, type ParamSpec, resolveParams } from '../resolver/resolvers.js';
+import { type ParamSpec, resolveParams, specKey } from '../resolver/resolvers.js';
 import { isSqlQuery, SqlQuery, type SqlSource, type SqlValue } from '../sql/sql-query.js';
 import type {
   FeatureDecorator,
@@ -23,10 +23,13 @@ import type {
   MaterializeParams,
   Materializer,
   ReadPlan,
+  ResolvedSources,
 } from './materializer.js';
 
 /** How many times a read is planned again when the tables it was planned on were replaced. */
 const REPLACED_READ_ATTEMPTS = 5;
+/** Resolutions kept between catalog changes. */
+const MAX_RESOLUTIONS = 1000;
 
 /** Everything a store needs to publish one materialization. */
 export interface PublishInput {
@@ -52,7 +55,11 @@ export abstract class MaterializerBase implements Materializer {
 
   #catalog: Promise<Map<string, Materialization[]>> | undefined;
   #version = 0;
-  #resolutions = new Map<string, Params | undefined>();
+  #resolutions = new Map<string, ResolvedSources | undefined>();
+  /** The last resolution, found again by identity: a server repeating one read skips the memo key. */
+  #lastResolution:
+    | { features: readonly string[]; spec: ParamSpec; resolved: ResolvedSources | undefined }
+    | undefined;
   #closed = false;
 
   /**
@@ -154,18 +161,38 @@ export abstract class MaterializerBase implements Materializer {
   }
 
   /** @internal */
-  async resolve(features: readonly string[], spec: ParamSpec): Promise<Params | undefined> {
-    const memoKey = `${this.#version}\u0000${features.join('\u0000')}\u0000${specKey(spec)}`;
-    if (this.#resolutions.has(memoKey)) return this.#resolutions.get(memoKey);
+  async resolveSources(features: readonly string[], spec: ParamSpec): Promise<ResolvedSources | undefined> {
+    const last = this.#lastResolution;
+    if (last !== undefined && sameNames(last.features, features) && sameSpec(last.spec, spec)) {
+      return last.resolved;
+    }
+    const memoKey = `${features.join('\u0000')}\u0000${specKey(spec)}`;
     const version = this.#version;
-    const available = await Promise.all(
-      features.map(async (feature) => ({
-        feature,
-        paramsKeys: (await this.#byFeature(feature)).map((m) => m.paramsKey),
+    if (this.#resolutions.has(memoKey)) {
+      const resolved = this.#resolutions.get(memoKey);
+      this.#lastResolution = { features, spec, resolved };
+      return resolved;
+    }
+    const catalogs = await Promise.all(features.map((feature) => this.#byFeature(feature)));
+    const params = resolveParams(
+      spec,
+      catalogs.map((materializations, i) => ({
+        feature: features[i]!,
+        paramsKeys: materializations.map((m) => m.paramsKey),
       })),
     );
-    const resolved = resolveParams(spec, available);
-    if (version === this.#version) this.#resolutions.set(memoKey, resolved);
+    let resolved: ResolvedSources | undefined;
+    if (params !== undefined) {
+      const key = canonicalParams(params);
+      const materializations = catalogs.map((ms) => ms.find((m) => m.paramsKey === key)!);
+      resolved = Object.freeze({ params, materializations: Object.freeze(materializations) });
+    }
+    if (version === this.#version) {
+      // Exact values in specs are unbounded; a busy reader keeps only the recent ones.
+      if (this.#resolutions.size >= MAX_RESOLUTIONS) this.#resolutions.clear();
+      this.#resolutions.set(memoKey, resolved);
+      this.#lastResolution = { features, spec, resolved };
+    }
     return resolved;
   }
 
@@ -180,7 +207,9 @@ export abstract class MaterializerBase implements Materializer {
       try {
         return await this.runRead(this.compile(current), format);
       } catch (error) {
-        if (!this.isReplacedTable(error) || attempt === REPLACED_READ_ATTEMPTS) throw error;
+        if (error instanceof FeatureStoreError) throw error;
+        if (!this.isReplacedTable(error) || attempt === REPLACED_READ_ATTEMPTS)
+          throw this.readFailed(current, error);
       }
       // A writer replaced a materialization between planning and reading: read the same
       // parameters from their new tables, which is what a read an instant later would see. A
@@ -288,6 +317,8 @@ export abstract class MaterializerBase implements Materializer {
   protected abstract publish(input: PublishInput): Promise<Materialization>;
   /** Runs a compiled read. */
   protected abstract runRead(query: CompiledQuery, format: 'rows' | 'arrow'): Promise<Row[] | Table>;
+  /** The error a read gets when the database fails it, in the store's words. */
+  protected abstract readFailed(plan: ReadPlan, error: unknown): FeatureStoreError;
   protected abstract closeConnections(): Promise<void>;
 
   /** Forgets the cached catalog; the next call reloads it. Call when another writer published. */
@@ -295,6 +326,7 @@ export abstract class MaterializerBase implements Materializer {
     this.#catalog = undefined;
     this.#version++;
     this.#resolutions.clear();
+    this.#lastResolution = undefined;
   }
 
   protected assertOpen(): void {
@@ -414,18 +446,6 @@ function compareMaterializations(a: Materialization, b: Materialization): number
     if (order !== 0) return order;
   }
   return a.createdAt.getTime() - b.createdAt.getTime();
-}
-
-function specKey(spec: ParamSpec): string {
-  return JSON.stringify(
-    Object.entries(spec)
-      .sort(([a], [b]) => (a < b ? -1 : 1))
-      .map(([name, value]) =>
-        isResolver(value)
-          ? [name, value.kind, value.at === undefined ? null : canonicalParams({ at: value.at })]
-          : [name, canonicalParams({ v: value })],
-      ),
-  );
 }
 
 async function streamOf(
@@ -556,4 +576,22 @@ async function* validated(
     }
     yield batch;
   }
+}
+
+function sameNames(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** True when both specs have the same names bound to identical values (`Last()` is one object). */
+function sameSpec(a: ParamSpec, b: ParamSpec): boolean {
+  let count = 0;
+  for (const name in b) {
+    if (!Object.hasOwn(b, name)) continue;
+    if (!Object.hasOwn(a, name) || a[name] !== b[name]) return false;
+    count++;
+  }
+  for (const name in a) if (Object.hasOwn(a, name)) count--;
+  return count === 0;
 }

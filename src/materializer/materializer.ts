@@ -81,8 +81,12 @@ export interface Materializer {
 
   /** The materialization for exactly these parameters, if any. @internal */
   findMaterialization(feature: string, params: Params): Promise<Materialization | undefined>;
-  /** Resolves `spec` over the features' materializations (see `Last()`). @internal */
-  resolve(features: readonly string[], spec: ParamSpec): Promise<Params | undefined>;
+  /**
+   * Resolves `spec` over the features' materializations (see `Last()`): the parameters and each
+   * feature's materialization at them, or `undefined` when some feature lacks the exact values
+   * `spec` gives. @internal
+   */
+  resolveSources(features: readonly string[], spec: ParamSpec): Promise<ResolvedSources | undefined>;
   /** Runs a planned read. @internal */
   read(plan: ReadPlan, format: 'rows'): Promise<Row[]>;
   /** @internal */
@@ -91,4 +95,10 @@ export interface Materializer {
   readQuery(plan: ReadPlan): SqlQuery;
   /** The SQL a planned read runs, with its bound values listed apart. @internal */
   explain(plan: ReadPlan): string;
+}
+
+/** Where a read's features are stored: the resolved parameters and one materialization per feature. @internal */
+export interface ResolvedSources {
+  readonly params: Params;
+  readonly materializations: readonly Materialization[];
 }

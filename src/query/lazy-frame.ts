@@ -53,13 +53,16 @@ export class LazyFrame {
   readonly #spec: ParamSpec;
   readonly #query: QueryNode;
 
-  /** @internal */
-  constructor(
-    host: FrameHost,
-    features: readonly FeatureInfo[],
-    spec: ParamSpec,
-    query: QueryNode = EMPTY_QUERY,
-  ) {
+  /** @internal Use {@link LazyFrame.of}; frames derived from a checked one skip the checks. */
+  constructor(host: FrameHost, features: readonly FeatureInfo[], spec: ParamSpec, query: QueryNode) {
+    this.#host = host;
+    this.#features = features;
+    this.#spec = spec;
+    this.#query = query;
+  }
+
+  /** A frame of `features` (an array the frame may keep) at `spec`, checked. @internal */
+  static of(host: FrameHost, features: readonly FeatureInfo[], spec: ParamSpec): LazyFrame {
     if (features.length === 0) {
       throw new FeatureStoreError('INVALID_QUERY', 'getFeatures needs at least one feature.');
     }
@@ -69,15 +72,11 @@ export class LazyFrame {
         'withParams takes an object such as { when: Last() }.',
       );
     }
-    checkParams(
-      Object.fromEntries(Object.entries(spec).filter(([, v]) => !isResolver(v))),
-      features[0]!.name,
-    );
-    this.#host = host;
-    this.#features = Object.freeze([...features]);
-    this.#spec = Object.freeze({ ...spec });
-    this.#query = query;
-    Object.freeze(this);
+    const exact = Object.keys(spec).filter((name) => !isResolver(spec[name]));
+    if (exact.length > 0) {
+      checkParams(Object.fromEntries(exact.map((name) => [name, spec[name]])), features[0]!.name);
+    }
+    return new LazyFrame(host, features, { ...spec }, EMPTY_QUERY);
   }
 
   /**
@@ -90,7 +89,8 @@ export class LazyFrame {
    * ```
    */
   filter(conditions: FilterConditions): LazyFrame {
-    const filters = Object.freeze([...this.#query.filters, ...predicatesOf(conditions)]);
+    const added = predicatesOf(conditions);
+    const filters = this.#query.filters.length === 0 ? added : [...this.#query.filters, ...added];
     return this.#with({ ...this.#query, filters });
   }
 
@@ -99,7 +99,7 @@ export class LazyFrame {
     if (columns.length === 0 || columns.some((c) => typeof c !== 'string')) {
       throw new FeatureStoreError('INVALID_QUERY', 'select takes one or more column names.');
     }
-    return this.#with({ ...this.#query, select: Object.freeze([...columns]) });
+    return this.#with({ ...this.#query, select: [...columns] });
   }
 
   /** Keeps at most `n` rows. */
@@ -116,7 +116,7 @@ export class LazyFrame {
   /** Runs the frame and returns row objects (timestamps as `Date`, JSON values parsed). */
   async toArray(): Promise<Row[]> {
     const plan = await this.#plan();
-    if (plan.kind === 'store') return plan.materializer.read(plan.plan, 'rows');
+    if (plan.kind === 'store') return await plan.materializer.read(plan.plan, 'rows');
     return (await this.#live(plan.params)).rows;
   }
 
@@ -184,22 +184,34 @@ export class LazyFrame {
   }
 
   #with(query: QueryNode): LazyFrame {
-    return new LazyFrame(this.#host, this.#features, this.#spec, Object.freeze(query));
+    return new LazyFrame(this.#host, this.#features, this.#spec, query);
   }
 
   async #plan(): Promise<Plan> {
     const features = this.#features;
-    const names = features.map((f) => f.name);
-    const materializers = features.map((f) => this.#host.servingMaterializer(f));
+    const names: string[] = new Array(features.length);
+    const materializers: (Materializer | undefined)[] = new Array(features.length);
+    let oneStore = true;
+    for (let i = 0; i < features.length; i++) {
+      names[i] = features[i]!.name;
+      materializers[i] = this.#host.servingMaterializer(features[i]!);
+      oneStore &&= materializers[i] === materializers[0];
+    }
     const first = materializers[0];
-    const hasResolver = Object.values(this.#spec).some(isResolver);
 
-    if (first !== undefined && materializers.every((m) => m === first)) {
-      const params = await first.resolve(names, this.#spec);
-      if (params !== undefined) {
-        const found = await Promise.all(names.map((name) => first.findMaterialization(name, params)));
-        const sources = features.map((feature, i) => ({ feature, materialization: found[i]! }));
-        return { kind: 'store', materializer: first, params, plan: { sources, query: this.#query } };
+    if (first !== undefined && oneStore) {
+      const resolved = await first.resolveSources(names, this.#spec);
+      if (resolved !== undefined) {
+        const sources: ReadPlan['sources'][number][] = new Array(features.length);
+        for (let i = 0; i < features.length; i++) {
+          sources[i] = { feature: features[i]!, materialization: resolved.materializations[i]! };
+        }
+        return {
+          kind: 'store',
+          materializer: first,
+          params: resolved.params,
+          plan: { sources, query: this.#query },
+        };
       }
       const missing: string[] = [];
       const exact = this.#spec as Params;
@@ -212,6 +224,7 @@ export class LazyFrame {
       };
     }
 
+    const hasResolver = Object.values(this.#spec).some(isResolver);
     if (!hasResolver) {
       const reason = materializers.every((m) => m === undefined)
         ? 'no materializer is attached to these features'
@@ -245,7 +258,8 @@ export class LazyFrame {
   async #live(params: Params): Promise<{ columns: ReturnType<typeof evaluateRead>['columns']; rows: Row[] }> {
     const sources: RowSource[] = await Promise.all(
       this.#features.map(async (feature) => {
-        const result = await this.#host.call(feature, params);
+        // A copy each: the function may change its parameters object, and the frame must not.
+        const result = await this.#host.call(feature, { ...params });
         const table = await adapterFor(result, feature.name, params).toArrow(result);
         const columns = columnsOf(table, feature.name);
         return {

@@ -53,7 +53,10 @@ export type Predicate =
   | { readonly kind: 'in'; readonly column: string; readonly values: readonly FilterValue[] }
   | { readonly kind: 'isNull'; readonly column: string };
 
-/** The part of a lazy frame's query that follows the feature sources: a small frozen tree. */
+/**
+ * The part of a lazy frame's query that follows the feature sources: a small tree, never changed
+ * once built (frames derive new ones), so frames can share it.
+ */
 export interface QueryNode {
   readonly filters: readonly Predicate[];
   readonly select: readonly string[] | undefined;
@@ -75,26 +78,32 @@ export function predicatesOf(conditions: FilterConditions): Predicate[] {
       `filter takes an object such as { origin: 'SFO' }, but got ${describeValue(conditions)}.`,
     );
   }
-  return Object.entries(conditions).map(([column, condition]): Predicate => {
-    if (Array.isArray(condition)) {
-      for (const v of condition) checkFilterValue(column, v);
-      return Object.freeze({ kind: 'in', column, values: Object.freeze([...condition]) });
-    }
-    if (typeof condition === 'object' && condition !== null && COMPARISON in condition) {
-      const { op, value } = condition as Comparison;
-      checkFilterValue(column, value);
-      if (value === null)
-        throw new FeatureStoreError(
-          'INVALID_QUERY',
-          `filter on "${column}": compare with null using { ${column}: null }.`,
-        );
-      return Object.freeze({ kind: 'compare', column, op, value });
-    }
-    checkFilterValue(column, condition);
-    return condition === null
-      ? Object.freeze({ kind: 'isNull', column })
-      : Object.freeze({ kind: 'compare', column, op: '=', value: condition as FilterValue });
-  });
+  const predicates: Predicate[] = [];
+  for (const column of Object.keys(conditions)) {
+    predicates.push(predicateOf(column, (conditions as Record<string, unknown>)[column]));
+  }
+  return predicates;
+}
+
+function predicateOf(column: string, condition: unknown): Predicate {
+  if (Array.isArray(condition)) {
+    for (const v of condition) checkFilterValue(column, v);
+    return { kind: 'in', column, values: [...condition] };
+  }
+  if (typeof condition === 'object' && condition !== null && COMPARISON in condition) {
+    const { op, value } = condition as Comparison;
+    checkFilterValue(column, value);
+    if (value === null)
+      throw new FeatureStoreError(
+        'INVALID_QUERY',
+        `filter on "${column}": compare with null using { ${column}: null }.`,
+      );
+    return { kind: 'compare', column, op, value };
+  }
+  checkFilterValue(column, condition);
+  return condition === null
+    ? { kind: 'isNull', column }
+    : { kind: 'compare', column, op: '=', value: condition as FilterValue };
 }
 
 /** True for a value any store can bind: string, finite number, bigint, boolean, valid Date or null. @internal */

@@ -18,6 +18,9 @@ export interface Resolver {
   readonly at?: ParamValue;
 }
 
+const LAST: Resolver = Object.freeze({ [RESOLVER]: true as const, kind: 'last' as const });
+const FIRST: Resolver = Object.freeze({ [RESOLVER]: true as const, kind: 'first' as const });
+
 /**
  * The latest value at which **all** requested features have a completed materialization sharing
  * the other parameters.
@@ -28,12 +31,12 @@ export interface Resolver {
  * ```
  */
 export function Last(): Resolver {
-  return Object.freeze({ [RESOLVER]: true as const, kind: 'last' as const });
+  return LAST;
 }
 
 /** The earliest value at which all requested features have a materialization. */
 export function First(): Resolver {
-  return Object.freeze({ [RESOLVER]: true as const, kind: 'first' as const });
+  return FIRST;
 }
 
 /** The latest value at or before `at` at which all requested features have a materialization. */
@@ -49,6 +52,26 @@ export function isResolver(value: unknown): value is Resolver {
 
 /** What `withParams` takes: each parameter an exact value or a resolver. */
 export type ParamSpec = Readonly<Record<string, ParamValue | Resolver>>;
+
+/**
+ * A string equal for equal specs, whatever their key order: memoizes resolutions. Names and
+ * values are length-prefixed, so no name or value can make two specs look alike. @internal
+ */
+export function specKey(spec: ParamSpec): string {
+  const names = Object.keys(spec);
+  if (names.length > 1) names.sort();
+  let key = '';
+  for (const name of names) {
+    const value = spec[name];
+    const encoded = isResolver(value)
+      ? value.at === undefined
+        ? value.kind
+        : `${value.kind}@${canonicalParams({ at: value.at })}`
+      : canonicalParams({ v: value });
+    key += `${name.length}:${name}${encoded.length}:${encoded}`;
+  }
+  return key;
+}
 
 /** A feature's materialized parameter sets, as canonical keys. @internal */
 export interface MaterializedParams {

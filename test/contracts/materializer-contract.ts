@@ -324,6 +324,13 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
           .filter({ origin: 'SFO' })
           .toArray();
         expect(rows).toEqual([{ origin: 'SFO', n: 1, app: 'web' }]);
+        // The same read for another app right after resolves anew, not from the last resolution.
+        const ios = await store
+          .withParams({ when: Last(), app: 'ios' })
+          .getFeatures(perApp)
+          .filter({ origin: 'SFO' })
+          .toArray();
+        expect(ios).toEqual([{ origin: 'SFO', n: 3, app: 'ios' }]);
       });
 
       it('sees a new materialization on the next read', async () => {
@@ -401,6 +408,23 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
           .filter({ origin: 'SFO' });
         expect(await frame.explain()).toMatch(/computes live/);
         expect(await frame.toArray()).toEqual([{ origin: 'SFO', departures: 3, mean_delay: 35 / 3 }]);
+      });
+
+      it('keeps a live frame the same when a feature changes the parameters it was given', async () => {
+        const meddling = store.feature(
+          { module: 'flights', entity: 'origin' },
+          async function meddling(params: { when: Date }) {
+            const rows = countByOrigin(params.when);
+            params.when = day(1);
+            return rows;
+          },
+        );
+        const frame = store
+          .withParams({ when: day(3) })
+          .getFeatures(meddling)
+          .filter({ origin: 'SFO' });
+        expect(await frame.toArray()).toEqual([{ origin: 'SFO', departures: 3 }]);
+        expect(await frame.toArray()).toEqual([{ origin: 'SFO', departures: 3 }]);
       });
 
       it('joins a composite-key feature on the shared key column', async () => {

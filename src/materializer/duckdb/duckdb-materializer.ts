@@ -270,25 +270,16 @@ export class DuckDBMaterializer extends MaterializerBase {
     return reader.run((c) => c.runAndReadAll(`SELECT * FROM ${this.tableOf(materialization)}`));
   }
 
-  /** @internal */
-  override read(plan: ReadPlan, format: 'rows'): Promise<Row[]>;
-  /** @internal */
-  override read(plan: ReadPlan, format: 'arrow'): Promise<Table>;
-  override async read(plan: ReadPlan, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
-    try {
-      return await (format === 'rows' ? super.read(plan, 'rows') : super.read(plan, 'arrow'));
-    } catch (error) {
-      if (error instanceof FeatureStoreError) throw error;
-      throw new FeatureStoreError(
-        'STORE_ERROR',
-        `DuckDB could not read ${plan.sources.map((s) => s.feature.name).join(', ')}: ${String(error)}`,
-        {
-          feature: plan.sources[0]?.feature.name,
-          params: plan.sources[0]?.materialization.params,
-          cause: error,
-        },
-      );
-    }
+  protected readFailed(plan: ReadPlan, error: unknown): FeatureStoreError {
+    return new FeatureStoreError(
+      'STORE_ERROR',
+      `DuckDB could not read ${plan.sources.map((s) => s.feature.name).join(', ')}: ${String(error)}`,
+      {
+        feature: plan.sources[0]?.feature.name,
+        params: plan.sources[0]?.materialization.params,
+        cause: error,
+      },
+    );
   }
 
   /** A table dropped by a replacement after the read was planned (same database, other connection). */

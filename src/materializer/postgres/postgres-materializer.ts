@@ -169,12 +169,6 @@ export class PostgresMaterializer extends MaterializerBase {
   readonly #compiled = new Map<string, CompiledQuery>();
   /** Prepared-statement name of each read's SQL text. */
   readonly #statementNames = new Map<string, string>();
-  /**
-   * Materializations found per parameter object: a memoized `Last()` gives the same object on
-   * every read, which spares the canonical-text work of each lookup. Replaced on invalidation.
-   */
-  #found = new WeakMap<Params, Map<string, Materialization | undefined>>();
-  #generation = 0;
   #ready: Promise<void> | undefined;
 
   /**
@@ -273,35 +267,8 @@ export class PostgresMaterializer extends MaterializerBase {
     return db.withSchema(this.schema).selectFrom(`m_${materialization.id}`).selectAll();
   }
 
-  /** @internal */
-  override read(plan: ReadPlan, format: 'rows'): Promise<Row[]>;
-  /** @internal */
-  override read(plan: ReadPlan, format: 'arrow'): Promise<Table>;
-  override async read(plan: ReadPlan, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
-    try {
-      return await (format === 'rows' ? super.read(plan, 'rows') : super.read(plan, 'arrow'));
-    } catch (error) {
-      if (error instanceof FeatureStoreError) throw error;
-      throw this.#readError(plan, error);
-    }
-  }
-
   protected override isReplacedTable(error: unknown): boolean {
     return isReplacedTable(error);
-  }
-
-  /** @internal */
-  override async findMaterialization(feature: string, params: Params): Promise<Materialization | undefined> {
-    const known = this.#found.get(params);
-    if (known?.has(feature)) return known.get(feature);
-    const generation = this.#generation;
-    const found = await super.findMaterialization(feature, params);
-    if (generation === this.#generation) {
-      const byFeature = this.#found.get(params) ?? new Map<string, Materialization | undefined>();
-      byFeature.set(feature, found);
-      this.#found.set(params, byFeature);
-    }
-    return found;
   }
 
   /** Compiles a read once per set of materializations and query shape; later reads only bind values. */
@@ -573,8 +540,6 @@ export class PostgresMaterializer extends MaterializerBase {
 
   protected override invalidate(): void {
     super.invalidate();
-    this.#generation++;
-    this.#found = new WeakMap();
     // Compiled reads name tables, and old tables are gone after a republication.
     this.#compiled.clear();
     if (this.#statementNames.size > 1000) this.#statementNames.clear();
@@ -740,7 +705,7 @@ export class PostgresMaterializer extends MaterializerBase {
     return { client, close: () => client.end() };
   }
 
-  #readError(plan: ReadPlan, error: unknown): FeatureStoreError {
+  protected readFailed(plan: ReadPlan, error: unknown): FeatureStoreError {
     const names = plan.sources.map((s) => s.feature.name);
     const keys = new Set(plan.sources.map((s) => s.materialization.paramsKey));
     const params = keys.size === 1 ? plan.sources[0]!.materialization.params : undefined;

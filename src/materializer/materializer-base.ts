@@ -119,7 +119,7 @@ export abstract class MaterializerBase implements Materializer {
         result,
         (columns) => keyOf(info, columns, checked),
       );
-      this.invalidate();
+      this.#published(record);
       return record;
     }
     const adapter = adapterFor(result, info.name, checked);
@@ -139,7 +139,7 @@ export abstract class MaterializerBase implements Materializer {
           checked,
         ),
       });
-      this.invalidate();
+      this.#published(record);
       return record;
     } finally {
       // A store that stopped reading part-way (or never started) must still release the source,
@@ -327,6 +327,28 @@ export abstract class MaterializerBase implements Materializer {
     this.#version++;
     this.#resolutions.clear();
     this.#lastResolution = undefined;
+  }
+
+  /**
+   * This store's own publication: the cached catalog, if loaded, takes the new record in place of
+   * the one it replaces, so the next call needs no reload. Later reads resolve anew.
+   */
+  #published(record: Materialization): void {
+    this.#version++;
+    this.#resolutions.clear();
+    this.#lastResolution = undefined;
+    const catalog = this.#catalog;
+    if (catalog === undefined) return;
+    const updated = catalog.then((byFeature) => {
+      const list = (byFeature.get(record.featureName) ?? []).filter((m) => m.paramsKey !== record.paramsKey);
+      list.push(record);
+      list.sort(compareMaterializations);
+      return new Map(byFeature).set(record.featureName, list);
+    });
+    this.#catalog = updated;
+    updated.catch(() => {
+      if (this.#catalog === updated) this.#catalog = undefined;
+    });
   }
 
   protected assertOpen(): void {

@@ -627,6 +627,34 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
         expect(await store.withParams({}).getFeatures(f).toArray()).toEqual([{ origin: 'SFO' }]);
       });
 
+      it('duplicated and null keys in a big result, named in the error', async () => {
+        // Past the row count a store checks keys as they stream, so its database checks them.
+        const routes = Array.from({ length: 40_000 }, (_, i) => ({
+          origin: `A${i % 200}`,
+          day: new Date(Date.UTC(2001, 0, 1) + Math.floor(i / 200) * 86_400_000),
+          n: i,
+        }));
+        routes.push({ origin: 'A7', day: new Date(Date.UTC(2001, 0, 3)), n: -1 });
+        const composite = ['origin', 'day'];
+        const dup = store.feature({ module: 'flights', entity: composite }, async function bigDup() {
+          return routes;
+        });
+        await expectRefused(
+          () => materializer.materialize(dup, {}),
+          'DUPLICATE_KEY',
+          'origin = "A7"',
+          '2001-01-03',
+        );
+        const withNull = store.feature({ module: 'flights', entity: composite }, async function bigNull() {
+          return [...routes.slice(0, -1), { origin: null, day: new Date(0), n: 0 }];
+        });
+        await expectRefused(() => materializer.materialize(withNull, {}), 'NULL_KEY', 'flights.bigNull');
+        const ok = store.feature({ module: 'flights', entity: composite }, async function bigOk() {
+          return routes.slice(0, -1);
+        });
+        expect((await materializer.materialize(ok, {})).rows).toBe(40_000);
+      });
+
       it('a null key', async () => {
         const f = store.feature({ module: 'flights', entity: 'origin' }, async function nullKey() {
           return [

@@ -16,6 +16,7 @@ import { appendBatches, DUCKDB_SQL_TYPES, quoteIdentifier } from '../../frame/du
 import { createDuckDBSource, duckdbSource, renderDuckDB } from '../../frame/duckdb/duckdb-source.js';
 import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
 import type { SqlQuery, SqlSource } from '../../sql/sql-query.js';
+import { type KeySummary, KeyTracker } from '../key-tracker.js';
 import type { Materialization, ReadPlan } from '../materializer.js';
 import { MaterializerBase, type PublishInput } from '../materializer-base.js';
 
@@ -79,6 +80,8 @@ export class DuckDBMaterializer extends MaterializerBase {
   #source: SqlSource | undefined;
   #database = 'memory';
   #ready: Promise<{ instance: DuckDBInstance; writer: Session; reader: Session }> | undefined;
+  /** The table id this store last published per feature and parameters (`name\u0000paramsKey`). */
+  readonly #live = new Map<string, string>();
 
   constructor(options: DuckDBMaterializerOptions = {}) {
     super();
@@ -111,7 +114,8 @@ export class DuckDBMaterializer extends MaterializerBase {
     const result = await reader.run((c) =>
       c.runAndReadAll(
         `SELECT id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at
-         FROM ${this.#catalog} WHERE status = 'complete'`,
+         FROM ${this.#catalog} WHERE status = 'complete'
+         QUALIFY row_number() OVER (PARTITION BY feature_name, params_key ORDER BY id DESC) = 1`,
       ),
     );
     return result.getRowObjectsJS().map((r) =>
@@ -135,13 +139,14 @@ export class DuckDBMaterializer extends MaterializerBase {
         .map((col) => `${quoteIdentifier(col.name)} ${DUCKDB_SQL_TYPES[col.type]}`)
         .join(', ');
       await c.run(`${begin}; CREATE TABLE ${table} (${definition})`);
+      const keys = new KeyTracker(input.key, KEY_CHECK_MAX_ROWS);
       await appendBatches(
         c,
         { catalog: this.#database, schema: this.schema, name },
         input.columns,
-        input.batches,
+        keys.track(input.batches),
       );
-      return { columns: input.columns, key: input.key };
+      return { columns: input.columns, key: input.key, summary: keys.summary() };
     });
   }
 
@@ -180,63 +185,65 @@ export class DuckDBMaterializer extends MaterializerBase {
       name: string,
       table: string,
       begin: string,
-    ) => Promise<{ columns: readonly ColumnSpec[]; key: readonly string[] }>,
+    ) => Promise<{
+      columns: readonly ColumnSpec[];
+      key: readonly string[];
+      summary?: KeySummary | undefined;
+    }>,
   ): Promise<Materialization> {
     const { instance, writer } = await this.#open();
     return writer.run(async (c) => {
       // For a few hundred rows each statement costs more than the data (0.3–1 ms a round trip), so
-      // a publication runs as few as it can: ids come from memory (the database file belongs to
-      // this process), `load` begins the transaction with its first statement, one scan checks
-      // the key and counts rows, catalog statements are prepared, and the index, the drops of
-      // replaced tables and the commit go in one call.
+      // a publication makes three calls: `load` begins the transaction with the table's creation
+      // and appends the rows, checking a small result's key as it streams (a big one's is checked
+      // by one scan); then the removal of replaced records and tables, the index, the new record and
+      // the commit go in one call. Ids come from memory: the database file belongs to this process.
       const id = String(nextId(instance, this.schema));
       const name = `m_${id}`;
       const table = `${this.#prefix}.${quoteIdentifier(name)}`;
+      const slot = `${input.feature.name}\u0000${input.paramsKey}`;
       try {
-        const { columns, key } = await load(c, name, table, 'BEGIN TRANSACTION');
-        const checks = this.keyChecks(table, key);
-        const summary = (await c.runAndReadAll(checks.summary)).getRowObjectsJS()[0]!;
-        const rows = Number(summary.n);
-        if (Number(summary.nulls) > 0) throw this.nullKeyError({ ...input, key }, Number(summary.nulls));
-        if (Number(summary.extra) > 0) {
-          const duplicate = (await c.runAndReadAll(checks.duplicates)).getRowObjectsJS()[0]!;
-          throw this.duplicateKeyError({ ...input, key }, duplicate as Row);
-        }
+        const { columns, key, summary: streamed } = await load(c, name, table, 'BEGIN TRANSACTION');
+        const summary = streamed ?? (await this.#keySummary(c, table, key));
+        if (summary.nulls > 0) throw this.nullKeyError({ ...input, key }, summary.nulls);
+        if (summary.duplicate !== undefined)
+          throw this.duplicateKeyError({ ...input, key }, summary.duplicate);
+        const createdAt = new Date();
+        // The record rides with the commit, as literals: its texts are identifiers and JSON (no
+        // control characters), quoted by doubling single quotes, and its numbers are this store's.
         const finish: string[] = [];
-        if (key.length === 1 && rows >= INDEX_MIN_ROWS) {
+        const replaced = await this.#replacedIds(input.feature.name, input.paramsKey, slot);
+        if (replaced.length > 0)
+          finish.push(`DELETE FROM ${this.#catalog} WHERE id IN (${replaced.join(', ')})`);
+        for (const oldId of replaced) {
+          finish.push(`DROP TABLE IF EXISTS ${this.#prefix}.${quoteIdentifier(`m_${oldId}`)}`);
+        }
+        if (key.length === 1 && summary.rows >= INDEX_MIN_ROWS) {
           // DuckDB probes an ART index on one column only (composite keys scan), and below about a
           // row group a scan of the zone-mapped column is as fast as the index.
           finish.push(
             `CREATE INDEX ${quoteIdentifier(`${name}_key`)} ON ${table} (${quoteIdentifier(key[0]!)})`,
           );
         }
-        const old = await this.#runPrepared(
-          writer,
-          `DELETE FROM ${this.#catalog} WHERE feature_name = $1 AND params_key = $2 RETURNING id`,
-          [input.feature.name, input.paramsKey],
-        );
-        for (const [oldId] of old.getRows()) {
-          finish.push(`DROP TABLE IF EXISTS ${this.#prefix}.${quoteIdentifier(`m_${String(oldId)}`)}`);
-        }
-        const createdAt = new Date();
-        await this.#runPrepared(
-          writer,
+        const values = [
+          id,
+          sqlString(input.feature.name),
+          sqlString(input.paramsKey),
+          sqlString(input.kind),
+          sqlString(JSON.stringify(key)),
+          sqlString(JSON.stringify(columns)),
+          String(summary.rows),
+          sqlString(input.feature.sourceHash),
+          `make_timestamp(${createdAt.getTime() * 1000})`,
+          "'complete'",
+        ];
+        finish.push(
           `INSERT INTO ${this.#catalog} (id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at, status)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'complete')`,
-          [
-            BigInt(id),
-            input.feature.name,
-            input.paramsKey,
-            input.kind,
-            JSON.stringify(key),
-            JSON.stringify(columns),
-            BigInt(rows),
-            input.feature.sourceHash,
-            new DuckDBTimestampValue(BigInt(createdAt.getTime()) * 1000n),
-          ],
+           VALUES (${values.join(', ')})`,
         );
         finish.push('COMMIT');
-        await c.run(finish.join('; '));
+        await c.run(finish.join(';\n'));
+        this.#live.set(slot, id);
         return this.record({
           id,
           featureName: input.feature.name,
@@ -244,7 +251,7 @@ export class DuckDBMaterializer extends MaterializerBase {
           kind: input.kind,
           key,
           columns,
-          rows,
+          rows: summary.rows,
           sourceHash: input.feature.sourceHash,
           createdAt,
         });
@@ -258,6 +265,30 @@ export class DuckDBMaterializer extends MaterializerBase {
         );
       }
     });
+  }
+
+  /** Counts rows, null keys and duplicated keys of a stored table, in one scan (and one more for a duplicate). */
+  async #keySummary(c: DuckDBConnection, table: string, key: readonly string[]): Promise<KeySummary> {
+    const checks = this.keyChecks(table, key);
+    const counts = (await c.runAndReadAll(checks.summary)).getRowObjectsJS()[0]!;
+    const duplicate =
+      Number(counts.extra) > 0 ? (await c.runAndReadAll(checks.duplicates)).getRowObjectsJS()[0] : undefined;
+    return { rows: Number(counts.n), nulls: Number(counts.nulls), duplicate: duplicate as Row | undefined };
+  }
+
+  /**
+   * Ids of the records and tables a publication for `feature` and `paramsKey` replaces: from the
+   * cached catalog and from this store's own publications since. If another store on the same file
+   * published these parameters meanwhile, its record stays beside the new one: the catalog is read
+   * latest-first (see `loadCatalog`), and the next open removes the older record and its table.
+   */
+  async #replacedIds(feature: string, paramsKey: string, slot: string): Promise<string[]> {
+    const ids = new Set(
+      (await this.listMaterializations(feature)).filter((m) => m.paramsKey === paramsKey).map((m) => m.id),
+    );
+    const live = this.#live.get(slot);
+    if (live !== undefined) ids.add(live);
+    return [...ids];
   }
 
   /** DuckDB results are served straight from the store's own connection, with their DuckDB types. */
@@ -423,10 +454,34 @@ export class DuckDBMaterializer extends MaterializerBase {
       lastIds.set(instance, ids);
       const previous = ids.get(this.schema) ?? 0n;
       ids.set(this.schema, max > previous ? max : previous);
+      // Records and tables replaced by another store on this file while this one's catalog cache
+      // still showed older ones (see #replacedIds): removed here.
+      await c.run(
+        `DELETE FROM ${this.#catalog} WHERE id IN (
+           SELECT id FROM ${this.#catalog}
+           QUALIFY row_number() OVER (PARTITION BY feature_name, params_key ORDER BY id DESC) > 1)`,
+      );
+      const orphans = await c.runAndReadAll(
+        `SELECT table_name FROM duckdb_tables()
+         WHERE database_name = $1 AND schema_name = $2 AND regexp_full_match(table_name, 'm_[0-9]+')
+           AND table_name NOT IN (SELECT 'm_' || id FROM ${this.#catalog})`,
+        [this.#database, this.schema],
+      );
+      for (const [orphan] of orphans.getRows()) {
+        await c.run(`DROP TABLE IF EXISTS ${schema}.${quoteIdentifier(String(orphan))}`);
+      }
     });
     return { instance, writer, reader };
   }
 }
+
+/** A DuckDB string literal: single quotes doubled. For texts without control characters. */
+function sqlString(text: string): string {
+  return `'${text.replaceAll("'", "''")}'`;
+}
+
+/** Results up to this many rows have their key checked as they stream in, not by a scan afterwards. */
+const KEY_CHECK_MAX_ROWS = 16_384;
 
 /** Rows from which a single-column key gets an index (DuckDB's row group is 122,880 rows). */
 const INDEX_MIN_ROWS = 100_000;

@@ -1,0 +1,90 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { FeatureStore } from 'featurefn';
+import { DuckDBMaterializer } from 'featurefn/duckdb';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+/** Names of the data tables in the store's schema. */
+async function dataTables(instance: DuckDBInstance): Promise<string[]> {
+  const c = await instance.connect();
+  try {
+    const result = await c.runAndReadAll(
+      `SELECT table_name FROM duckdb_tables() WHERE schema_name = 'featurefn' AND table_name LIKE 'm\\_%' ESCAPE '\\' ORDER BY table_name`,
+    );
+    return result.getRows().map((r) => String(r[0]));
+  } finally {
+    c.closeSync();
+  }
+}
+
+describe('DuckDB store', () => {
+  let instance: DuckDBInstance;
+  const store = new FeatureStore();
+  let version = 1;
+  const counts = store.feature({ module: 'replace', entity: 'id' }, async function counts() {
+    return [{ id: 'a', v: version }];
+  });
+
+  beforeEach(async () => {
+    instance = await DuckDBInstance.create(':memory:');
+  });
+  afterEach(() => instance.closeSync());
+
+  it('drop the replaced table in the same transaction', async () => {
+    const materializer = new DuckDBMaterializer({ instance });
+    const first = await materializer.materialize(counts, {});
+    version = 2;
+    const second = await materializer.materialize(counts, {});
+    version = 3;
+    const third = await materializer.materialize(counts, {});
+    expect(await dataTables(instance)).toEqual([`m_${third.id}`]);
+    expect([first.id, second.id, third.id]).toEqual(['1', '2', '3']);
+    expect((await materializer.listMaterializations(counts)).map((m) => m.id)).toEqual([third.id]);
+    await materializer.close();
+  });
+
+  it('keep one record when two stores on one database replace the same parameters, and sweep the table left behind at the next open', async () => {
+    const a = new DuckDBMaterializer({ instance });
+    const b = new DuckDBMaterializer({ instance });
+    await a.materialize(counts, {});
+    await b.listMaterializations(counts); // b's cache now shows a's first table
+    version = 2;
+    const fromA = await a.materialize(counts, {});
+    version = 3;
+    const fromB = await b.materialize(counts, {}); // b drops the table it knew, not a's newer one
+    expect(await dataTables(instance)).toContain(`m_${fromA.id}`);
+
+    const c = new DuckDBMaterializer({ instance });
+    expect((await c.listMaterializations(counts)).map((m) => m.id)).toEqual([fromB.id]);
+    expect(await dataTables(instance)).toEqual([`m_${fromB.id}`]);
+    for (const m of [a, b, c]) await m.close();
+  });
+
+  it('writes catalog records whose texts try to break out of SQL quoting, and reads them back after a reopen', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'featurefn-duckdb-'));
+    const path = join(dir, 'quotes.duckdb');
+    const column = "x'); DROP TABLE featurefn.catalog; --";
+    const hostile = "it's'); DELETE FROM featurefn.catalog; --";
+    const quoted = store.feature(
+      { module: 'replace', entity: 'id' },
+      async function quoted(p: { tag: string }) {
+        return [{ id: p.tag, [column]: 1 }];
+      },
+    );
+    try {
+      const writer = new DuckDBMaterializer({ path });
+      const record = await writer.materialize(quoted, { tag: hostile });
+      await writer.close();
+      const reader = new DuckDBMaterializer({ path });
+      const [found] = await reader.listMaterializations(quoted);
+      expect(found).toMatchObject({ id: record.id, params: { tag: hostile }, rows: 1 });
+      expect(found?.columns.map((c) => c.name)).toEqual(['id', column]);
+      expect(found?.createdAt).toEqual(record.createdAt);
+      await reader.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

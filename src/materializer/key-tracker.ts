@@ -90,12 +90,14 @@ function idOf(value: unknown): unknown {
   return value instanceof Date ? value.getTime() : value;
 }
 
-/** One string per composite key; each part is length-prefixed, so no value can mimic another's. */
+/**
+ * One string per composite key. Each part is length-prefixed, so no value can mimic another's, and
+ * each column holds one type, so its values' texts are distinct when the values are.
+ */
 function compositeId(values: readonly unknown[]): string {
   let id = '';
   for (const value of values) {
-    const part = idOf(value);
-    const text = `${typeof part}:${String(part)}`;
+    const text = String(idOf(value));
     id += `${text.length}:${text}`;
   }
   return id;

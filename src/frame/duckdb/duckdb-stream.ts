@@ -23,8 +23,28 @@ export async function* duckdbBatches(
   rowsPerBatch = 65_536,
 ): AsyncIterable<RecordBatch> {
   if (!isChunkedResult(result)) {
-    const { columns, values } = await readDuckDBColumns(result);
-    yield* tableFromColumns(columns, values).batches;
+    const chunks = readChunks(result);
+    const builder =
+      chunks === undefined
+        ? undefined
+        : ChunkBatchBuilder.create(duckdbColumnSpecs(result), result.columnTypes());
+    if (chunks === undefined || builder === undefined) {
+      const { columns, values } = await readDuckDBColumns(result);
+      yield* tableFromColumns(columns, values).batches;
+      return;
+    }
+    // A materialized reader (`runAndReadAll`): its chunks are copied like a stream's.
+    // An empty result still gives one (empty) batch: it carries the column types.
+    let batches = 0;
+    for (const chunk of chunks) {
+      if (chunk.rowCount === 0) continue;
+      builder.append(chunk);
+      if (builder.rows >= rowsPerBatch) {
+        batches++;
+        yield builder.flush();
+      }
+    }
+    if (builder.rows > 0 || batches === 0) yield builder.flush();
     return;
   }
   const columns = duckdbColumnSpecs(result);
@@ -77,4 +97,15 @@ export async function* duckdbBatches(
     if (pendingRows >= rowsPerBatch) yield* await flush();
   }
   if (pendingRows > 0) yield* await flush();
+}
+
+/**
+ * The data chunks a materialized `DuckDBResultReader` holds, when every row has been read and the
+ * chunks expose what the vector reader needs; otherwise `undefined` (the values path is used).
+ * The reader keeps them in a field it does not document, so its shape is checked first.
+ */
+function readChunks(result: DuckDBResultLike): RawChunk[] | undefined {
+  const reader = result as { done?: unknown; chunks?: unknown };
+  if (reader.done !== true || !Array.isArray(reader.chunks)) return undefined;
+  return reader.chunks.every(isRawChunk) ? (reader.chunks as RawChunk[]) : undefined;
 }

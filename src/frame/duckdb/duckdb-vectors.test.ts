@@ -35,6 +35,12 @@ describe('DuckDB chunks read from vector memory', () => {
     const reference = tableFromColumns(columns, values);
     expect(columnsOf(fast)).toEqual(columnsOf(reference));
     expect(tableToRows(fast)).toEqual(tableToRows(reference));
+    // A materialized reader (`runAndReadAll`) goes through the same vector reader.
+    const read: RecordBatch[] = [];
+    for await (const batch of duckdbBatches(await connection.runAndReadAll(sql), rowsPerBatch))
+      read.push(batch);
+    expect(columnsOf(new Table(read))).toEqual(columnsOf(reference));
+    expect(tableToRows(new Table(read))).toEqual(tableToRows(reference));
     return { fast, batches };
   }
 
@@ -107,9 +113,11 @@ describe('DuckDB chunks read from vector memory', () => {
 
   it('gives one empty batch, with the column types, for an empty result', async () => {
     const batches: RecordBatch[] = [];
-    for await (const batch of duckdbBatches(await connection.stream("SELECT 1 AS x, 'a' AS s WHERE false")))
-      batches.push(batch);
-    expect(batches.map((b) => b.numRows)).toEqual([0]);
+    const sql = "SELECT 1 AS x, 'a' AS s WHERE false";
+    for await (const batch of duckdbBatches(await connection.stream(sql))) batches.push(batch);
+    for await (const batch of duckdbBatches(await connection.runAndReadAll(sql))) batches.push(batch);
+    expect(batches.map((b) => b.numRows)).toEqual([0, 0]);
+    expect(batches[1]!.schema).toEqual(batches[0]!.schema);
     expect(batches[0]!.schema.fields.map((f) => [f.name, String(f.type)])).toEqual([
       ['x', 'Int32'],
       ['s', 'Utf8'],

@@ -243,6 +243,8 @@ export class DuckDBMaterializer extends MaterializerBase {
         );
         finish.push('COMMIT');
         await c.run(finish.join(';\n'));
+        // Only the window before the cached catalog takes this record needs it; bounded anyway.
+        if (this.#live.size >= 10_000) this.#live.clear();
         this.#live.set(slot, id);
         return this.record({
           id,

@@ -324,9 +324,7 @@ export abstract class MaterializerBase implements Materializer {
   /** Forgets the cached catalog; the next call reloads it. Call when another writer published. */
   protected invalidate(): void {
     this.#catalog = undefined;
-    this.#version++;
-    this.#resolutions.clear();
-    this.#lastResolution = undefined;
+    this.#forgetResolutions();
   }
 
   /**
@@ -334,9 +332,7 @@ export abstract class MaterializerBase implements Materializer {
    * the one it replaces, so the next call needs no reload. Later reads resolve anew.
    */
   #published(record: Materialization): void {
-    this.#version++;
-    this.#resolutions.clear();
-    this.#lastResolution = undefined;
+    this.#forgetResolutions();
     const catalog = this.#catalog;
     if (catalog === undefined) return;
     const updated = catalog.then((byFeature) => {
@@ -349,6 +345,12 @@ export abstract class MaterializerBase implements Materializer {
     updated.catch(() => {
       if (this.#catalog === updated) this.#catalog = undefined;
     });
+  }
+
+  #forgetResolutions(): void {
+    this.#version++;
+    this.#resolutions.clear();
+    this.#lastResolution = undefined;
   }
 
   protected assertOpen(): void {

@@ -80,7 +80,7 @@ export class DuckDBMaterializer extends MaterializerBase {
   #source: SqlSource | undefined;
   #database = 'memory';
   #ready: Promise<{ instance: DuckDBInstance; writer: Session; reader: Session }> | undefined;
-  /** The table id this store last published per feature and parameters (`name\u0000paramsKey`). */
+  /** The table id this store last published per feature and parameters (see `slotOf`). */
   readonly #live = new Map<string, string>();
 
   constructor(options: DuckDBMaterializerOptions = {}) {
@@ -201,7 +201,6 @@ export class DuckDBMaterializer extends MaterializerBase {
       const id = String(nextId(instance, this.schema));
       const name = `m_${id}`;
       const table = `${this.#prefix}.${quoteIdentifier(name)}`;
-      const slot = `${input.feature.name}\u0000${input.paramsKey}`;
       try {
         const { columns, key, summary: streamed } = await load(c, name, table, 'BEGIN TRANSACTION');
         const summary = streamed ?? (await this.#keySummary(c, table, key));
@@ -212,7 +211,7 @@ export class DuckDBMaterializer extends MaterializerBase {
         // The record rides with the commit, as literals: its texts are identifiers and JSON (no
         // control characters), quoted by doubling single quotes, and its numbers are this store's.
         const finish: string[] = [];
-        const replaced = await this.#replacedIds(input.feature.name, input.paramsKey, slot);
+        const replaced = await this.#replacedIds(input.feature.name, input.paramsKey);
         if (replaced.length > 0)
           finish.push(`DELETE FROM ${this.#catalog} WHERE id IN (${replaced.join(', ')})`);
         for (const oldId of replaced) {
@@ -245,7 +244,7 @@ export class DuckDBMaterializer extends MaterializerBase {
         await c.run(finish.join(';\n'));
         // Only the window before the cached catalog takes this record needs it; bounded anyway.
         if (this.#live.size >= 10_000) this.#live.clear();
-        this.#live.set(slot, id);
+        this.#live.set(slotOf(input.feature.name, input.paramsKey), id);
         return this.record({
           id,
           featureName: input.feature.name,
@@ -284,11 +283,11 @@ export class DuckDBMaterializer extends MaterializerBase {
    * published these parameters meanwhile, its record stays beside the new one: the catalog is read
    * latest-first (see `loadCatalog`), and the next open removes the older record and its table.
    */
-  async #replacedIds(feature: string, paramsKey: string, slot: string): Promise<string[]> {
+  async #replacedIds(feature: string, paramsKey: string): Promise<string[]> {
     const ids = new Set(
       (await this.listMaterializations(feature)).filter((m) => m.paramsKey === paramsKey).map((m) => m.id),
     );
-    const live = this.#live.get(slot);
+    const live = this.#live.get(slotOf(feature, paramsKey));
     if (live !== undefined) ids.add(live);
     return [...ids];
   }
@@ -475,6 +474,11 @@ export class DuckDBMaterializer extends MaterializerBase {
     });
     return { instance, writer, reader };
   }
+}
+
+/** The key of {@link DuckDBMaterializer}'s own latest tables: feature name and parameters. */
+function slotOf(feature: string, paramsKey: string): string {
+  return `${feature}\u0000${paramsKey}`;
 }
 
 /** A DuckDB string literal: single quotes doubled. For texts without control characters. */

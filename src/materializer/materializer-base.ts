@@ -13,10 +13,10 @@ import { describeValue, formatParamValue } from '../format.js';
 import { adapterByKind, adapterFor } from '../frame/adapters.js';
 import { type ColumnSpec, columnsOf, type Row, tableToRows } from '../frame/columns.js';
 import type { FrameAdapter } from '../frame/frame-adapter.js';
-import { EMPTY_QUERY } from '../query/nodes.js';
+import { bindSources, type SourcePartition, treeOf } from '../query/nodes.js';
 import { type CompiledQuery, compileRead, type SqlDialect } from '../query/sql-compiler.js';
-import { type ParamSpec, resolveParams, specKey } from '../resolver/resolvers.js';
-import { isSqlQuery, SqlQuery, type SqlSource, type SqlValue } from '../sql/sql-query.js';
+import { isResolver, type ParamSpec, type Resolver, resolveParams, specKey } from '../resolver/resolvers.js';
+import { isSqlQuery, SqlQuery, type SqlSource } from '../sql/sql-query.js';
 import type {
   FeatureDecorator,
   Materialization,
@@ -56,9 +56,13 @@ export abstract class MaterializerBase implements Materializer {
   #catalog: Promise<Map<string, Materialization[]>> | undefined;
   #version = 0;
   #resolutions = new Map<string, ResolvedSources | undefined>();
-  /** The last resolution, found again by identity: a server repeating one read skips the memo key. */
+  /**
+   * The last resolution, found again by comparing values (not the memo key): a server repeating
+   * one read skips building the key. `held` is the spec as it was, so a caller changing a Date it
+   * passed cannot make an old resolution look current.
+   */
   #lastResolution:
-    | { features: readonly string[]; spec: ParamSpec; resolved: ResolvedSources | undefined }
+    | { features: readonly string[]; held: HeldSpec; resolved: ResolvedSources | undefined }
     | undefined;
   #closed = false;
 
@@ -163,14 +167,14 @@ export abstract class MaterializerBase implements Materializer {
   /** @internal */
   async resolveSources(features: readonly string[], spec: ParamSpec): Promise<ResolvedSources | undefined> {
     const last = this.#lastResolution;
-    if (last !== undefined && sameNames(last.features, features) && sameSpec(last.spec, spec)) {
+    if (last !== undefined && sameNames(last.features, features) && sameSpec(last.held, spec)) {
       return last.resolved;
     }
     const memoKey = `${features.join('\u0000')}\u0000${specKey(spec)}`;
     const version = this.#version;
     if (this.#resolutions.has(memoKey)) {
       const resolved = this.#resolutions.get(memoKey);
-      this.#lastResolution = { features, spec, resolved };
+      this.#lastResolution = { features, held: holdSpec(spec), resolved };
       return resolved;
     }
     const catalogs = await Promise.all(features.map((feature) => this.#byFeature(feature)));
@@ -185,13 +189,17 @@ export abstract class MaterializerBase implements Materializer {
     if (params !== undefined) {
       const key = canonicalParams(params);
       const materializations = catalogs.map((ms) => ms.find((m) => m.paramsKey === key)!);
-      resolved = Object.freeze({ params, materializations: Object.freeze(materializations) });
+      // The catalog's frozen copy of the parameters: `params` may hold the caller's own Dates.
+      resolved = Object.freeze({
+        params: materializations[0]!.params as Params,
+        materializations: Object.freeze(materializations),
+      });
     }
     if (version === this.#version) {
       // Exact values in specs are unbounded; a busy reader keeps only the recent ones.
       if (this.#resolutions.size >= MAX_RESOLUTIONS) this.#resolutions.clear();
       this.#resolutions.set(memoKey, resolved);
-      this.#lastResolution = { features, spec, resolved };
+      this.#lastResolution = { features, held: holdSpec(spec), resolved };
     }
     return resolved;
   }
@@ -263,19 +271,12 @@ export abstract class MaterializerBase implements Materializer {
         `the ${this.name} store has no SQL source to express reads in.`,
       );
     }
-    const { sql, params } = this.compile(plan);
-    // Split the text at its placeholders (outside quoted identifiers) to rebuild it as a tagged query.
-    const strings: string[] = [];
-    const values: SqlValue[] = [];
-    let last = 0;
-    for (const match of sql.matchAll(/"(?:[^"]|"")*"|\$(\d+)/g)) {
-      if (match[1] === undefined) continue;
-      strings.push(sql.slice(last, match.index));
-      values.push(params[Number(match[1]) - 1]!.value);
-      last = match.index + match[0].length;
-    }
-    strings.push(sql.slice(last));
-    return new SqlQuery(source, strings, values);
+    const { strings, params } = this.compile(plan);
+    return new SqlQuery(
+      source,
+      strings,
+      params.map((p) => p.value),
+    );
   }
 
   /** Releases the store's connections; later calls fail with `CLOSED`. */
@@ -309,8 +310,14 @@ export abstract class MaterializerBase implements Materializer {
     return this.publishQuery !== undefined && own !== undefined && query.source.database === own.database;
   }
 
-  /** Quoted, qualified name of a materialization's data table. */
-  protected abstract tableOf(materialization: Materialization): string;
+  /**
+   * Where a materialization's rows are: the quoted, qualified table, and, when the table holds
+   * rows of several materializations, the column and value that select this one's.
+   */
+  protected abstract sourceOf(materialization: Materialization): {
+    table: string;
+    partition?: SourcePartition;
+  };
   /** Loads the whole catalog of completed materializations. */
   protected abstract loadCatalog(): Promise<Materialization[]>;
   /** Writes `input` to a new data table and swaps the catalog record, atomically. */
@@ -414,25 +421,23 @@ export abstract class MaterializerBase implements Materializer {
     feature: FeatureInfo,
     materialization: Materialization,
   ): Promise<unknown> {
-    const plan: ReadPlan = { sources: [{ feature, materialization }], query: EMPTY_QUERY };
+    const plan = this.planOf(feature, materialization);
     if (materialization.kind === 'rows') return this.read(plan, 'rows');
-    if (materialization.kind === 'sql' && this.source !== undefined) {
-      return this.source.sql`SELECT * FROM ${this.source.sql.raw(this.tableOf(materialization))}`;
-    }
+    if (materialization.kind === 'sql' && this.source !== undefined) return this.readQuery(plan);
     return adapterByKind(materialization.kind).fromArrow(await this.read(plan, 'arrow'));
   }
 
+  /** A read of one whole materialization, with no filter. */
+  protected planOf(feature: FeatureInfo, materialization: Materialization): ReadPlan {
+    return { sources: [{ feature, materialization }], query: treeOf([feature.name]) };
+  }
+
   protected compile(plan: ReadPlan): CompiledQuery {
-    return compileRead(
-      plan.sources.map(({ feature, materialization: m }) => ({
-        feature: feature.name,
-        key: m.key,
-        columns: m.columns,
-        table: this.tableOf(m),
-      })),
-      plan.query,
-      this.dialect,
-    );
+    const query = bindSources(plan.query, (_, i) => {
+      const m = plan.sources[i]!.materialization;
+      return { key: m.key, columns: m.columns, ...this.sourceOf(m) };
+    });
+    return compileRead(query, this.dialect);
   }
 
   async #byFeature(feature: string): Promise<readonly Materialization[]> {
@@ -608,14 +613,45 @@ function sameNames(a: readonly string[], b: readonly string[]): boolean {
   return true;
 }
 
-/** True when both specs have the same names bound to identical values (`Last()` is one object). */
-function sameSpec(a: ParamSpec, b: ParamSpec): boolean {
+/** A spec's values as they were: Dates by their instant, resolvers by kind and bound. */
+type HeldSpec = Readonly<Record<string, unknown>>;
+
+/** A Date (by its instant) or a resolver as it was when held: callers may change a Date later. */
+class Held {
+  constructor(
+    readonly kind: 'date' | Resolver['kind'],
+    readonly at: unknown,
+  ) {}
+}
+
+function holdValue(value: unknown): unknown {
+  if (value instanceof Date) return new Held('date', value.getTime());
+  if (isResolver(value)) return new Held(value.kind, holdValue(value.at));
+  return value;
+}
+
+function holdSpec(spec: ParamSpec): HeldSpec {
+  const held: Record<string, unknown> = {};
+  for (const name in spec) if (Object.hasOwn(spec, name)) held[name] = holdValue(spec[name]);
+  return held;
+}
+
+/** True when `spec` has the names and values `held` had (Dates compared by instant). */
+function sameSpec(held: HeldSpec, spec: ParamSpec): boolean {
   let count = 0;
-  for (const name in b) {
-    if (!Object.hasOwn(b, name)) continue;
-    if (!Object.hasOwn(a, name) || a[name] !== b[name]) return false;
+  for (const name in spec) {
+    if (!Object.hasOwn(spec, name)) continue;
+    if (!Object.hasOwn(held, name) || !sameValue(held[name], spec[name])) return false;
     count++;
   }
-  for (const name in a) if (Object.hasOwn(a, name)) count--;
+  for (const name in held) if (Object.hasOwn(held, name)) count--;
   return count === 0;
+}
+
+function sameValue(held: unknown, value: unknown): boolean {
+  if (value instanceof Date)
+    return held instanceof Held && held.kind === 'date' && held.at === value.getTime();
+  if (isResolver(value))
+    return held instanceof Held && held.kind === value.kind && sameValue(held.at, value.at);
+  return held === value;
 }

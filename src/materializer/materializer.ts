@@ -2,7 +2,7 @@ import type { Table } from 'apache-arrow';
 import type { Feature, FeatureCall, FeatureFunction, FeatureInfo } from '../feature/feature.js';
 import type { Params, ParamValue } from '../feature/params.js';
 import type { ColumnSpec, Row } from '../frame/columns.js';
-import type { QueryNode } from '../query/nodes.js';
+import type { QueryTree } from '../query/nodes.js';
 import type { ParamSpec } from '../resolver/resolvers.js';
 import type { SqlQuery, SqlSource } from '../sql/sql-query.js';
 
@@ -46,10 +46,13 @@ export interface ReadSource {
   readonly materialization: Materialization;
 }
 
-/** A planned read served by one store. @internal */
+/**
+ * A planned read served by one store: the materialization of each source node of `query`, in the
+ * order of the tree's sources. @internal
+ */
 export interface ReadPlan {
   readonly sources: readonly ReadSource[];
-  readonly query: QueryNode;
+  readonly query: QueryTree;
 }
 
 /**

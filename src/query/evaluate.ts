@@ -1,11 +1,13 @@
 import type { ColumnSpec, Row } from '../frame/columns.js';
 import {
-  checkColumns,
+  checkColumn,
   type FilterValue,
+  type Layout,
   layoutOf,
   type Predicate,
-  type QueryNode,
+  type QueryTree,
   type SourceShape,
+  unwind,
 } from './nodes.js';
 import { checkValue } from './sql-compiler.js';
 
@@ -15,18 +17,43 @@ export interface RowSource extends SourceShape {
 }
 
 /**
- * Runs a read in process, over computed feature results: the same join, filters, selection and
- * limit that {@link compileRead} turns into SQL, with the same semantics.
+ * Runs a read tree in process, over computed feature results (`sources`, in the order of the
+ * tree's source nodes): the same join, then each filter, selection and limit in the tree's order,
+ * with the semantics {@link compileRead} gives them in SQL.
  * @internal
  */
 export function evaluateRead(
+  tree: QueryTree,
   sources: readonly RowSource[],
-  node: QueryNode,
 ): { columns: ColumnSpec[]; rows: Row[] } {
   const layout = layoutOf(sources);
-  checkColumns(layout, node);
   const byName = new Map(layout.columns.map((c) => [c.name, c]));
-  const tests = node.filters.map((p) => compile(p, byName.get(p.column)!));
+  let names = layout.columns.map((c) => c.name);
+  let rows = joinRows(sources, layout);
+  for (const op of unwind(tree).operations) {
+    if (op.kind === 'filter') {
+      for (const p of op.predicates) checkColumn(names, p.column);
+      const tests = op.predicates.map((p) => compile(p, byName.get(p.column)!));
+      rows = rows.filter((row) => tests.every((test) => test(row)));
+    } else if (op.kind === 'project') {
+      for (const column of op.columns) checkColumn(names, column);
+      names = [...op.columns];
+    } else {
+      rows = rows.slice(0, op.count);
+    }
+  }
+  return {
+    columns: names.map((name) => ({ name, type: byName.get(name)!.type })),
+    rows: rows.map((combined) => {
+      const row: Row = {};
+      for (const name of names) row[name] = combined[name] ?? null;
+      return row;
+    }),
+  };
+}
+
+/** Rows of the first source, each other source left-joined on its shared key columns. */
+function joinRows(sources: readonly RowSource[], layout: Layout): Row[] {
   const indexes = sources.slice(1).map((source, i) => {
     const keys = layout.joins[i]!;
     const index = new Map<string, Row[]>();
@@ -38,19 +65,10 @@ export function evaluateRead(
     }
     return { keys, index };
   });
-  const selected = node.select ?? layout.columns.map((c) => c.name);
   const out: Row[] = [];
-  const limit = node.limit ?? Number.POSITIVE_INFINITY;
-  const emit = (combined: Row) => {
-    if (out.length >= limit) return;
-    if (!tests.every((test) => test(combined))) return;
-    const row: Row = {};
-    for (const name of selected) row[name] = combined[name] ?? null;
-    out.push(row);
-  };
   const expand = (combined: Row, level: number): void => {
     if (level === indexes.length) {
-      emit(combined);
+      out.push(combined);
       return;
     }
     const { keys, index } = indexes[level]!;
@@ -66,11 +84,8 @@ export function evaluateRead(
     }
     for (const match of matches) expand({ ...match, ...combined }, level + 1);
   };
-  for (const row of sources[0]!.rows) {
-    if (out.length >= limit) break;
-    expand({ ...row }, 0);
-  }
-  return { columns: selected.map((name) => ({ name, type: byName.get(name)!.type })), rows: out };
+  for (const row of sources[0]!.rows) expand({ ...row }, 0);
+  return out;
 }
 
 function keyText(values: readonly unknown[]): string {

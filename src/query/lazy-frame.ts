@@ -1,32 +1,23 @@
 import type { Table } from 'apache-arrow';
 import { FeatureStoreError } from '../errors.js';
-import { keyOf } from '../feature/entity-key.js';
 import type { FeatureInfo } from '../feature/feature.js';
-import { checkParams, type Params } from '../feature/params.js';
+import { checkParams } from '../feature/params.js';
 import { formatParams, formatParamValue } from '../format.js';
-import { adapterFor } from '../frame/adapters.js';
-import { columnsOf, type Row, tableFromColumns, tableToRows } from '../frame/columns.js';
+import { type Row, tableFromColumns } from '../frame/columns.js';
 import { arrowToPolars, loadPolars, type PolarsDataFrame } from '../frame/polars/polars-adapter.js';
-import type { Materializer, ReadPlan } from '../materializer/materializer.js';
-import { formatSpec, isResolver, type ParamSpec, resolveParams } from '../resolver/resolvers.js';
+import { isResolver, type ParamSpec } from '../resolver/resolvers.js';
 import type { SqlQuery } from '../sql/sql-query.js';
-import { evaluateRead, type RowSource } from './evaluate.js';
-import { EMPTY_QUERY, type FilterConditions, predicatesOf, type QueryNode } from './nodes.js';
+import {
+  type FilterConditions,
+  type Predicate,
+  predicatesOf,
+  type QueryTree,
+  treeOf,
+  unwind,
+} from './nodes.js';
+import { type FrameHost, planRead, readLive, type ReadRoute } from './planner.js';
 
-/** What a lazy frame needs from its feature store. @internal */
-export interface FrameHost {
-  servingMaterializer(info: FeatureInfo): Materializer | undefined;
-  call(info: FeatureInfo, params: unknown): Promise<unknown>;
-}
-
-type Plan =
-  | {
-      readonly kind: 'store';
-      readonly materializer: Materializer;
-      readonly plan: ReadPlan;
-      readonly params: Params;
-    }
-  | { readonly kind: 'live'; readonly params: Params; readonly reason: string };
+export type { FrameHost } from './planner.js';
 
 /**
  * Features joined on their entity key at one parameter set, not yet read. Immutable: `filter`,
@@ -51,10 +42,10 @@ export class LazyFrame {
   readonly #host: FrameHost;
   readonly #features: readonly FeatureInfo[];
   readonly #spec: ParamSpec;
-  readonly #query: QueryNode;
+  readonly #query: QueryTree;
 
   /** @internal Use {@link LazyFrame.of}; frames derived from a checked one skip the checks. */
-  constructor(host: FrameHost, features: readonly FeatureInfo[], spec: ParamSpec, query: QueryNode) {
+  constructor(host: FrameHost, features: readonly FeatureInfo[], spec: ParamSpec, query: QueryTree) {
     this.#host = host;
     this.#features = features;
     this.#spec = spec;
@@ -76,12 +67,13 @@ export class LazyFrame {
     if (exact.length > 0) {
       checkParams(Object.fromEntries(exact.map((name) => [name, spec[name]])), features[0]!.name);
     }
-    return new LazyFrame(host, features, { ...spec }, EMPTY_QUERY);
+    return new LazyFrame(host, features, { ...spec }, treeOf(features.map((f) => f.name)));
   }
 
   /**
    * Keeps rows matching every condition: a value means equality, an array means IN, and
-   * `gt`/`gte`/`lt`/`lte`/`ne` compare. Conditions of successive calls add up.
+   * `gt`/`gte`/`lt`/`lte`/`ne` compare. It applies to the rows as the calls before it left them:
+   * after `limit(n)`, it filters those `n` rows.
    *
    * ### Example
    * ```ts
@@ -89,9 +81,8 @@ export class LazyFrame {
    * ```
    */
   filter(conditions: FilterConditions): LazyFrame {
-    const added = predicatesOf(conditions);
-    const filters = this.#query.filters.length === 0 ? added : [...this.#query.filters, ...added];
-    return this.#with({ ...this.#query, filters });
+    const predicates = Object.freeze(predicatesOf(conditions));
+    return this.#with(Object.freeze({ kind: 'filter', input: this.#query, predicates }));
   }
 
   /** Keeps only these columns, in this order. */
@@ -99,7 +90,9 @@ export class LazyFrame {
     if (columns.length === 0 || columns.some((c) => typeof c !== 'string')) {
       throw new FeatureStoreError('INVALID_QUERY', 'select takes one or more column names.');
     }
-    return this.#with({ ...this.#query, select: [...columns] });
+    return this.#with(
+      Object.freeze({ kind: 'project', input: this.#query, columns: Object.freeze(columns) }),
+    );
   }
 
   /** Keeps at most `n` rows. */
@@ -110,21 +103,21 @@ export class LazyFrame {
         `limit takes a whole number of rows ≥ 0, but got ${String(n)}.`,
       );
     }
-    return this.#with({ ...this.#query, limit: n });
+    return this.#with(Object.freeze({ kind: 'limit', input: this.#query, count: n }));
   }
 
   /** Runs the frame and returns row objects (timestamps as `Date`, JSON values parsed). */
   async toArray(): Promise<Row[]> {
     const plan = await this.#plan();
     if (plan.kind === 'store') return await plan.materializer.read(plan.plan, 'rows');
-    return (await this.#live(plan.params)).rows;
+    return (await readLive(this.#host, this.#features, plan.params, this.#query)).rows;
   }
 
   /** Runs the frame and returns an Apache Arrow table. */
   async toArrow(): Promise<Table> {
     const plan = await this.#plan();
     if (plan.kind === 'store') return plan.materializer.read(plan.plan, 'arrow');
-    const { columns, rows } = await this.#live(plan.params);
+    const { columns, rows } = await readLive(this.#host, this.#features, plan.params, this.#query);
     return tableFromColumns(
       columns,
       columns.map((c) => rows.map((r) => r[c.name])),
@@ -176,105 +169,33 @@ export class LazyFrame {
       `-- computes live: ${plan.reason}`,
       `-- calls ${this.#features.map((f) => `${f.name}(${formatParams(plan.params)})`).join(', ')}, then joins in process`,
     ];
-    if (this.#query.filters.length > 0)
-      steps.push(`-- filters: ${this.#query.filters.map(describePredicate).join(' AND ')}`);
-    if (this.#query.select !== undefined) steps.push(`-- columns: ${this.#query.select.join(', ')}`);
-    if (this.#query.limit !== undefined) steps.push(`-- limit: ${this.#query.limit}`);
+    let filters: string[] = [];
+    const flush = () => {
+      if (filters.length > 0) steps.push(`-- filters: ${filters.join(' AND ')}`);
+      filters = [];
+    };
+    for (const op of unwind(this.#query).operations) {
+      if (op.kind === 'filter') {
+        filters.push(...op.predicates.map(describePredicate));
+        continue;
+      }
+      flush();
+      steps.push(op.kind === 'project' ? `-- columns: ${op.columns.join(', ')}` : `-- limit: ${op.count}`);
+    }
+    flush();
     return steps.join('\n');
   }
 
-  #with(query: QueryNode): LazyFrame {
+  #with(query: QueryTree): LazyFrame {
     return new LazyFrame(this.#host, this.#features, this.#spec, query);
   }
 
-  async #plan(): Promise<Plan> {
-    const features = this.#features;
-    const names: string[] = new Array(features.length);
-    const materializers: (Materializer | undefined)[] = new Array(features.length);
-    let oneStore = true;
-    for (let i = 0; i < features.length; i++) {
-      names[i] = features[i]!.name;
-      materializers[i] = this.#host.servingMaterializer(features[i]!);
-      oneStore &&= materializers[i] === materializers[0];
-    }
-    const first = materializers[0];
-
-    if (first !== undefined && oneStore) {
-      const resolved = await first.resolveSources(names, this.#spec);
-      if (resolved !== undefined) {
-        const sources: ReadPlan['sources'][number][] = new Array(features.length);
-        for (let i = 0; i < features.length; i++) {
-          sources[i] = { feature: features[i]!, materialization: resolved.materializations[i]! };
-        }
-        return {
-          kind: 'store',
-          materializer: first,
-          params: resolved.params,
-          plan: { sources, query: this.#query },
-        };
-      }
-      const missing: string[] = [];
-      const exact = this.#spec as Params;
-      for (const name of names)
-        if ((await first.findMaterialization(name, exact)) === undefined) missing.push(name);
-      return {
-        kind: 'live',
-        params: exact,
-        reason: `not materialized in ${first.name} for these parameters: ${missing.join(', ')}`,
-      };
-    }
-
-    const hasResolver = Object.values(this.#spec).some(isResolver);
-    if (!hasResolver) {
-      const reason = materializers.every((m) => m === undefined)
-        ? 'no materializer is attached to these features'
-        : 'the features are served by different stores (or some by none)';
-      return { kind: 'live', params: this.#spec as Params, reason };
-    }
-    const unserved = features.filter((_, i) => materializers[i] === undefined).map((f) => f.name);
-    if (unserved.length > 0) {
-      throw new FeatureStoreError(
-        'NO_CONSISTENT_MATERIALIZATION',
-        `${formatSpec(this.#spec)} is decided from materializations, but ${unserved.join(', ')} ha${unserved.length === 1 ? 's' : 've'} no materializer attached. ` +
-          'Attach one with store.addDecorator(materializer.decorator), or pass exact parameter values to compute live.',
-        { details: { features: unserved } },
-      );
-    }
-    const available = await Promise.all(
-      features.map(async (f, i) => ({
-        feature: f.name,
-        paramsKeys: (await materializers[i]!.listMaterializations(f.name)).map((m) => m.paramsKey),
-      })),
-    );
-    const params = resolveParams(this.#spec, available)!;
-    return {
-      kind: 'live',
-      params,
-      reason:
-        'the features are served by different stores; each is read from its store and joined in process',
-    };
-  }
-
-  async #live(params: Params): Promise<{ columns: ReturnType<typeof evaluateRead>['columns']; rows: Row[] }> {
-    const sources: RowSource[] = await Promise.all(
-      this.#features.map(async (feature) => {
-        // A copy each: the function may change its parameters object, and the frame must not.
-        const result = await this.#host.call(feature, { ...params });
-        const table = await adapterFor(result, feature.name, params).toArrow(result);
-        const columns = columnsOf(table, feature.name);
-        return {
-          feature: feature.name,
-          key: keyOf(feature, columns, params),
-          columns,
-          rows: tableToRows(table),
-        };
-      }),
-    );
-    return evaluateRead(sources, this.#query);
+  #plan(): Promise<ReadRoute> {
+    return planRead(this.#host, this.#features, this.#spec, this.#query);
   }
 }
 
-function describePredicate(p: QueryNode['filters'][number]): string {
+function describePredicate(p: Predicate): string {
   if (p.kind === 'isNull') return `${p.column} IS NULL`;
   if (p.kind === 'in') return `${p.column} IN (${p.values.map(formatParamValue).join(', ')})`;
   return `${p.column} ${p.op} ${formatParamValue(p.value)}`;

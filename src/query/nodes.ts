@@ -54,21 +54,118 @@ export type Predicate =
   | { readonly kind: 'isNull'; readonly column: string };
 
 /**
- * The part of a lazy frame's query that follows the feature sources: a small tree, never changed
- * once built (frames derive new ones), so frames can share it.
+ * Selects one materialization's rows in a table shared by many: a bound equality on `column`,
+ * compiled into the WHERE clause for the first source and into the JOIN ON for the others.
  */
-export interface QueryNode {
-  readonly filters: readonly Predicate[];
-  readonly select: readonly string[] | undefined;
-  readonly limit: number | undefined;
+export interface SourcePartition {
+  readonly column: string;
+  readonly value: number | bigint | string;
 }
 
-/** @internal */
-export const EMPTY_QUERY: QueryNode = Object.freeze({
-  filters: Object.freeze([]),
-  select: undefined,
-  limit: undefined,
-});
+/** Where a store keeps a source's rows: its shape, its quoted table, and which rows of it. @internal */
+export interface StoredSource {
+  readonly key: readonly string[];
+  readonly columns: readonly ColumnSpec[];
+  /** Quoted, qualified table name. */
+  readonly table: string;
+  readonly partition?: SourcePartition;
+}
+
+/**
+ * One feature's data. A frame builds it with the feature only; the store that serves the read
+ * binds it to its stored rows (`stored`) before compiling.
+ */
+export interface SourceNode {
+  readonly kind: 'source';
+  readonly feature: string;
+  readonly stored?: StoredSource;
+}
+
+/**
+ * Features joined on their common entity key: rows come from the first source; each other one is
+ * left-joined on the key columns it shares with those before it.
+ */
+export interface JoinNode {
+  readonly kind: 'join';
+  readonly sources: readonly SourceNode[];
+}
+
+/** Rows of `input` matching every predicate. */
+export interface FilterNode {
+  readonly kind: 'filter';
+  readonly input: QueryTree;
+  readonly predicates: readonly Predicate[];
+}
+
+/** Only these columns of `input`, in this order. */
+export interface ProjectNode {
+  readonly kind: 'project';
+  readonly input: QueryTree;
+  readonly columns: readonly string[];
+}
+
+/** At most `count` rows of `input`. */
+export interface LimitNode {
+  readonly kind: 'limit';
+  readonly input: QueryTree;
+  readonly count: number;
+}
+
+/**
+ * A read as a tree of plain frozen nodes, in the order the frame's methods were called:
+ * `frame.limit(1).filter(f)` is `filter(limit(join), f)` and filters the one row kept.
+ * Frames share subtrees, never change them.
+ *
+ * The leaves are feature data (`source`, or a `join` of sources); every other node has one
+ * `input`. Compilers and the evaluator switch on `kind` exhaustively, so a new kind is one more
+ * member here and one more case in each. An as-of join (per row of a labels table, the feature's
+ * row valid at that row's time) would be
+ * `{ kind: 'asOf', input: QueryTree, source: SourceNode, on: string[], time: { input: string; source: string } }`:
+ * `input` is the labels, and `source` is a feature's history (all its materializations, told apart by the
+ * partition column), compiled as `ASOF LEFT JOIN` in DuckDB and as a `LEFT JOIN LATERAL (… ORDER
+ * BY time DESC LIMIT 1)` in PostgreSQL (a dialect hook), and evaluated in process by a sorted
+ * search per key.
+ */
+export type QueryTree = SourceNode | JoinNode | FilterNode | ProjectNode | LimitNode;
+
+/** The tree of a read of `features`, before any filter. @internal */
+export function treeOf(features: readonly string[]): QueryTree {
+  const sources = features.map((feature) => Object.freeze({ kind: 'source' as const, feature }));
+  return sources.length === 1
+    ? sources[0]!
+    : Object.freeze({ kind: 'join' as const, sources: Object.freeze(sources) });
+}
+
+/** The operations of a tree above its sources, first applied first, and its source nodes. @internal */
+export function unwind(tree: QueryTree): {
+  sources: readonly SourceNode[];
+  operations: (FilterNode | ProjectNode | LimitNode)[];
+} {
+  const operations: (FilterNode | ProjectNode | LimitNode)[] = [];
+  let node = tree;
+  while (node.kind !== 'source' && node.kind !== 'join') {
+    operations.push(node);
+    node = node.input;
+  }
+  operations.reverse();
+  return { sources: node.kind === 'source' ? [node] : node.sources, operations };
+}
+
+/** `tree` with each source node bound to its stored rows. @internal */
+export function bindSources(
+  tree: QueryTree,
+  stored: (source: SourceNode, index: number) => StoredSource,
+): QueryTree {
+  const { sources, operations } = unwind(tree);
+  const bound = sources.map((source, i) => ({
+    kind: 'source' as const,
+    feature: source.feature,
+    stored: stored(source, i),
+  }));
+  let node: QueryTree = bound.length === 1 ? bound[0]! : { kind: 'join', sources: bound };
+  for (const op of operations) node = { ...op, input: node };
+  return node;
+}
 
 /** Turns `filter({...})` conditions into predicates, refusing values no store can compare. @internal */
 export function predicatesOf(conditions: FilterConditions): Predicate[] {
@@ -195,17 +292,13 @@ export function layoutOf(sources: readonly SourceShape[]): Layout {
   return { columns, joins, keySources };
 }
 
-/** Checks that every filtered and selected column exists. @internal */
-export function checkColumns(layout: Layout, node: QueryNode): void {
-  const names = new Set(layout.columns.map((c) => c.name));
-  const wanted = [...node.filters.map((p) => p.column), ...(node.select ?? [])];
-  for (const column of wanted) {
-    if (!names.has(column)) {
-      throw new FeatureStoreError(
-        'UNKNOWN_COLUMN',
-        `no column "${column}" in the frame; its columns are ${[...names].map((n) => `"${n}"`).join(', ')}.`,
-        { details: { column } },
-      );
-    }
+/** Refuses a column that is not among `names`, listing those there are. @internal */
+export function checkColumn(names: readonly string[], column: string): void {
+  if (!names.includes(column)) {
+    throw new FeatureStoreError(
+      'UNKNOWN_COLUMN',
+      `no column "${column}" in the frame; its columns are ${names.map((n) => `"${n}"`).join(', ')}.`,
+      { details: { column } },
+    );
   }
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { evaluateRead } from './evaluate.js';
-import { EMPTY_QUERY, gt, predicatesOf, type QueryNode } from './nodes.js';
+import { bindSources, type FilterConditions, gt, predicatesOf, type QueryTree, treeOf } from './nodes.js';
 import { compileRead, type SqlDialect } from './sql-compiler.js';
 
 const dialect: SqlDialect = { quote: (id) => `"${id.replaceAll('"', '""')}"`, placeholder: (i) => `$${i}` };
@@ -23,25 +23,33 @@ const routes = {
   ],
   table: '"s"."m_2"',
 };
-const query = (conditions: Parameters<typeof predicatesOf>[0], rest: Partial<QueryNode> = {}): QueryNode => ({
-  ...EMPTY_QUERY,
-  filters: predicatesOf(conditions),
-  ...rest,
-});
+type Source = typeof airports | typeof routes;
+
+/** Filter, then select, then limit, as the frame methods called in that order build it. */
+const query = (
+  sources: readonly Source[],
+  conditions?: FilterConditions,
+  rest: { select?: string[]; limit?: number } = {},
+): QueryTree => {
+  let tree = bindSources(treeOf(sources.map((s) => s.feature)), (_, i) => sources[i]!);
+  if (conditions !== undefined) tree = { kind: 'filter', input: tree, predicates: predicatesOf(conditions) };
+  if (rest.select !== undefined) tree = { kind: 'project', input: tree, columns: rest.select };
+  if (rest.limit !== undefined) tree = { kind: 'limit', input: tree, count: rest.limit };
+  return tree;
+};
 
 describe('compileRead', () => {
   it('joins on shared keys, pushes key filters into every source and binds every value', () => {
     const { sql, params, columns } = compileRead(
-      [airports, routes],
-      query({ origin: 'SFO', share: gt(0.5) }, { limit: 10 }),
+      query([airports, routes], { origin: 'SFO', share: gt(0.5) }, { limit: 10 }),
       dialect,
     );
     expect(sql).toBe(
       'SELECT t0."origin" AS "origin", t0."departures" AS "departures", t1."destination" AS "destination", t1."share" AS "share" ' +
-        'FROM "s"."m_1" AS t0 LEFT JOIN "s"."m_2" AS t1 ON t1."origin" = t0."origin" AND t1."origin" = $3 ' +
-        'WHERE t0."origin" = $1 AND t1."share" > $2 LIMIT $4',
+        'FROM "s"."m_1" AS t0 LEFT JOIN "s"."m_2" AS t1 ON t1."origin" = t0."origin" AND t1."origin" = $1 ' +
+        'WHERE t0."origin" = $2 AND t1."share" > $3 LIMIT $4',
     );
-    expect(params.map((p) => p.value)).toEqual(['SFO', 0.5, 'SFO', 10]);
+    expect(params.map((p) => p.value)).toEqual(['SFO', 'SFO', 0.5, 10]);
     expect(columns.map((c) => c.name)).toEqual(['origin', 'departures', 'destination', 'share']);
   });
 
@@ -51,8 +59,7 @@ describe('compileRead', () => {
       columns: [airports.columns[0]!, { name: 'x"; DROP TABLE t; --', type: 'string' as const }],
     };
     const { sql, params } = compileRead(
-      [hostile],
-      query({ 'x"; DROP TABLE t; --': "'; DELETE FROM s; --" }),
+      query([hostile], { 'x"; DROP TABLE t; --': "'; DELETE FROM s; --" }),
       dialect,
     );
     expect(sql).toContain('t0."x""; DROP TABLE t; --" = $1');
@@ -61,22 +68,22 @@ describe('compileRead', () => {
   });
 
   it('compiles IN with nulls, IS NULL, and empty IN lists', () => {
-    expect(compileRead([airports], query({ origin: ['SFO', null] }), dialect).sql).toContain(
+    expect(compileRead(query([airports], { origin: ['SFO', null] }), dialect).sql).toContain(
       '(t0."origin" IN ($1) OR t0."origin" IS NULL)',
     );
-    expect(compileRead([airports], query({ origin: null }), dialect).sql).toContain('t0."origin" IS NULL');
-    expect(compileRead([airports], query({ origin: [] }), dialect).sql).toContain('WHERE FALSE');
+    expect(compileRead(query([airports], { origin: null }), dialect).sql).toContain('t0."origin" IS NULL');
+    expect(compileRead(query([airports], { origin: [] }), dialect).sql).toContain('WHERE FALSE');
   });
 
   it('refuses unknown columns, values of the wrong kind, ambiguous columns and unrelated keys', () => {
-    expect(() => compileRead([airports], query({ nope: 1 }), dialect)).toThrow(
+    expect(() => compileRead(query([airports], { nope: 1 }), dialect)).toThrow(
       /no column "nope".*"origin", "departures"/,
     );
-    expect(() => compileRead([airports], query({ departures: 'many' }), dialect)).toThrow(
+    expect(() => compileRead(query([airports], { departures: 'many' }), dialect)).toThrow(
       /a int32 column\) got the string "many"; pass a number/,
     );
     expect(() =>
-      compileRead([airports, { ...airports, feature: 'f.other', table: 't' }], EMPTY_QUERY, dialect),
+      compileRead(query([airports, { ...airports, feature: 'f.other', table: 't' }]), dialect),
     ).toThrow(/column "departures" comes from both "f.departures" and "f.other"/);
     const unrelated = {
       feature: 'f.users',
@@ -84,7 +91,9 @@ describe('compileRead', () => {
       columns: [{ name: 'user_id', type: 'int32' as const }],
       table: 'u',
     };
-    expect(() => compileRead([airports, unrelated], EMPTY_QUERY, dialect)).toThrow(/share no key column/);
+    expect(() => compileRead(query([airports, unrelated as unknown as Source]), dialect)).toThrow(
+      /share no key column/,
+    );
   });
 });
 
@@ -108,13 +117,55 @@ describe('evaluateRead (live reads) has the same semantics', () => {
         ],
       },
     ];
-    expect(evaluateRead(sources, query({ origin: ['SFO', 'JFK'] })).rows).toEqual([
+    expect(evaluateRead(query(sources, { origin: ['SFO', 'JFK'] }), sources).rows).toEqual([
       { origin: 'SFO', departures: 3, destination: 'LAX', share: 0.75 },
       { origin: 'SFO', departures: 3, destination: 'JFK', share: 0.25 },
       { origin: 'JFK', departures: 1, destination: null, share: null },
     ]);
     expect(
-      evaluateRead(sources, query({ share: gt(0.5) }, { select: ['destination'], limit: 1 })).rows,
+      evaluateRead(query(sources, { share: gt(0.5) }, { select: ['destination'], limit: 1 }), sources).rows,
     ).toEqual([{ destination: 'LAX' }]);
+  });
+});
+
+describe('compileRead keeps the order of the calls', () => {
+  it('filters the rows a limit kept in an outer SELECT, and takes the smaller of two limits', () => {
+    const limited: QueryTree = { kind: 'limit', input: query([airports, routes]), count: 1 };
+    const filtered: QueryTree = {
+      kind: 'filter',
+      input: limited,
+      predicates: predicatesOf({ origin: 'SFO' }),
+    };
+    const { sql, params } = compileRead({ kind: 'limit', input: filtered, count: 5 }, dialect);
+    expect(sql).toBe(
+      'SELECT q1."origin" AS "origin", q1."departures" AS "departures", q1."destination" AS "destination", q1."share" AS "share" ' +
+        'FROM (SELECT t0."origin" AS "origin", t0."departures" AS "departures", t1."destination" AS "destination", t1."share" AS "share" ' +
+        'FROM "s"."m_1" AS t0 LEFT JOIN "s"."m_2" AS t1 ON t1."origin" = t0."origin" LIMIT $1) AS q1 ' +
+        'WHERE q1."origin" = $2 LIMIT $3',
+    );
+    expect(params.map((p) => p.value)).toEqual([1, 'SFO', 5]);
+    const twice: QueryTree = {
+      kind: 'limit',
+      input: { kind: 'limit', input: query([airports]), count: 2 },
+      count: 7,
+    };
+    expect(compileRead(twice, dialect).params.map((p) => p.value)).toEqual([2]);
+  });
+
+  it('binds a source’s partition on that source, in WHERE for the first and in the JOIN for others', () => {
+    const tree = bindSources(treeOf([airports.feature, routes.feature]), (_, i) => ({
+      ...[airports, routes][i]!,
+      partition: { column: '_m', value: BigInt(40 + i) },
+    }));
+    const { sql, params } = compileRead(
+      { kind: 'filter', input: tree, predicates: predicatesOf({ origin: 'SFO' }) },
+      dialect,
+    );
+    expect(sql).toBe(
+      'SELECT t0."origin" AS "origin", t0."departures" AS "departures", t1."destination" AS "destination", t1."share" AS "share" ' +
+        'FROM "s"."m_1" AS t0 LEFT JOIN "s"."m_2" AS t1 ON t1."origin" = t0."origin" AND t1."_m" = $1 AND t1."origin" = $2 ' +
+        'WHERE t0."_m" = $3 AND t0."origin" = $4',
+    );
+    expect(params.map((p) => p.value)).toEqual([41n, 'SFO', 40n, 'SFO']);
   });
 });

@@ -2,13 +2,14 @@ import { FeatureStoreError } from '../errors.js';
 import { describeValue } from '../format.js';
 import type { ColumnSpec, ColumnType } from '../frame/columns.js';
 import {
-  checkColumns,
+  checkColumn,
+  type FilterNode,
   type FilterValue,
-  type Layout,
+  type LimitNode,
   layoutOf,
   type Predicate,
-  type QueryNode,
-  type SourceShape,
+  type QueryTree,
+  unwind,
 } from './nodes.js';
 
 /** What differs between SQL engines when compiling a read. */
@@ -19,145 +20,264 @@ export interface SqlDialect {
   placeholder(index: number): string;
 }
 
-/** A feature source of a read: its shape plus the quoted table its rows are in. @internal */
-export interface SqlSource extends SourceShape {
-  readonly table: string;
-}
-
 /** A bound value with the type of the column it is compared with. */
 export interface BoundValue {
   readonly value: Exclude<FilterValue, null>;
   readonly type: ColumnType;
 }
 
-/** A compiled read: SQL text, its bound values (never spliced into the text) and output columns. */
+/**
+ * A compiled read in the form the `sql` tag builds: the text around each bound value
+ * (`strings`, one more than `params`; values are never spliced into it), plus the text rendered
+ * with the dialect's placeholders and the output columns.
+ */
 export interface CompiledQuery {
-  readonly sql: string;
+  readonly strings: readonly string[];
   readonly params: readonly BoundValue[];
+  /** `strings` joined by the dialect's placeholders, numbered in text order. */
+  readonly sql: string;
   readonly columns: readonly ColumnSpec[];
-  /** Where each bound value comes from in the query node, for {@link rebindRead}. @internal */
+  /** Where each bound value comes from in the tree, for {@link rebindRead}. @internal */
   readonly slots?: readonly BindSlot[];
 }
 
 /**
- * Where a bound value comes from: value `item` (or the only value) of filter `filter`, compared
- * with `column`; or the limit. @internal
+ * Where a bound value comes from: value `item` (or the only value) of predicate `predicate` of
+ * the `op`-th operation above the sources; the smallest of some limits; or a value fixed by the
+ * sources (a partition). @internal
  */
 export type BindSlot =
-  | { readonly filter: number; readonly item: number | undefined; readonly column: ColumnSpec }
-  | { readonly limit: true };
-
-/**
- * Compiles a read of joined feature sources into one SQL statement.
- *
- * ```sql
- * SELECT t0."origin", t0."departures", t1."mean_delay"
- * FROM "featurefn"."m_12" AS t0
- * LEFT JOIN "featurefn"."m_15" AS t1 ON t1."origin" = t0."origin" AND t1."origin" = $2
- * WHERE t0."origin" = $1
- * ```
- * Equality and IN filters on a key column are repeated on every source that has the key, so each
- * source is probed through its own index.
- * @internal
- */
-export function compileRead(
-  sources: readonly SqlSource[],
-  node: QueryNode,
-  dialect: SqlDialect,
-): CompiledQuery {
-  const layout = layoutOf(sources);
-  checkColumns(layout, node);
-  const params: BoundValue[] = [];
-  const slots: BindSlot[] = [];
-  const bind = (value: Exclude<FilterValue, null>, type: ColumnType, slot: BindSlot) => {
-    params.push({ value, type });
-    slots.push(slot);
-    return dialect.placeholder(params.length);
-  };
-  const typeOf = new Map(layout.columns.map((c) => [c.name, c]));
-  const ref = (source: number, column: string) => `t${source}.${dialect.quote(column)}`;
-  const condition = (predicate: Predicate, source: number, filter: number) => {
-    const column = typeOf.get(predicate.column)!;
-    const spec = { name: column.name, type: column.type };
-    const target = ref(source, predicate.column);
-    switch (predicate.kind) {
-      case 'isNull':
-        return `${target} IS NULL`;
-      case 'compare':
-        return `${target} ${predicate.op === '!=' ? '<>' : predicate.op} ${bind(checkValue(column, predicate.value), column.type, { filter, item: undefined, column: spec })}`;
-      case 'in': {
-        const items = predicate.values.flatMap((v, item) => (v === null ? [] : [item]));
-        const parts: string[] = [];
-        if (items.length > 0)
-          parts.push(
-            `${target} IN (${items.map((item) => bind(checkValue(column, predicate.values[item]!), column.type, { filter, item, column: spec })).join(', ')})`,
-          );
-        if (items.length < predicate.values.length) parts.push(`${target} IS NULL`);
-        return parts.length === 0 ? 'FALSE' : parts.length === 1 ? parts[0]! : `(${parts.join(' OR ')})`;
-      }
+  | {
+      readonly op: number;
+      readonly predicate: number;
+      readonly item: number | undefined;
+      readonly column: ColumnSpec;
     }
-  };
+  | { readonly limits: readonly number[] }
+  | { readonly fixed: BoundValue };
 
-  const where = node.filters.map((p, filter) => condition(p, typeOf.get(p.column)!.source, filter));
-  const joinFilters: string[][] = sources.map(() => []);
-  node.filters.forEach((predicate, filter) => {
-    const pushable = predicate.kind === 'in' || (predicate.kind === 'compare' && predicate.op === '=');
-    if (!pushable) return;
-    for (const source of layout.keySources.get(predicate.column)?.slice(1) ?? []) {
-      joinFilters[source]!.push(condition(predicate, source, filter));
-    }
-  });
-
-  const selected = node.select ?? layout.columns.map((c) => c.name);
-  const output = selected.map((name) => typeOf.get(name)!);
-  let sql = `SELECT ${output.map((c) => `${ref(c.source, c.name)} AS ${dialect.quote(c.name)}`).join(', ')}`;
-  sql += ` FROM ${sources[0]!.table} AS t0`;
-  sources.slice(1).forEach((source, i) => {
-    const index = i + 1;
-    const on = layout.joins[i]!.map((k) => `${ref(index, k)} = ${ref(keyOwner(layout, k), k)}`);
-    sql += ` LEFT JOIN ${source.table} AS t${index} ON ${[...on, ...joinFilters[index]!].join(' AND ')}`;
-  });
-  if (where.length > 0) sql += ` WHERE ${where.join(' AND ')}`;
-  if (node.limit !== undefined) sql += ` LIMIT ${bind(node.limit, 'int64', { limit: true })}`;
-  return { sql, params, columns: output.map(({ name, type }) => ({ name, type })), slots };
+/** One SELECT of a compiled read: filters, columns and limits that need no subquery between them. */
+interface Level {
+  readonly where: { readonly op: number; readonly index: number; readonly predicate: Predicate }[];
+  readonly limits: number[];
+  select: readonly string[];
 }
 
 /**
- * Text equal for two query nodes exactly when, over the same sources, they compile to the same
+ * Compiles a read tree whose sources are bound to their stored rows into one SQL statement.
+ *
+ * ```sql
+ * SELECT t0."origin" AS "origin", t0."departures" AS "departures", t1."mean_delay" AS "mean_delay"
+ * FROM "featurefn"."m_12" AS t0
+ * LEFT JOIN "featurefn"."m_15" AS t1 ON t1."origin" = t0."origin" AND t1."origin" = $1
+ * WHERE t0."origin" = $2
+ * ```
+ * Operations are applied in the order of the tree: consecutive filters merge and filters go below
+ * a selection, but a filter after a limit filters the limited rows, in an outer SELECT. Equality
+ * and IN filters on a key column below any limit are repeated on every source that has the key,
+ * so each source is probed through its own index.
+ * @internal
+ */
+export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery {
+  const { sources, operations } = unwind(tree);
+  const stored = sources.map((source) => {
+    if (source.stored === undefined) throw new Error(`source "${source.feature}" is not bound to a table`);
+    return { feature: source.feature, ...source.stored };
+  });
+  const layout = layoutOf(stored);
+  const typeOf = new Map(layout.columns.map((c) => [c.name, c]));
+
+  const levels: Level[] = [{ where: [], limits: [], select: layout.columns.map((c) => c.name) }];
+  operations.forEach((op, i) => {
+    let level = levels[levels.length - 1]!;
+    if (op.kind === 'filter') {
+      for (const p of op.predicates) checkColumn(level.select, p.column);
+      if (level.limits.length > 0) {
+        level = { where: [], limits: [], select: level.select };
+        levels.push(level);
+      }
+      op.predicates.forEach((predicate, index) => {
+        level.where.push({ op: i, index, predicate });
+      });
+    } else if (op.kind === 'project') {
+      for (const column of op.columns) checkColumn(level.select, column);
+      level.select = op.columns;
+    } else {
+      level.limits.push(i);
+    }
+  });
+
+  const strings: string[] = [''];
+  const params: BoundValue[] = [];
+  const slots: BindSlot[] = [];
+  const text = (t: string) => {
+    strings[strings.length - 1] += t;
+  };
+  const bind = (bound: BoundValue, slot: BindSlot) => {
+    params.push(bound);
+    slots.push(slot);
+    strings.push('');
+  };
+  const q = (name: string) => dialect.quote(name);
+  const condition = (entry: Level['where'][number], target: string) => {
+    const { predicate, op, index } = entry;
+    const column = typeOf.get(predicate.column)!;
+    const spec = { name: column.name, type: column.type };
+    switch (predicate.kind) {
+      case 'isNull':
+        text(`${target} IS NULL`);
+        return;
+      case 'compare':
+        text(`${target} ${predicate.op === '!=' ? '<>' : predicate.op} `);
+        bind(
+          { value: checkValue(column, predicate.value), type: column.type },
+          { op, predicate: index, item: undefined, column: spec },
+        );
+        return;
+      case 'in': {
+        const items = predicate.values.flatMap((v, item) => (v === null ? [] : [item]));
+        const withNull = items.length < predicate.values.length;
+        if (items.length === 0) {
+          text(withNull ? `${target} IS NULL` : 'FALSE');
+          return;
+        }
+        text(`${withNull ? '(' : ''}${target} IN (`);
+        items.forEach((item, n) => {
+          if (n > 0) text(', ');
+          bind(
+            { value: checkValue(column, predicate.values[item]!), type: column.type },
+            { op, predicate: index, item, column: spec },
+          );
+        });
+        text(withNull ? `) OR ${target} IS NULL)` : ')');
+      }
+    }
+  };
+  const partition = (source: number) => {
+    const p = stored[source]!.partition;
+    if (p === undefined) return false;
+    text(`t${source}.${q(p.column)} = `);
+    const fixed: BoundValue = { value: p.value, type: typeof p.value === 'string' ? 'string' : 'int64' };
+    bind(fixed, { fixed });
+    return true;
+  };
+
+  const emit = (k: number) => {
+    const level = levels[k]!;
+    const ref = (name: string) => (k === 0 ? `t${typeOf.get(name)!.source}` : `q${k}`) + `.${q(name)}`;
+    text(`SELECT ${level.select.map((name) => `${ref(name)} AS ${q(name)}`).join(', ')} FROM `);
+    let conditions = 0;
+    const and = () => text(conditions++ === 0 ? ' WHERE ' : ' AND ');
+    if (k === 0) {
+      text(`${stored[0]!.table} AS t0`);
+      stored.slice(1).forEach((source, i) => {
+        const index = i + 1;
+        const on = layout.joins[i]!.map(
+          (key) => `t${index}.${q(key)} = t${layout.keySources.get(key)![0]!}.${q(key)}`,
+        );
+        text(` LEFT JOIN ${source.table} AS t${index} ON ${on.join(' AND ')}`);
+        if (stored[index]!.partition !== undefined) {
+          text(' AND ');
+          partition(index);
+        }
+        for (const entry of level.where) {
+          const p = entry.predicate;
+          const pushable = p.kind === 'in' || (p.kind === 'compare' && p.op === '=');
+          if (pushable && layout.keySources.get(p.column)?.slice(1).includes(index)) {
+            text(' AND ');
+            condition(entry, `t${index}.${q(p.column)}`);
+          }
+        }
+      });
+      if (stored[0]!.partition !== undefined) {
+        and();
+        partition(0);
+      }
+    } else {
+      text('(');
+      emit(k - 1);
+      text(`) AS q${k}`);
+    }
+    for (const entry of level.where) {
+      and();
+      condition(entry, ref(entry.predicate.column));
+    }
+    if (level.limits.length > 0) {
+      text(' LIMIT ');
+      bind({ value: smallest(operations, level.limits), type: 'int64' }, { limits: level.limits });
+    }
+  };
+  emit(levels.length - 1);
+
+  const output = levels[levels.length - 1]!.select.map((name) => {
+    const { type } = typeOf.get(name)!;
+    return { name, type };
+  });
+  return { strings, params, sql: render(strings, dialect), columns: output, slots };
+}
+
+function smallest(operations: ReturnType<typeof unwind>['operations'], limits: readonly number[]): number {
+  let n = Number.POSITIVE_INFINITY;
+  for (const i of limits) n = Math.min(n, (operations[i] as LimitNode).count);
+  return n;
+}
+
+function render(strings: readonly string[], dialect: SqlDialect): string {
+  let sql = strings[0]!;
+  for (let i = 1; i < strings.length; i++) sql += dialect.placeholder(i) + strings[i]!;
+  return sql;
+}
+
+/**
+ * Text equal for two trees exactly when, over the same stored sources, they compile to the same
  * SQL and bind their values in the same places: a cache key for compiled reads. @internal
  */
-export function queryShape(node: QueryNode): string {
+export function queryShape(tree: QueryTree): string {
   // Names are length-prefixed, so no column name can make two shapes look alike.
   let shape = '';
-  for (const p of node.filters) {
-    shape += `${p.kind}${p.column.length}:${p.column}`;
-    if (p.kind === 'compare') shape += p.op;
-    else if (p.kind === 'in') {
-      let nulls = 0;
-      for (const v of p.values) if (v === null) nulls++;
-      shape += `${p.values.length - nulls}/${nulls}`;
+  for (let node = tree; node.kind !== 'source' && node.kind !== 'join'; node = node.input) {
+    if (node.kind === 'limit') shape += 'L;';
+    else if (node.kind === 'project') {
+      shape += 'p';
+      for (const name of node.columns) shape += `${name.length}:${name}`;
+      shape += ';';
+    } else {
+      shape += 'f';
+      for (const p of node.predicates) {
+        shape += `${p.kind}${p.column.length}:${p.column}`;
+        if (p.kind === 'compare') shape += p.op;
+        else if (p.kind === 'in') {
+          let nulls = 0;
+          for (const v of p.values) if (v === null) nulls++;
+          shape += `${p.values.length - nulls}/${nulls}`;
+        }
+        shape += ',';
+      }
+      shape += ';';
     }
-    shape += ';';
   }
-  if (node.select !== undefined) for (const name of node.select) shape += `s${name.length}:${name}`;
-  if (node.limit !== undefined) shape += 'L';
   return shape;
 }
 
 /**
- * `compiled` (from a node of the same {@link queryShape}) with the values of `node` bound
+ * `compiled` (from a tree of the same {@link queryShape}) with the values of `tree` bound
  * instead, checked as {@link compileRead} checks them. @internal
  */
-export function rebindRead(compiled: CompiledQuery, node: QueryNode): CompiledQuery {
+export function rebindRead(compiled: CompiledQuery, tree: QueryTree): CompiledQuery {
   const slots = compiled.slots ?? [];
+  const { operations } = unwind(tree);
   const params: BoundValue[] = new Array(slots.length);
   for (let i = 0; i < slots.length; i++) {
     const slot = slots[i]!;
-    if ('limit' in slot) {
-      params[i] = { value: node.limit!, type: 'int64' };
+    if ('fixed' in slot) {
+      params[i] = slot.fixed;
       continue;
     }
-    const predicate = node.filters[slot.filter]!;
+    if ('limits' in slot) {
+      params[i] = { value: smallest(operations, slot.limits), type: 'int64' };
+      continue;
+    }
+    const predicate = (operations[slot.op] as FilterNode).predicates[slot.predicate]!;
     const value =
       predicate.kind === 'in'
         ? predicate.values[slot.item!]!
@@ -166,11 +286,7 @@ export function rebindRead(compiled: CompiledQuery, node: QueryNode): CompiledQu
           : null;
     params[i] = { value: checkValue(slot.column, value), type: slot.column.type };
   }
-  return { sql: compiled.sql, params, columns: compiled.columns, slots };
-}
-
-function keyOwner(layout: Layout, key: string): number {
-  return layout.keySources.get(key)![0]!;
+  return { strings: compiled.strings, params, sql: compiled.sql, columns: compiled.columns, slots };
 }
 
 /** Refuses a filter value of the wrong kind for its column, in words. @internal */

@@ -366,6 +366,25 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
         expect(all.sort(byOrigin).map((r) => r.origin)).toEqual(['O\'HARE"; DROP TABLE x; --', 'SFO']);
       });
 
+      it('applies filter, select and limit in the order they were called, stored and live', async () => {
+        // At day 2 both features are stored; at day 3 meanDelay is not, so the frame computes live.
+        for (const when of [Last(), day(3)]) {
+          const frame = store.withParams({ when }).getFeatures(departures, meanDelay);
+          const origins = (await frame.toArray()).map((r) => r.origin as string);
+          expect(origins.length).toBeGreaterThan(2);
+          // A filter after limit(1) filters the one row kept: over all origins, at most one row.
+          let kept = 0;
+          for (const origin of origins) kept += (await frame.limit(1).filter({ origin }).toArray()).length;
+          expect(kept, when instanceof Date ? 'live' : 'stored').toBeLessThanOrEqual(1);
+          // A filter before the limit keeps its row.
+          expect(await frame.filter({ origin: 'LAX' }).limit(1).select('origin').toArray()).toEqual([
+            { origin: 'LAX' },
+          ]);
+          expect(await frame.limit(3).limit(5).toArray()).toHaveLength(3);
+          expect(await frame.limit(5).limit(2).toArray()).toHaveLength(2);
+        }
+      });
+
       it('binds values that try to break out of SQL quoting', async () => {
         const hostile = 'O\'HARE"; DROP TABLE x; --';
         const rows = await store

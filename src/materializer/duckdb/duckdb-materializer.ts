@@ -105,8 +105,12 @@ export class DuckDBMaterializer extends MaterializerBase {
     return this.#source;
   }
 
-  protected tableOf(materialization: Materialization): string {
+  private tableOf(materialization: Materialization): string {
     return `${this.#prefix}.${quoteIdentifier(`m_${materialization.id}`)}`;
+  }
+
+  protected sourceOf(materialization: Materialization): { table: string } {
+    return { table: this.tableOf(materialization) };
   }
 
   protected async loadCatalog(): Promise<Materialization[]> {
@@ -299,7 +303,8 @@ export class DuckDBMaterializer extends MaterializerBase {
   ): Promise<unknown> {
     if (materialization.kind !== 'duckdb') return super.readMaterialization(feature, materialization);
     const { reader } = await this.#open();
-    return reader.run((c) => c.runAndReadAll(`SELECT * FROM ${this.tableOf(materialization)}`));
+    const { sql } = this.compile(this.planOf(feature, materialization));
+    return reader.run((c) => c.runAndReadAll(sql));
   }
 
   protected readFailed(plan: ReadPlan, error: unknown): FeatureStoreError {

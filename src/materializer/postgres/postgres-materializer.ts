@@ -284,8 +284,12 @@ export class PostgresMaterializer extends MaterializerBase {
     return compiled;
   }
 
-  protected tableOf(materialization: Materialization): string {
+  private tableOf(materialization: Materialization): string {
     return this.#table(materialization.id);
+  }
+
+  protected sourceOf(materialization: Materialization): { table: string } {
+    return { table: this.tableOf(materialization) };
   }
 
   protected async loadCatalog(): Promise<Materialization[]> {

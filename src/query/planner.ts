@@ -1,0 +1,128 @@
+import { FeatureStoreError } from '../errors.js';
+import { keyOf } from '../feature/entity-key.js';
+import type { FeatureInfo } from '../feature/feature.js';
+import type { Params } from '../feature/params.js';
+import { adapterFor } from '../frame/adapters.js';
+import { type ColumnSpec, columnsOf, type Row, tableToRows } from '../frame/columns.js';
+import type { Materializer, ReadPlan, ReadSource } from '../materializer/materializer.js';
+import { formatSpec, isResolver, type ParamSpec, resolveParams } from '../resolver/resolvers.js';
+import { evaluateRead, type RowSource } from './evaluate.js';
+import type { QueryTree } from './nodes.js';
+
+/** What planning a read needs from the feature store. @internal */
+export interface FrameHost {
+  servingMaterializer(info: FeatureInfo): Materializer | undefined;
+  call(info: FeatureInfo, params: unknown): Promise<unknown>;
+}
+
+/**
+ * How a read runs: in one store, as one statement over the materializations `plan` names; or
+ * live, computing the features at `params` and joining in process, for `reason`. @internal
+ */
+export type ReadRoute =
+  | {
+      readonly kind: 'store';
+      readonly materializer: Materializer;
+      readonly plan: ReadPlan;
+      readonly params: Params;
+    }
+  | { readonly kind: 'live'; readonly params: Params; readonly reason: string };
+
+/**
+ * Decides how a read of `features` at `spec` runs: when one store serves every feature and holds
+ * them all at the parameters `spec` resolves to (`Last()`… decided among its materializations),
+ * there; otherwise live, with resolvers decided across the stores that serve each feature.
+ * @internal
+ */
+export async function planRead(
+  host: FrameHost,
+  features: readonly FeatureInfo[],
+  spec: ParamSpec,
+  query: QueryTree,
+): Promise<ReadRoute> {
+  const names: string[] = new Array(features.length);
+  const materializers: (Materializer | undefined)[] = new Array(features.length);
+  let oneStore = true;
+  for (let i = 0; i < features.length; i++) {
+    names[i] = features[i]!.name;
+    materializers[i] = host.servingMaterializer(features[i]!);
+    oneStore &&= materializers[i] === materializers[0];
+  }
+  const first = materializers[0];
+
+  if (first !== undefined && oneStore) {
+    const resolved = await first.resolveSources(names, spec);
+    if (resolved !== undefined) {
+      const sources: ReadSource[] = new Array(features.length);
+      for (let i = 0; i < features.length; i++) {
+        sources[i] = { feature: features[i]!, materialization: resolved.materializations[i]! };
+      }
+      return { kind: 'store', materializer: first, params: resolved.params, plan: { sources, query } };
+    }
+    const missing: string[] = [];
+    const exact = spec as Params;
+    for (const name of names)
+      if ((await first.findMaterialization(name, exact)) === undefined) missing.push(name);
+    return {
+      kind: 'live',
+      params: exact,
+      reason: `not materialized in ${first.name} for these parameters: ${missing.join(', ')}`,
+    };
+  }
+
+  const hasResolver = Object.values(spec).some(isResolver);
+  if (!hasResolver) {
+    const reason = materializers.every((m) => m === undefined)
+      ? 'no materializer is attached to these features'
+      : 'the features are served by different stores (or some by none)';
+    return { kind: 'live', params: spec as Params, reason };
+  }
+  const unserved = features.filter((_, i) => materializers[i] === undefined).map((f) => f.name);
+  if (unserved.length > 0) {
+    throw new FeatureStoreError(
+      'NO_CONSISTENT_MATERIALIZATION',
+      `${formatSpec(spec)} is decided from materializations, but ${unserved.join(', ')} ha${unserved.length === 1 ? 's' : 've'} no materializer attached. ` +
+        'Attach one with store.addDecorator(materializer.decorator), or pass exact parameter values to compute live.',
+      { details: { features: unserved } },
+    );
+  }
+  const available = await Promise.all(
+    features.map(async (f, i) => ({
+      feature: f.name,
+      paramsKeys: (await materializers[i]!.listMaterializations(f.name)).map((m) => m.paramsKey),
+    })),
+  );
+  const params = resolveParams(spec, available)!;
+  return {
+    kind: 'live',
+    params,
+    reason: 'the features are served by different stores; each is read from its store and joined in process',
+  };
+}
+
+/**
+ * Runs a live read: calls each feature at `params` (through the store's decorators) and
+ * evaluates `query` over the results in process. @internal
+ */
+export async function readLive(
+  host: FrameHost,
+  features: readonly FeatureInfo[],
+  params: Params,
+  query: QueryTree,
+): Promise<{ columns: ColumnSpec[]; rows: Row[] }> {
+  const sources: RowSource[] = await Promise.all(
+    features.map(async (feature) => {
+      // A copy each: the function may change its parameters object, and the frame must not.
+      const result = await host.call(feature, { ...params });
+      const table = await adapterFor(result, feature.name, params).toArrow(result);
+      const columns = columnsOf(table, feature.name);
+      return {
+        feature: feature.name,
+        key: keyOf(feature, columns, params),
+        columns,
+        rows: tableToRows(table),
+      };
+    }),
+  );
+  return evaluateRead(query, sources);
+}

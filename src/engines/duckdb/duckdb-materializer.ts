@@ -3,22 +3,21 @@ import {
   DuckDBInstance,
   type DuckDBPreparedStatement,
   type DuckDBResultReader,
-  DuckDBTimestampValue,
   type DuckDBValue,
-  dateValue,
 } from '@duckdb/node-api';
 import type { Table } from 'apache-arrow';
 import { FeatureStoreError } from '../../errors.js';
 import type { FeatureInfo } from '../../feature/feature.js';
 import { type ColumnSpec, type Row, tableFromColumns } from '../../frame/columns.js';
-import { duckdbColumnSpecs, readDuckDBColumns } from '../../frame/duckdb/duckdb-columns.js';
-import { appendBatches, DUCKDB_SQL_TYPES, quoteIdentifier } from '../../frame/duckdb/duckdb-load.js';
-import { createDuckDBSource, duckdbSource, renderDuckDB } from '../../frame/duckdb/duckdb-source.js';
+import { type KeySummary, KeyTracker } from '../../materializer/key-tracker.js';
+import type { Materialization, ReadPlan } from '../../materializer/materializer.js';
+import { MaterializerBase, type PublishInput } from '../../materializer/materializer-base.js';
 import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
 import type { SqlQuery, SqlSource } from '../../sql/sql-query.js';
-import { type KeySummary, KeyTracker } from '../key-tracker.js';
-import type { Materialization, ReadPlan } from '../materializer.js';
-import { MaterializerBase, type PublishInput } from '../materializer-base.js';
+import { duckdbColumnSpecs, readDuckDBColumns } from './duckdb-columns.js';
+import { columnDefinitions, DUCKDB_DIALECT, dateOf, quoteIdentifier, timestampOf } from './duckdb-dialect.js';
+import { appendBatches } from './duckdb-load.js';
+import { createDuckDBSource, duckdbSource, renderDuckDB } from './duckdb-source.js';
 
 /** Options of {@link DuckDBMaterializer}. */
 export interface DuckDBMaterializerOptions {
@@ -73,7 +72,7 @@ export class DuckDBMaterializer extends MaterializerBase {
   readonly path: string;
   /** The schema holding the catalog and data tables. */
   readonly schema: string;
-  protected readonly dialect: SqlDialect = { quote: quoteIdentifier, placeholder: (i) => `$${i}` };
+  protected readonly dialect: SqlDialect = DUCKDB_DIALECT;
 
   readonly #threads: number | undefined;
   readonly #instance: DuckDBInstance | undefined;
@@ -135,10 +134,7 @@ export class DuckDBMaterializer extends MaterializerBase {
 
   protected async publish(input: PublishInput): Promise<Materialization> {
     return this.#publishWith(input, async (c, name, table, begin) => {
-      const definition = input.columns
-        .map((col) => `${quoteIdentifier(col.name)} ${DUCKDB_SQL_TYPES[col.type]}`)
-        .join(', ');
-      await c.run(`${begin}; CREATE TABLE ${table} (${definition})`);
+      await c.run(`${begin}; CREATE TABLE ${table} (${columnDefinitions(input.columns)})`);
       const keys = new KeyTracker(input.key, KEY_CHECK_MAX_ROWS);
       await appendBatches(
         c,
@@ -511,9 +507,9 @@ function nextId(instance: DuckDBInstance, schema: string): bigint {
 function toDuckDBValue({ value, type }: BoundValue): DuckDBValue {
   switch (type) {
     case 'timestamp':
-      return new DuckDBTimestampValue(BigInt((value as Date).getTime()) * 1000n);
+      return timestampOf((value as Date).getTime());
     case 'date':
-      return dateValue(Math.floor((value as Date).getTime() / 86_400_000));
+      return dateOf((value as Date).getTime());
     case 'int64':
       return BigInt(value as number | bigint);
     case 'int8':

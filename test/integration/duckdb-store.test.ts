@@ -5,6 +5,7 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { FeatureStore } from 'featurefn';
 import { DuckDBMaterializer } from 'featurefn/duckdb';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { type ColumnSpec, tableFromColumns } from '../../src/frame/columns.js';
 
 /** Names of the data tables in the store's schema. */
 async function dataTables(instance: DuckDBInstance): Promise<string[]> {
@@ -86,5 +87,41 @@ describe('DuckDB store', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('keeps null items inside an Arrow list<float64> column (embeddings)', async () => {
+    const materializer = new DuckDBMaterializer({ instance });
+    const local = new FeatureStore();
+    local.addDecorator(materializer.decorator);
+    const rows = [
+      { id: 'a', embedding: [1.5, null, 3.5] },
+      { id: 'b', embedding: [null] },
+      { id: 'c', embedding: null },
+    ];
+    const columns: ColumnSpec[] = [
+      { name: 'id', type: 'string' },
+      { name: 'embedding', type: 'float64[]' },
+    ];
+    const embeddings = local.feature({ module: 'nulls', entity: 'id' }, async function embeddings() {
+      return tableFromColumns(columns, [rows.map((r) => r.id), rows.map((r) => r.embedding)]);
+    });
+    const record = await materializer.materialize(embeddings, {});
+    expect(record.columns).toEqual(columns);
+    const read = await local
+      .withParams({})
+      .getFeatures(embeddings)
+      .filter({ id: ['a', 'b', 'c'] })
+      .toArray();
+    expect(read.sort((x, y) => String(x.id).localeCompare(String(y.id)))).toEqual(rows);
+    const c = await instance.connect();
+    try {
+      const stored = await c.runAndReadAll(
+        `SELECT id, list_count(embedding) AS n FROM featurefn.${`m_${record.id}`} ORDER BY id`,
+      );
+      expect(stored.getRowObjectsJS().map((r) => r.n)).toEqual([2n, 0n, null]);
+    } finally {
+      c.closeSync();
+    }
+    await materializer.close();
   });
 });

@@ -57,8 +57,18 @@ function toDuckDB(type: ColumnType, v: unknown): DuckDBValue {
     case 'int64':
       return BigInt(v as bigint | number);
     case 'float64[]':
-      return listValue(Array.from((v as Vector).toArray() as ArrayLike<number>, Number));
+      return listValue(listItems(v as Vector));
     default:
       return v as DuckDBValue;
   }
+}
+
+/** A list's items, null items kept (`toArray()` would give the raw buffer, where they read as 0). */
+function listItems(items: Vector): DuckDBValue[] {
+  const out: DuckDBValue[] = new Array(items.length);
+  for (let k = 0; k < items.length; k++) {
+    const item = items.get(k) as number | null;
+    out[k] = item === null ? null : Number(item);
+  }
+  return out;
 }

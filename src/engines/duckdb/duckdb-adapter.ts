@@ -26,8 +26,8 @@ export const duckdbAdapter: FrameAdapter<DuckDBResultLike> = {
         import('../../frame/columns.js'),
       ]);
     // One in-memory database per process holds the short-lived tables results are read from.
-    scratch ??= DuckDBInstance.create(':memory:');
-    const connection = await (await scratch).connect();
+    scratch ??= sharedOnSuccess(() => DuckDBInstance.create(':memory:'));
+    const connection = await (await scratch()).connect();
     try {
       const columns = columnsOf(table);
       const name = `featurefn_result_${process.pid}_${++resultCounter}`;
@@ -43,4 +43,23 @@ export const duckdbAdapter: FrameAdapter<DuckDBResultLike> = {
 };
 
 let resultCounter = 0;
-let scratch: Promise<import('@duckdb/node-api').DuckDBInstance> | undefined;
+let scratch: (() => Promise<import('@duckdb/node-api').DuckDBInstance>) | undefined;
+
+/**
+ * `create()`'s result, made once and shared by every caller; a failure is not kept, so the next
+ * call tries again (a failed scratch database would otherwise break DuckDB results until restart).
+ * @internal
+ */
+export function sharedOnSuccess<T>(create: () => Promise<T>): () => Promise<T> {
+  let pending: Promise<T> | undefined;
+  return () => {
+    if (pending === undefined) {
+      const attempt = create();
+      pending = attempt;
+      attempt.catch(() => {
+        if (pending === attempt) pending = undefined;
+      });
+    }
+    return pending;
+  };
+}

@@ -124,4 +124,28 @@ describe('DuckDB store', () => {
     }
     await materializer.close();
   });
+
+  it('binds catalog texts: parameters with control characters, quotes and backslashes come back exact', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'featurefn-duckdb-'));
+    const path = join(dir, 'bound.duckdb');
+    const tag = "a\u0000b'\\n\u0007; --";
+    const tagged = store.feature(
+      { module: 'bound', entity: 'id' },
+      async function tagged(p: { tag: string }) {
+        return [{ id: `x${p.tag}`, "v'\\n\u0007": 1 }];
+      },
+    );
+    try {
+      const writer = new DuckDBMaterializer({ path });
+      await writer.materialize(tagged, { tag });
+      await writer.close();
+      const reader = new DuckDBMaterializer({ path });
+      const [found] = await reader.listMaterializations(tagged);
+      expect(found?.params).toEqual({ tag });
+      expect(found?.columns.map((c) => c.name)).toEqual(['id', "v'\\n\u0007"]);
+      await reader.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

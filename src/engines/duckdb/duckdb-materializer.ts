@@ -204,8 +204,7 @@ export class DuckDBMaterializer extends MaterializerBase {
         if (summary.duplicate !== undefined)
           throw this.duplicateKeyError({ ...input, key }, summary.duplicate);
         const createdAt = new Date();
-        // The record rides with the commit, as literals: its texts are identifiers and JSON (no
-        // control characters), quoted by doubling single quotes, and its numbers are this store's.
+        // Ids below are this store's own numbers (drawn in memory), not user input.
         const finish: string[] = [];
         const replaced = await this.#replacedIds(input.feature.name, input.paramsKey);
         if (replaced.length > 0)
@@ -220,21 +219,22 @@ export class DuckDBMaterializer extends MaterializerBase {
             `CREATE INDEX ${quoteIdentifier(`${name}_key`)} ON ${table} (${quoteIdentifier(key[0]!)})`,
           );
         }
-        const values = [
-          id,
-          sqlString(input.feature.name),
-          sqlString(input.paramsKey),
-          sqlString(input.kind),
-          sqlString(JSON.stringify(key)),
-          sqlString(JSON.stringify(columns)),
-          String(summary.rows),
-          sqlString(input.feature.sourceHash),
-          `make_timestamp(${createdAt.getTime() * 1000})`,
-          "'complete'",
-        ];
-        finish.push(
+        // Every catalog text is bound, never spliced: the record goes in first, then the rest
+        // of the swap rides with the commit.
+        await c.run(
           `INSERT INTO ${this.#catalog} (id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at, status)
-           VALUES (${values.join(', ')})`,
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'complete')`,
+          [
+            BigInt(id),
+            input.feature.name,
+            input.paramsKey,
+            input.kind,
+            JSON.stringify(key),
+            JSON.stringify(columns),
+            BigInt(summary.rows),
+            input.feature.sourceHash,
+            timestampOf(createdAt.getTime()),
+          ],
         );
         finish.push('COMMIT');
         await c.run(finish.join(';\n'));
@@ -475,11 +475,6 @@ export class DuckDBMaterializer extends MaterializerBase {
 /** The key of {@link DuckDBMaterializer}'s own latest tables: feature name and parameters. */
 function slotOf(feature: string, paramsKey: string): string {
   return `${feature}\u0000${paramsKey}`;
-}
-
-/** A DuckDB string literal: single quotes doubled. For texts without control characters. */
-function sqlString(text: string): string {
-  return `'${text.replaceAll("'", "''")}'`;
 }
 
 /**

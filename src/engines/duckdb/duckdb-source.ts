@@ -1,7 +1,7 @@
 import { type DuckDBConnection, DuckDBInstance, type DuckDBValue } from '@duckdb/node-api';
 import type { RecordBatch } from 'apache-arrow';
 import { FeatureStoreError } from '../../errors.js';
-import { type SqlQuery, type SqlSource, type SqlValue, sqlTag } from '../../sql/sql-query.js';
+import { type SqlQuery, type SqlSource, type SqlValue, sqlTag, trimStatement } from '../../sql/sql-query.js';
 import { DUCKDB_DIALECT, timestampOf } from './duckdb-dialect.js';
 import { duckdbBatches } from './duckdb-stream.js';
 
@@ -76,7 +76,8 @@ async function* streamQuery(
 /** The query's text with `$n` placeholders and its values as DuckDB values. @internal */
 export function renderDuckDB(query: SqlQuery, first = 1): { text: string; values: DuckDBValue[] } {
   const { text, values } = query.render(DUCKDB_DIALECT.placeholder, first);
-  return { text, values: values.map(toDuckDB) };
+  // Wrapped in `CREATE TABLE … AS` or a subquery: no trailing `;` or comment may end the wrapper.
+  return { text: trimStatement(text), values: values.map(toDuckDB) };
 }
 
 function toDuckDB(value: SqlValue): DuckDBValue {

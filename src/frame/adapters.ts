@@ -3,7 +3,6 @@ import { FeatureStoreError } from '../errors.js';
 import type { Params } from '../feature/params.js';
 import { describeValue } from '../format.js';
 import { arrowAdapter } from './arrow/arrow-adapter.js';
-import { duckdbAdapter } from './duckdb/duckdb-adapter.js';
 import type { FrameAdapter } from './frame-adapter.js';
 import { kyselyAdapter } from './kysely/kysely-adapter.js';
 import { polarsAdapter, polarsLazyAdapter } from './polars/polars-adapter.js';
@@ -13,7 +12,6 @@ import { sqlAdapter } from './sql/sql-adapter.js';
 // Row arrays last: the other adapters recognise specific objects, rows any array of objects.
 const adapters: FrameAdapter[] = [
   arrowAdapter,
-  duckdbAdapter,
   sqlAdapter,
   polarsAdapter,
   polarsLazyAdapter,

@@ -74,7 +74,7 @@ export class SqlQuery {
     this.values.forEach((value, i) => {
       if (isSqlQuery(value)) {
         const inner = value.render(placeholder, first + values.length);
-        text += `(${inner.text})`;
+        text += `(${trimStatement(inner.text)})`;
         values.push(...inner.values);
       } else if (isFragment(value)) {
         text += value.text;
@@ -155,4 +155,44 @@ function checkValue(value: unknown): void {
         'nest queries, or use sql.id(...) for identifiers.',
     );
   }
+}
+
+/**
+ * A statement's text without what follows its last token: trailing whitespace, semicolons and
+ * comments, so that it can be wrapped (`(…)`, `CREATE TABLE … AS …`) without ending the wrapper
+ * or commenting out its close. Quoted strings and identifiers are skipped whole. @internal
+ */
+export function trimStatement(text: string): string {
+  let end = 0;
+  let i = 0;
+  while (i < text.length) {
+    const c = text[i]!;
+    if (c === '-' && text[i + 1] === '-') {
+      const newline = text.indexOf('\n', i);
+      i = newline < 0 ? text.length : newline + 1;
+    } else if (c === '/' && text[i + 1] === '*') {
+      const close = text.indexOf('*/', i + 2);
+      i = close < 0 ? text.length : close + 2;
+    } else if (c === "'" || c === '"') {
+      let j = i + 1;
+      for (;;) {
+        const close = text.indexOf(c, j);
+        if (close < 0) {
+          j = text.length;
+          break;
+        }
+        if (text[close + 1] === c) j = close + 2;
+        else {
+          j = close + 1;
+          break;
+        }
+      }
+      i = j;
+      end = i;
+    } else {
+      i++;
+      if (c !== ';' && !/\s/.test(c)) end = i;
+    }
+  }
+  return text.slice(0, end);
 }

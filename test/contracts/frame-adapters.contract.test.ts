@@ -1,11 +1,14 @@
 import { DuckDBInstance } from '@duckdb/node-api';
 import { Field, RecordBatch, Schema, Table, tableToIPC } from 'apache-arrow';
+// Registers the DuckDB adapter, as a user's import of featurefn/duckdb does.
+import 'featurefn/duckdb';
 import { polarsAdapter, polarsLazyAdapter } from 'featurefn/polars';
 import pl from 'nodejs-polars';
+import { duckdbAdapter } from '../../src/engines/duckdb/duckdb-adapter.js';
+import { columnDefinitions, quoteIdentifier } from '../../src/engines/duckdb/duckdb-dialect.js';
+import { appendBatches } from '../../src/engines/duckdb/duckdb-load.js';
 import { arrowAdapter } from '../../src/frame/arrow/arrow-adapter.js';
 import { columnsOf, tableToRows } from '../../src/frame/columns.js';
-import { duckdbAdapter } from '../../src/frame/duckdb/duckdb-adapter.js';
-import { appendBatches, DUCKDB_SQL_TYPES, quoteIdentifier } from '../../src/frame/duckdb/duckdb-load.js';
 import { rowsAdapter } from '../../src/frame/rows/rows-adapter.js';
 import { describeFrameAdapter } from './frame-adapter-contract.js';
 
@@ -48,9 +51,7 @@ describeFrameAdapter('duckdb, materialized result of run()', {
     const connection = await (await DuckDBInstance.fromCache(':memory:')).connect();
     const name = `contract_${++loaded}`;
     const columns = columnsOf(table);
-    const definition = columns
-      .map((c) => `${quoteIdentifier(c.name)} ${DUCKDB_SQL_TYPES[c.type]}`)
-      .join(', ');
+    const definition = columnDefinitions(columns);
     await connection.run(`CREATE TABLE ${quoteIdentifier(name)} (${definition})`);
     await appendBatches(connection, { schema: 'main', name }, columns, table.batches);
     return connection.run(`SELECT * FROM ${quoteIdentifier(name)} ORDER BY id`);

@@ -4,8 +4,9 @@ import { duckdbSource } from 'featurefn/duckdb';
 import { postgresSource } from 'featurefn/postgres';
 import pg from 'pg';
 import { afterAll, beforeAll, describe } from 'vitest';
+import { columnDefinitions, quoteIdentifier } from '../../src/engines/duckdb/duckdb-dialect.js';
+import { appendBatches } from '../../src/engines/duckdb/duckdb-load.js';
 import { columnsOf } from '../../src/frame/columns.js';
-import { appendBatches, DUCKDB_SQL_TYPES, quoteIdentifier } from '../../src/frame/duckdb/duckdb-load.js';
 import { sqlAdapter } from '../../src/frame/sql/sql-adapter.js';
 import {
   dropSchema,
@@ -34,9 +35,7 @@ describe('SQL queries on DuckDB', () => {
     const columns = columnsOf(table);
     const c = await instance.connect();
     try {
-      const definition = columns
-        .map((col) => `${quoteIdentifier(col.name)} ${DUCKDB_SQL_TYPES[col.type]}`)
-        .join(', ');
+      const definition = columnDefinitions(columns);
       await c.run(`CREATE TABLE ${quoteIdentifier(name)} (${definition})`);
       await appendBatches(c, { schema: 'main', name }, columns, table.batches);
     } finally {

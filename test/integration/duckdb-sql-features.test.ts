@@ -105,6 +105,25 @@ describe('SQL features on DuckDB', () => {
     ]);
   });
 
+  it('materializes queries ending in a semicolon or a line comment, and queries nesting them', async () => {
+    const flights = duckdbSource(instance);
+    const inner = flights.sql`SELECT origin, count(*) AS n FROM flights WHERE date <= ${when} GROUP BY origin; -- per origin`;
+    const texts = {
+      semicolon: flights.sql`SELECT origin, count(*) AS n FROM flights WHERE date <= ${when} GROUP BY origin;`,
+      comment: flights.sql`SELECT origin, count(*) AS n FROM flights WHERE date <= ${when} GROUP BY origin -- ';' "x`,
+      nested: flights.sql`SELECT origin, n FROM ${inner} AS q; /* done */`,
+    };
+    const expected = await handWritten(
+      'SELECT origin, count(*) AS n FROM flights WHERE date <= $1 GROUP BY origin ORDER BY origin',
+    );
+    for (const [name, query] of Object.entries(texts)) {
+      const f = store.feature({ module: 'endings', entity: 'origin' }, { [name]: async () => query }[name]!);
+      const record = await materializer.materialize(f, {});
+      expect(record.rows, name).toBe(expected.length);
+      expect((await query.toArray()).length, name).toBe(expected.length);
+    }
+  });
+
   it('proves the in-engine path streams nothing, and another database streams everything', async () => {
     const own = counted(duckdbSource(instance));
     const feature = store.feature(

@@ -5,6 +5,7 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { FeatureStore } from 'featurefn';
 import { DuckDBMaterializer } from 'featurefn/duckdb';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { type ColumnSpec, tableFromColumns } from '../../src/frame/columns.js';
 
 /** Names of the data tables in the store's schema. */
 async function dataTables(instance: DuckDBInstance): Promise<string[]> {
@@ -82,6 +83,66 @@ describe('DuckDB store', () => {
       expect(found).toMatchObject({ id: record.id, params: { tag: hostile }, rows: 1 });
       expect(found?.columns.map((c) => c.name)).toEqual(['id', column]);
       expect(found?.createdAt).toEqual(record.createdAt);
+      await reader.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps null items inside an Arrow list<float64> column (embeddings)', async () => {
+    const materializer = new DuckDBMaterializer({ instance });
+    const local = new FeatureStore();
+    local.addDecorator(materializer.decorator);
+    const rows = [
+      { id: 'a', embedding: [1.5, null, 3.5] },
+      { id: 'b', embedding: [null] },
+      { id: 'c', embedding: null },
+    ];
+    const columns: ColumnSpec[] = [
+      { name: 'id', type: 'string' },
+      { name: 'embedding', type: 'float64[]' },
+    ];
+    const embeddings = local.feature({ module: 'nulls', entity: 'id' }, async function embeddings() {
+      return tableFromColumns(columns, [rows.map((r) => r.id), rows.map((r) => r.embedding)]);
+    });
+    const record = await materializer.materialize(embeddings, {});
+    expect(record.columns).toEqual(columns);
+    const read = await local
+      .withParams({})
+      .getFeatures(embeddings)
+      .filter({ id: ['a', 'b', 'c'] })
+      .toArray();
+    expect(read.sort((x, y) => String(x.id).localeCompare(String(y.id)))).toEqual(rows);
+    const c = await instance.connect();
+    try {
+      const stored = await c.runAndReadAll(
+        `SELECT id, list_count(embedding) AS n FROM featurefn.${`m_${record.id}`} ORDER BY id`,
+      );
+      expect(stored.getRowObjectsJS().map((r) => r.n)).toEqual([2n, 0n, null]);
+    } finally {
+      c.closeSync();
+    }
+    await materializer.close();
+  });
+
+  it('binds catalog texts: parameters with control characters, quotes and backslashes come back exact', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'featurefn-duckdb-'));
+    const path = join(dir, 'bound.duckdb');
+    const tag = "a\u0000b'\\n\u0007; --";
+    const tagged = store.feature(
+      { module: 'bound', entity: 'id' },
+      async function tagged(p: { tag: string }) {
+        return [{ id: `x${p.tag}`, "v'\\n\u0007": 1 }];
+      },
+    );
+    try {
+      const writer = new DuckDBMaterializer({ path });
+      await writer.materialize(tagged, { tag });
+      await writer.close();
+      const reader = new DuckDBMaterializer({ path });
+      const [found] = await reader.listMaterializations(tagged);
+      expect(found?.params).toEqual({ tag });
+      expect(found?.columns.map((c) => c.name)).toEqual(['id', "v'\\n\u0007"]);
       await reader.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -3,22 +3,21 @@ import {
   DuckDBInstance,
   type DuckDBPreparedStatement,
   type DuckDBResultReader,
-  DuckDBTimestampValue,
   type DuckDBValue,
-  dateValue,
 } from '@duckdb/node-api';
 import type { Table } from 'apache-arrow';
 import { FeatureStoreError } from '../../errors.js';
 import type { FeatureInfo } from '../../feature/feature.js';
 import { type ColumnSpec, type Row, tableFromColumns } from '../../frame/columns.js';
-import { duckdbColumnSpecs, readDuckDBColumns } from '../../frame/duckdb/duckdb-columns.js';
-import { appendBatches, DUCKDB_SQL_TYPES, quoteIdentifier } from '../../frame/duckdb/duckdb-load.js';
-import { createDuckDBSource, duckdbSource, renderDuckDB } from '../../frame/duckdb/duckdb-source.js';
+import { type KeySummary, KeyTracker } from '../../materializer/key-tracker.js';
+import type { Materialization, ReadPlan } from '../../materializer/materializer.js';
+import { MaterializerBase, type PublishInput } from '../../materializer/materializer-base.js';
 import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
 import type { SqlQuery, SqlSource } from '../../sql/sql-query.js';
-import { type KeySummary, KeyTracker } from '../key-tracker.js';
-import type { Materialization, ReadPlan } from '../materializer.js';
-import { MaterializerBase, type PublishInput } from '../materializer-base.js';
+import { duckdbColumnSpecs, readDuckDBColumns } from './duckdb-columns.js';
+import { columnDefinitions, DUCKDB_DIALECT, dateOf, quoteIdentifier, timestampOf } from './duckdb-dialect.js';
+import { appendBatches } from './duckdb-load.js';
+import { createDuckDBSource, duckdbSource, renderDuckDB } from './duckdb-source.js';
 
 /** Options of {@link DuckDBMaterializer}. */
 export interface DuckDBMaterializerOptions {
@@ -73,7 +72,7 @@ export class DuckDBMaterializer extends MaterializerBase {
   readonly path: string;
   /** The schema holding the catalog and data tables. */
   readonly schema: string;
-  protected readonly dialect: SqlDialect = { quote: quoteIdentifier, placeholder: (i) => `$${i}` };
+  protected readonly dialect: SqlDialect = DUCKDB_DIALECT;
 
   readonly #threads: number | undefined;
   readonly #instance: DuckDBInstance | undefined;
@@ -139,10 +138,7 @@ export class DuckDBMaterializer extends MaterializerBase {
 
   protected async publish(input: PublishInput): Promise<Materialization> {
     return this.#publishWith(input, async (c, name, table, begin) => {
-      const definition = input.columns
-        .map((col) => `${quoteIdentifier(col.name)} ${DUCKDB_SQL_TYPES[col.type]}`)
-        .join(', ');
-      await c.run(`${begin}; CREATE TABLE ${table} (${definition})`);
+      await c.run(`${begin}; CREATE TABLE ${table} (${columnDefinitions(input.columns)})`);
       const keys = new KeyTracker(input.key, KEY_CHECK_MAX_ROWS);
       await appendBatches(
         c,
@@ -212,8 +208,7 @@ export class DuckDBMaterializer extends MaterializerBase {
         if (summary.duplicate !== undefined)
           throw this.duplicateKeyError({ ...input, key }, summary.duplicate);
         const createdAt = new Date();
-        // The record rides with the commit, as literals: its texts are identifiers and JSON (no
-        // control characters), quoted by doubling single quotes, and its numbers are this store's.
+        // Ids below are this store's own numbers (drawn in memory), not user input.
         const finish: string[] = [];
         const replaced = await this.#replacedIds(input.feature.name, input.paramsKey);
         if (replaced.length > 0)
@@ -228,21 +223,22 @@ export class DuckDBMaterializer extends MaterializerBase {
             `CREATE INDEX ${quoteIdentifier(`${name}_key`)} ON ${table} (${quoteIdentifier(key[0]!)})`,
           );
         }
-        const values = [
-          id,
-          sqlString(input.feature.name),
-          sqlString(input.paramsKey),
-          sqlString(input.kind),
-          sqlString(JSON.stringify(key)),
-          sqlString(JSON.stringify(columns)),
-          String(summary.rows),
-          sqlString(input.feature.sourceHash),
-          `make_timestamp(${createdAt.getTime() * 1000})`,
-          "'complete'",
-        ];
-        finish.push(
+        // Every catalog text is bound, never spliced: the record goes in first, then the rest
+        // of the swap rides with the commit.
+        await c.run(
           `INSERT INTO ${this.#catalog} (id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at, status)
-           VALUES (${values.join(', ')})`,
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'complete')`,
+          [
+            BigInt(id),
+            input.feature.name,
+            input.paramsKey,
+            input.kind,
+            JSON.stringify(key),
+            JSON.stringify(columns),
+            BigInt(summary.rows),
+            input.feature.sourceHash,
+            timestampOf(createdAt.getTime()),
+          ],
         );
         finish.push('COMMIT');
         await c.run(finish.join(';\n'));
@@ -486,11 +482,6 @@ function slotOf(feature: string, paramsKey: string): string {
   return `${feature}\u0000${paramsKey}`;
 }
 
-/** A DuckDB string literal: single quotes doubled. For texts without control characters. */
-function sqlString(text: string): string {
-  return `'${text.replaceAll("'", "''")}'`;
-}
-
 /**
  * Results up to this many rows have their key checked as they stream in, not by a scan afterwards:
  * about where checking in Node (≈ 1 µs a row) costs what the scan's statement costs.
@@ -516,9 +507,9 @@ function nextId(instance: DuckDBInstance, schema: string): bigint {
 function toDuckDBValue({ value, type }: BoundValue): DuckDBValue {
   switch (type) {
     case 'timestamp':
-      return new DuckDBTimestampValue(BigInt((value as Date).getTime()) * 1000n);
+      return timestampOf((value as Date).getTime());
     case 'date':
-      return dateValue(Math.floor((value as Date).getTime() / 86_400_000));
+      return dateOf((value as Date).getTime());
     case 'int64':
       return BigInt(value as number | bigint);
     case 'int8':

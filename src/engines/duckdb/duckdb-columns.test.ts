@@ -1,6 +1,6 @@
 import { DuckDBInstance } from '@duckdb/node-api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tableToRows } from '../columns.js';
+import { tableToRows } from '../../frame/columns.js';
 import { duckdbAdapter } from './duckdb-adapter.js';
 
 describe('DuckDB results as Arrow', () => {

@@ -1,6 +1,6 @@
 import type { Table } from 'apache-arrow';
-import { tableFromColumns } from '../columns.js';
-import type { FrameAdapter } from '../frame-adapter.js';
+import { tableFromColumns } from '../../frame/columns.js';
+import type { FrameAdapter } from '../../frame/frame-adapter.js';
 import { type DuckDBResultLike, isDuckDBResult, readDuckDBColumns } from './duckdb-columns.js';
 import { duckdbBatches } from './duckdb-stream.js';
 
@@ -18,18 +18,20 @@ export const duckdbAdapter: FrameAdapter<DuckDBResultLike> = {
   },
   toBatches: (result) => duckdbBatches(result),
   async fromArrow(table: Table) {
-    const [{ DuckDBInstance }, { appendBatches, DUCKDB_SQL_TYPES, quoteIdentifier }, { columnsOf }] =
-      await Promise.all([import('@duckdb/node-api'), import('./duckdb-load.js'), import('../columns.js')]);
+    const [{ DuckDBInstance }, { appendBatches }, { columnDefinitions, quoteIdentifier }, { columnsOf }] =
+      await Promise.all([
+        import('@duckdb/node-api'),
+        import('./duckdb-load.js'),
+        import('./duckdb-dialect.js'),
+        import('../../frame/columns.js'),
+      ]);
     // One in-memory database per process holds the short-lived tables results are read from.
-    scratch ??= DuckDBInstance.create(':memory:');
-    const connection = await (await scratch).connect();
+    scratch ??= sharedOnSuccess(() => DuckDBInstance.create(':memory:'));
+    const connection = await (await scratch()).connect();
     try {
       const columns = columnsOf(table);
       const name = `featurefn_result_${process.pid}_${++resultCounter}`;
-      const definition = columns
-        .map((c) => `${quoteIdentifier(c.name)} ${DUCKDB_SQL_TYPES[c.type]}`)
-        .join(', ');
-      await connection.run(`CREATE TABLE ${quoteIdentifier(name)} (${definition})`);
+      await connection.run(`CREATE TABLE ${quoteIdentifier(name)} (${columnDefinitions(columns)})`);
       await appendBatches(connection, { schema: 'main', name }, columns, table.batches);
       const reader = await connection.runAndReadAll(`SELECT * FROM ${quoteIdentifier(name)}`);
       await connection.run(`DROP TABLE ${quoteIdentifier(name)}`);
@@ -41,4 +43,23 @@ export const duckdbAdapter: FrameAdapter<DuckDBResultLike> = {
 };
 
 let resultCounter = 0;
-let scratch: Promise<import('@duckdb/node-api').DuckDBInstance> | undefined;
+let scratch: (() => Promise<import('@duckdb/node-api').DuckDBInstance>) | undefined;
+
+/**
+ * `create()`'s result, made once and shared by every caller; a failure is not kept, so the next
+ * call tries again (a failed scratch database would otherwise break DuckDB results until restart).
+ * @internal
+ */
+export function sharedOnSuccess<T>(create: () => Promise<T>): () => Promise<T> {
+  let pending: Promise<T> | undefined;
+  return () => {
+    if (pending === undefined) {
+      const attempt = create();
+      pending = attempt;
+      attempt.catch(() => {
+        if (pending === attempt) pending = undefined;
+      });
+    }
+    return pending;
+  };
+}

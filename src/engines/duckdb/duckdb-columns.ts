@@ -1,5 +1,5 @@
 import { FeatureStoreError } from '../../errors.js';
-import type { ColumnSpec, ColumnType } from '../columns.js';
+import type { ColumnSpec, ColumnType } from '../../frame/columns.js';
 
 /**
  * The part of a `@duckdb/node-api` result featurefn reads: `DuckDBResultReader` (from

@@ -19,7 +19,7 @@ import {
   TimestampMillisecond,
   Utf8,
 } from 'apache-arrow';
-import { arrowFieldOf, type ColumnSpec, tableFromColumns } from '../columns.js';
+import { arrowFieldOf, type ColumnSpec, tableFromColumns } from '../../frame/columns.js';
 import { duckdbMapping, T } from './duckdb-columns.js';
 
 /**

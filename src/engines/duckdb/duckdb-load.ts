@@ -1,74 +1,7 @@
-import {
-  BIGINT,
-  BOOLEAN,
-  DATE,
-  DOUBLE,
-  type DuckDBConnection,
-  DuckDBDataChunk,
-  DuckDBTimestampValue,
-  type DuckDBType,
-  type DuckDBValue,
-  dateValue,
-  FLOAT,
-  INTEGER,
-  LIST,
-  listValue,
-  SMALLINT,
-  TIMESTAMP,
-  TINYINT,
-  VARCHAR,
-} from '@duckdb/node-api';
+import { type DuckDBConnection, DuckDBDataChunk, type DuckDBValue, listValue } from '@duckdb/node-api';
 import type { RecordBatch, Vector } from 'apache-arrow';
-import type { ColumnSpec, ColumnType } from '../columns.js';
-
-/** DuckDB SQL type of each featurefn column type. @internal */
-export const DUCKDB_SQL_TYPES: Record<ColumnType, string> = {
-  boolean: 'BOOLEAN',
-  int8: 'TINYINT',
-  int16: 'SMALLINT',
-  int32: 'INTEGER',
-  int64: 'BIGINT',
-  float32: 'FLOAT',
-  float64: 'DOUBLE',
-  string: 'VARCHAR',
-  timestamp: 'TIMESTAMP',
-  date: 'DATE',
-  json: 'JSON',
-  'float64[]': 'DOUBLE[]',
-};
-
-function duckdbType(type: ColumnType): DuckDBType {
-  switch (type) {
-    case 'boolean':
-      return BOOLEAN;
-    case 'int8':
-      return TINYINT;
-    case 'int16':
-      return SMALLINT;
-    case 'int32':
-      return INTEGER;
-    case 'int64':
-      return BIGINT;
-    case 'float32':
-      return FLOAT;
-    case 'float64':
-      return DOUBLE;
-    case 'string':
-    case 'json':
-      return VARCHAR;
-    case 'timestamp':
-      return TIMESTAMP;
-    case 'date':
-      return DATE;
-    case 'float64[]':
-      return LIST(DOUBLE);
-  }
-}
-
-/** Double-quotes an identifier for DuckDB and PostgreSQL (doubling embedded quotes). @internal */
-export function quoteIdentifier(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
-}
+import type { ColumnSpec, ColumnType } from '../../frame/columns.js';
+import { dateOf, duckdbDriverType, timestampOf } from './duckdb-dialect.js';
 
 /**
  * Appends Arrow record batches to an existing DuckDB table through the appender, one data chunk
@@ -82,7 +15,7 @@ export async function appendBatches(
   batches: AsyncIterable<RecordBatch> | Iterable<RecordBatch>,
 ): Promise<number> {
   const appender = await connection.createAppender(table.name, table.schema, table.catalog ?? null);
-  const types = columns.map((c) => duckdbType(c.type));
+  const types = columns.map((c) => duckdbDriverType(c.type));
   const size = 2048;
   let rows = 0;
   try {
@@ -118,14 +51,24 @@ function toDuckDB(type: ColumnType, v: unknown): DuckDBValue {
   switch (type) {
     case 'timestamp':
       // Arrow gives fractional milliseconds for finer units: round down, as rows and casts do.
-      return new DuckDBTimestampValue(BigInt(Math.floor(Number(v))) * 1000n);
+      return timestampOf(Number(v));
     case 'date':
-      return dateValue(Math.floor(Number(v) / 86_400_000));
+      return dateOf(Number(v));
     case 'int64':
       return BigInt(v as bigint | number);
     case 'float64[]':
-      return listValue(Array.from((v as Vector).toArray() as ArrayLike<number>, Number));
+      return listValue(listItems(v as Vector));
     default:
       return v as DuckDBValue;
   }
+}
+
+/** A list's items, null items kept (`toArray()` would give the raw buffer, where they read as 0). */
+function listItems(items: Vector): DuckDBValue[] {
+  const out: DuckDBValue[] = new Array(items.length);
+  for (let k = 0; k < items.length; k++) {
+    const item = items.get(k) as number | null;
+    out[k] = item === null ? null : Number(item);
+  }
+  return out;
 }

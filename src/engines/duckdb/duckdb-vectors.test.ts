@@ -1,7 +1,7 @@
 import { type DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import { type RecordBatch, Table } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { columnsOf, tableFromColumns, tableToRows } from '../columns.js';
+import { columnsOf, tableFromColumns, tableToRows } from '../../frame/columns.js';
 import { readDuckDBColumns } from './duckdb-columns.js';
 import { duckdbBatches } from './duckdb-stream.js';
 

@@ -1,5 +1,5 @@
 import type { RecordBatch } from 'apache-arrow';
-import { tableFromColumns } from '../columns.js';
+import { tableFromColumns } from '../../frame/columns.js';
 import { type DuckDBResultLike, duckdbColumnSpecs, readDuckDBColumns } from './duckdb-columns.js';
 import { ChunkBatchBuilder, isRawChunk, type RawChunk } from './duckdb-vectors.js';
 

@@ -1,7 +1,8 @@
-import { type DuckDBConnection, DuckDBInstance, type DuckDBValue, timestampValue } from '@duckdb/node-api';
+import { type DuckDBConnection, DuckDBInstance, type DuckDBValue } from '@duckdb/node-api';
 import type { RecordBatch } from 'apache-arrow';
 import { FeatureStoreError } from '../../errors.js';
-import { type SqlQuery, type SqlSource, type SqlValue, sqlTag } from '../../sql/sql-query.js';
+import { type SqlQuery, type SqlSource, type SqlValue, sqlTag, trimStatement } from '../../sql/sql-query.js';
+import { DUCKDB_DIALECT, timestampOf } from './duckdb-dialect.js';
 import { duckdbBatches } from './duckdb-stream.js';
 
 /**
@@ -74,11 +75,12 @@ async function* streamQuery(
 
 /** The query's text with `$n` placeholders and its values as DuckDB values. @internal */
 export function renderDuckDB(query: SqlQuery, first = 1): { text: string; values: DuckDBValue[] } {
-  const { text, values } = query.render((i) => `$${i}`, first);
-  return { text, values: values.map(toDuckDB) };
+  const { text, values } = query.render(DUCKDB_DIALECT.placeholder, first);
+  // Wrapped in `CREATE TABLE … AS` or a subquery: no trailing `;` or comment may end the wrapper.
+  return { text: trimStatement(text), values: values.map(toDuckDB) };
 }
 
 function toDuckDB(value: SqlValue): DuckDBValue {
-  if (value instanceof Date) return timestampValue(BigInt(value.getTime()) * 1000n);
+  if (value instanceof Date) return timestampOf(value.getTime());
   return value;
 }

@@ -31,9 +31,9 @@ import { type DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import { makeData, RecordBatch, Schema, Struct, Table, vectorFromArray } from 'apache-arrow';
 import { PostgresMaterializer, postgresSource } from 'featurefn/postgres';
 import pg from 'pg';
+import { renderPostgres } from '../src/engines/postgres/source.js';
 import { arrowFieldOf, arrowTypeOf, columnsOf } from '../src/frame/columns.js';
 import { duckdbBatches } from '../src/frame/duckdb/duckdb-stream.js';
-import { renderPostgres } from '../src/frame/postgres/postgres-source.js';
 import {
   assertPostgresReachable,
   type BenchResult,

@@ -2,30 +2,8 @@ import type { Writable } from 'node:stream';
 import { type Data, makeVector, type RecordBatch, TimeUnit, Type, type Vector } from 'apache-arrow';
 import { FeatureStoreError } from '../../errors.js';
 import type { ColumnSpec, ColumnType } from '../../frame/columns.js';
+import { int64At, int64High, PG_EPOCH_DAYS, PG_EPOCH_MICROS, TWO_32 } from './dialect.js';
 
-/** PostgreSQL type of each featurefn column type. @internal */
-export const POSTGRES_SQL_TYPES: Readonly<Record<ColumnType, string>> = {
-  boolean: 'boolean',
-  // PostgreSQL has no one-byte integer; reads give the column back as int8 from its spec.
-  int8: 'smallint',
-  int16: 'smallint',
-  int32: 'integer',
-  int64: 'bigint',
-  float32: 'real',
-  float64: 'double precision',
-  // Byte-wise comparison, as DuckDB does; also the fastest for building and probing key indexes.
-  string: 'text COLLATE "C"',
-  timestamp: 'timestamptz',
-  date: 'date',
-  json: 'jsonb',
-  'float64[]': 'float8[]',
-};
-
-/** Days from 1970-01-01 (Arrow's epoch) to 2000-01-01 (PostgreSQL's). */
-const PG_EPOCH_DAYS = 10_957;
-/** Microseconds from 1970-01-01 to 2000-01-01. */
-const PG_EPOCH_MICROS = 946_684_800_000_000;
-const TWO_32 = 4_294_967_296;
 const FLOAT8_OID = 701;
 /** `PGCOPY\n\377\r\n\0`, then flags and header-extension length, both 0. */
 const HEADER = Buffer.from([
@@ -106,13 +84,8 @@ function nullable(data: Data, write: FieldWriter): FieldWriter {
   return (out, row) => (isNull(row) ? writeNull(out) : write(out, row));
 }
 
-/** Signed 64-bit integer from two 32-bit halves, exact while it fits in a double (±2^53). */
-function int64At(words: Int32Array, row: number): number {
-  return words[2 * row + 1]! * TWO_32 + (words[2 * row]! >>> 0);
-}
-
 function writeInt64Number(out: Output, position: number, value: number): void {
-  const high = Math.floor(value / TWO_32);
+  const high = int64High(value);
   out.view.setInt32(position, high);
   out.view.setUint32(position + 4, value - high * TWO_32);
 }

@@ -99,9 +99,7 @@ function microsFactor(unit: TimeUnit): number {
     ? 1e6
     : unit === TimeUnit.MILLISECOND
       ? 1e3
-      : unit === TimeUnit.MICROSECOND
-        ? 1
-        : 1e-3;
+      : 1;
 }
 
 /** A `float8[]` field in binary array form: one dimension (none when empty), then each item. */
@@ -245,7 +243,20 @@ function fastWriter(type: ColumnType, data: Data): FieldWriter | undefined {
     case 'timestamp': {
       if (arrow.typeId !== Type.Timestamp || !(data.values instanceof BigInt64Array)) return undefined;
       const unit = (arrow as unknown as { unit: TimeUnit }).unit;
-      if (unit === TimeUnit.NANOSECOND) return undefined; // nanoseconds overflow a double's exact range
+      if (unit === TimeUnit.NANOSECOND) {
+        // Nanoseconds overflow a double's exact range: divided as bigints, rounded down (toward
+        // the past, as DuckDB does), so an instant is never stored after itself.
+        const nanos = data.values;
+        const epoch = BigInt(PG_EPOCH_MICROS);
+        return nullable(data, (out, row) => {
+          const ns = nanos[row]!;
+          const micros = ns / 1000n - (ns % 1000n < 0n ? 1n : 0n);
+          out.reserve(12);
+          out.view.setInt32(out.position, 8);
+          out.view.setBigInt64(out.position + 4, micros - epoch);
+          out.position += 12;
+        });
+      }
       const factor = microsFactor(unit);
       const words = int32Words(data.values);
       return nullable(data, (out, row) => {
@@ -373,7 +384,7 @@ function valueWriter(type: ColumnType): (out: Output, value: unknown) => void {
       return text(1);
     case 'timestamp':
       return fixed(8, (v, p, x) =>
-        v.setBigInt64(p, BigInt(Math.round(millis(x) * 1000)) - BigInt(PG_EPOCH_MICROS)),
+        v.setBigInt64(p, BigInt(Math.floor(millis(x) * 1000)) - BigInt(PG_EPOCH_MICROS)),
       );
     case 'date':
       return fixed(4, (v, p, x) => v.setInt32(p, Math.floor(millis(x) / 86_400_000) - PG_EPOCH_DAYS));

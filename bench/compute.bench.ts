@@ -32,8 +32,8 @@ import { makeData, RecordBatch, Schema, Struct, Table, vectorFromArray } from 'a
 import { PostgresMaterializer, postgresSource } from 'featurefn/postgres';
 import pg from 'pg';
 import { duckdbBatches } from '../src/engines/duckdb/duckdb-stream.js';
+import { renderPostgres } from '../src/engines/postgres/source.js';
 import { arrowFieldOf, arrowTypeOf, columnsOf } from '../src/frame/columns.js';
-import { renderPostgres } from '../src/frame/postgres/postgres-source.js';
 import {
   assertPostgresReachable,
   type BenchResult,

@@ -3,13 +3,14 @@
  * dependencies `pg` and `pg-copy-streams`.
  * @module
  */
-export {
-  type PostgresSource,
-  type PostgresSourceOptions,
-  postgresSource,
-} from './frame/postgres/postgres-source.js';
+
 export {
   POSTGRES_FORMAT_VERSION,
   PostgresMaterializer,
   type PostgresMaterializerOptions,
-} from './materializer/postgres/postgres-materializer.js';
+} from './engines/postgres/materializer.js';
+export {
+  type PostgresSource,
+  type PostgresSourceOptions,
+  postgresSource,
+} from './engines/postgres/source.js';

@@ -67,8 +67,6 @@ describe.skipIf(!server.available)(`Kysely on PostgreSQL${server.reason}`, () =>
     skip: {
       'fromArrow then toArrow keeps the column types':
         'Kysely gives row objects, whose column types are inferred from the values: int8/int16 widen to int32, dates read as timestamps (every value is kept)',
-      'sub-millisecond timestamps round down to the millisecond':
-        "pg's timestamp parser truncates toward zero (1.5 ms before 1970 reads as -1 ms); Kysely gives what pg parsed",
       'toBatches concatenate to toArrow':
         'Kysely queries are run with execute(), which gives every row at once; the adapter has no toBatches',
       'an empty frame keeps its columns':

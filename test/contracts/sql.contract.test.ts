@@ -82,8 +82,6 @@ describe.skipIf(!server.available)(`SQL queries on PostgreSQL${server.reason}`, 
     skip: {
       'fromArrow then toArrow keeps the column types': noTinyint,
       'an empty frame keeps its columns': noTinyint,
-      'sub-millisecond timestamps round down to the millisecond':
-        "pg's timestamp parser truncates toward zero (1.5 ms before 1970 reads as -1 ms)",
     },
   });
 });

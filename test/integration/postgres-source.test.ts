@@ -3,8 +3,8 @@ import { FeatureStoreError } from 'featurefn';
 import { PostgresMaterializer, postgresSource } from 'featurefn/postgres';
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { databaseIdentity } from '../../src/engines/postgres/source.js';
 import { columnsOf, tableToRows } from '../../src/frame/columns.js';
-import { databaseIdentity } from '../../src/frame/postgres/postgres-source.js';
 import { dropSchema, postgresUrl, requirePostgres, uniqueSchema } from '../support/postgres.js';
 
 const server = await requirePostgres();

@@ -7,8 +7,9 @@ import { randomBytes } from 'node:crypto';
 import type { Table } from 'apache-arrow';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import { POSTGRES_SQL_TYPES } from '../../src/engines/postgres/dialect.js';
+import { copyBatches } from '../../src/engines/postgres/load.js';
 import { columnsOf } from '../../src/frame/columns.js';
-import { copyBatches, POSTGRES_SQL_TYPES } from '../../src/materializer/postgres/binary-copy.js';
 
 /** The server the PostgreSQL tests use. */
 export function postgresUrl(): string {

@@ -6,7 +6,6 @@ import {
   type ClientBase,
   type ClientConfig,
   type CustomTypesConfig,
-  DatabaseError,
   Pool,
   type PoolClient,
   type PoolConfig,
@@ -20,16 +19,8 @@ import type { FeatureInfo } from '../../feature/feature.js';
 import type { Params } from '../../feature/params.js';
 import { formatParams } from '../../format.js';
 import { type ColumnSpec, type Row, tableFromColumns } from '../../frame/columns.js';
-import { postgresColumnMapping, postgresColumnSpecs } from '../../frame/postgres/postgres-columns.js';
-import { describeFailure } from '../../frame/postgres/postgres-failure.js';
-import {
-  createPostgresSource,
-  databaseIdentity,
-  isPool,
-  type PostgresSource,
-  queryFailed,
-  renderPostgres,
-} from '../../frame/postgres/postgres-source.js';
+import type { Materialization, ReadPlan } from '../../materializer/materializer.js';
+import { MaterializerBase, type PublishInput } from '../../materializer/materializer-base.js';
 import {
   type BoundValue,
   type CompiledQuery,
@@ -38,10 +29,20 @@ import {
   type SqlDialect,
 } from '../../query/sql-compiler.js';
 import type { SqlQuery } from '../../sql/sql-query.js';
-import type { Materialization, ReadPlan } from '../materializer.js';
-import { MaterializerBase, type PublishInput } from '../materializer-base.js';
-import { copyBatches, POSTGRES_SQL_TYPES } from './binary-copy.js';
 import { CatalogListener, type ListenerConnection } from './catalog-listener.js';
+import { postgresColumnMapping, postgresColumnSpecs } from './columns.js';
+import { MAX_IDENTIFIER_BYTES, POSTGRES_SQL_TYPES, placeholder, quoteIdentifier } from './dialect.js';
+import { describeFailure, isServerError } from './failure.js';
+import { copyBatches } from './load.js';
+import {
+  createPostgresSource,
+  databaseIdentity,
+  isPool,
+  type PostgresSource,
+  queryFailed,
+  renderPostgres,
+} from './source.js';
+import { Transaction } from './transaction.js';
 
 /** Options of {@link PostgresMaterializer}. */
 export interface PostgresMaterializerOptions {
@@ -67,14 +68,6 @@ type KyselyTables = Record<string, Record<string, unknown>>;
 
 /** Catalog layout version; a later release migrates older catalogs from it. */
 export const POSTGRES_FORMAT_VERSION = 1;
-
-/** PostgreSQL keeps 63 bytes of an identifier and silently cuts longer ones. */
-const MAX_IDENTIFIER_BYTES = 63;
-
-/** Double-quotes an identifier for PostgreSQL, doubling embedded quotes. */
-function quoteIdentifier(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
-}
 
 const int8Parser = (text: string): number | bigint => {
   const n = Number(text);
@@ -117,7 +110,7 @@ function toPostgresValue({ value, type }: BoundValue): unknown {
 
 /** True for the error a read gets when a materialization it was planned on was replaced meanwhile. */
 function isReplacedTable(error: unknown): boolean {
-  return error instanceof DatabaseError && error.code === '42P01';
+  return isServerError(error, '42P01');
 }
 
 /**
@@ -151,7 +144,7 @@ export class PostgresMaterializer extends MaterializerBase {
   readonly name = 'postgres';
   /** The schema holding the catalog and data tables. */
   readonly schema: string;
-  protected readonly dialect: SqlDialect = { quote: quoteIdentifier, placeholder: (i) => `$${i}` };
+  protected readonly dialect: SqlDialect = { quote: quoteIdentifier, placeholder };
 
   readonly #pool: Pool;
   readonly #ownsPool: boolean;
@@ -423,22 +416,13 @@ export class PostgresMaterializer extends MaterializerBase {
     } catch (error) {
       throw this.#storeError('connecting to store the result', error, context);
     }
-    let broken: Error | undefined;
-    const onError = (error: Error) => {
-      broken ??= error;
-    };
-    client.on('error', onError);
+    let transaction: Transaction | undefined;
     try {
-      await client.query('BEGIN');
+      transaction = await Transaction.begin(client);
       const result = await body(client);
-      await client.query('COMMIT');
+      await transaction.commit();
       return result;
     } catch (error) {
-      if (broken === undefined) {
-        await client.query('ROLLBACK').catch((e: Error) => {
-          broken = e;
-        });
-      }
       if (error instanceof FeatureStoreError) {
         if (error.feature !== undefined) throw error;
         throw new FeatureStoreError(error.code, error.message, {
@@ -450,9 +434,7 @@ export class PostgresMaterializer extends MaterializerBase {
       }
       throw this.#storeError('storing the result', error, context, 'Nothing was stored.');
     } finally {
-      client.off('error', onError);
-      // A connection that failed is closed rather than given back to the pool.
-      client.release(broken);
+      await transaction?.end();
     }
   }
 
@@ -583,8 +565,7 @@ export class PostgresMaterializer extends MaterializerBase {
         `ALTER TABLE ${table} ADD PRIMARY KEY (${input.key.map(quoteIdentifier).join(', ')})`,
       );
     } catch (error) {
-      if (!(error instanceof DatabaseError && (error.code === '23505' || error.code === '23502')))
-        throw error;
+      if (!isServerError(error, '23505', '23502')) throw error;
       await client.query('ROLLBACK TO SAVEPOINT featurefn_key');
       const checks = this.keyChecks(table, input.key);
       const { rows: summary } = await client.query({ text: checks.summary, types: READ_TYPES });
@@ -639,18 +620,16 @@ export class PostgresMaterializer extends MaterializerBase {
       return rows[0] === undefined ? undefined : Number(rows[0].value);
     } catch (error) {
       // 3F000: no such schema; 42P01: no such table.
-      if (error instanceof DatabaseError && (error.code === '3F000' || error.code === '42P01'))
-        return undefined;
+      if (isServerError(error, '3F000', '42P01')) return undefined;
       throw error;
     }
   }
 
   async #createSchema(): Promise<void> {
     const schema = quoteIdentifier(this.schema);
-    const client = await this.#pool.connect();
-    let broken: Error | undefined;
+    const transaction = await Transaction.begin(await this.#pool.connect());
+    const { client } = transaction;
     try {
-      await client.query('BEGIN');
       // Two processes creating the same schema at once would collide on IF NOT EXISTS.
       await client.query({
         text: 'SELECT pg_advisory_xact_lock(hashtext($1), 0)',
@@ -681,14 +660,9 @@ export class PostgresMaterializer extends MaterializerBase {
         text: `INSERT INTO ${schema}.meta (name, value) VALUES ('format_version', $1) ON CONFLICT DO NOTHING`,
         values: [String(POSTGRES_FORMAT_VERSION)],
       });
-      await client.query('COMMIT');
-    } catch (error) {
-      await client.query('ROLLBACK').catch((e: Error) => {
-        broken = e;
-      });
-      throw error;
+      await transaction.commit();
     } finally {
-      client.release(broken);
+      await transaction.end();
     }
   }
 

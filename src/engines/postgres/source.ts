@@ -8,10 +8,11 @@ import {
   type QueryArrayResult,
 } from 'pg';
 import { FeatureStoreError } from '../../errors.js';
+import type { ColumnSpec } from '../../frame/columns.js';
 import { type SqlQuery, type SqlSource, type SqlValue, sqlTag } from '../../sql/sql-query.js';
-import type { ColumnSpec } from '../columns.js';
-import { postgresColumnSpecs, postgresTextBatch } from './postgres-columns.js';
-import { describeFailure, isQueryError } from './postgres-failure.js';
+import { postgresColumnSpecs, postgresTextBatch } from './columns.js';
+import { describeFailure, isQueryError } from './failure.js';
+import { Transaction } from './transaction.js';
 
 /** Options of {@link postgresSource}. */
 export interface PostgresSourceOptions {
@@ -225,11 +226,6 @@ async function* streamQuery(
       { sql: text, cause: error },
     );
   }
-  let broken: Error | undefined;
-  const onError = (error: Error) => {
-    broken ??= error;
-  };
-  client.on('error', onError);
   const fetchText = `FETCH ${rowsPerBatch} FROM featurefn_cursor`;
   const fetch = () => {
     const next = client.query({ text: fetchText, rowMode: 'array', types: RAW_TEXT }) as Promise<
@@ -238,12 +234,15 @@ async function* streamQuery(
     next.catch(() => undefined); // awaited below; a fetch left in flight by an early stop must not crash
     return next;
   };
+  let transaction: Transaction;
+  try {
+    transaction = await Transaction.begin(client);
+  } catch (error) {
+    throw queryFailed(error, text);
+  }
   let inFlight: Promise<unknown> | undefined;
-  let open = false;
   try {
     try {
-      await client.query('BEGIN');
-      open = true;
       await client.query({ text: `DECLARE featurefn_cursor NO SCROLL CURSOR FOR ${text}`, values });
     } catch (error) {
       throw queryFailed(error, text);
@@ -274,19 +273,11 @@ async function* streamQuery(
       }
       if (done) break;
     }
-    await client.query('COMMIT');
-    open = false;
+    await transaction.commit();
   } finally {
-    client.off('error', onError);
     if (inFlight !== undefined) await inFlight.catch(() => undefined);
-    if (open && broken === undefined) {
-      // Also closes the cursor when the reader stopped early.
-      await client.query('ROLLBACK').catch((error: Error) => {
-        broken = error;
-      });
-    }
-    // A connection that failed is closed rather than given back to the pool.
-    client.release(broken);
+    // Also closes the cursor when the reader stopped early.
+    await transaction.end();
   }
 }
 

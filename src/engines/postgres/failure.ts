@@ -1,8 +1,26 @@
-import { DatabaseError } from 'pg';
+/** An error the PostgreSQL server sent: it carries a SQLSTATE `code` and a `severity`. @internal */
+export interface ServerError extends Error {
+  readonly code: string;
+  readonly severity: string;
+}
+
+/**
+ * True for an error the server sent, recognised by its shape (a five-character SQLSTATE `code`
+ * and a `severity`), so it holds whichever copy of `pg` raised it. @internal
+ */
+export function isServerError(error: unknown, ...codes: string[]): error is ServerError {
+  const { code, severity } = (error ?? {}) as { code?: unknown; severity?: unknown };
+  return (
+    typeof code === 'string' &&
+    /^[0-9A-Z]{5}$/.test(code) &&
+    typeof severity === 'string' &&
+    (codes.length === 0 || codes.includes(code))
+  );
+}
 
 /** What went wrong with a PostgreSQL call, in words, for error messages. @internal */
 export function describeFailure(error: unknown): string {
-  if (error instanceof DatabaseError) {
+  if (isServerError(error)) {
     switch (error.code) {
       case '57P01':
         return 'the server ended the connection (an administrator terminated it, or the server is shutting down)';
@@ -15,7 +33,7 @@ export function describeFailure(error: unknown): string {
       case '28000':
         return `the server refused the credentials (${error.message})`;
       default:
-        return `${error.message} (SQLSTATE ${error.code ?? 'unknown'})`;
+        return `${error.message} (SQLSTATE ${error.code})`;
     }
   }
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
@@ -36,8 +54,8 @@ export function describeFailure(error: unknown): string {
  * opposed to the connection or the server: the feature's SQL must change, retrying will not help.
  * @internal
  */
-export function isQueryError(error: unknown): error is DatabaseError {
-  if (!(error instanceof DatabaseError) || error.code === undefined) return false;
+export function isQueryError(error: unknown): error is ServerError {
+  if (!isServerError(error)) return false;
   const cls = error.code.slice(0, 2);
   // 08 connection, 53 resources, 57 operator intervention, 58 system, XX internal.
   return !['08', '53', '57', '58', 'XX'].includes(cls);

@@ -19,7 +19,8 @@ import {
 } from 'apache-arrow';
 import { FeatureStoreError } from '../../errors.js';
 import type { Params } from '../../feature/params.js';
-import { arrowFieldOf, type ColumnSpec, type ColumnType } from '../columns.js';
+import { arrowFieldOf, type ColumnSpec, type ColumnType } from '../../frame/columns.js';
+import { int64High, TWO_32 } from './dialect.js';
 
 /** PostgreSQL type OIDs featurefn reads (`pg_type.oid`; stable across versions). */
 const OID = {
@@ -159,11 +160,9 @@ function validityOf(
   return { bitmap, nulls };
 }
 
-const TWO_32 = 4_294_967_296;
-
 /** Writes an integer that a double holds exactly into two little-endian 32-bit words. */
 function setInt64(words: Int32Array, i: number, value: number): void {
-  const high = Math.floor(value / TWO_32);
+  const high = int64High(value);
   words[2 * i] = value - high * TWO_32;
   words[2 * i + 1] = high;
 }

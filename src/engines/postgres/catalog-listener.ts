@@ -1,4 +1,5 @@
 import type { ClientBase, Notification } from 'pg';
+import { quoteIdentifier } from './dialect.js';
 
 /** A connection the listener holds, and how to give it up. @internal */
 export interface ListenerConnection {
@@ -75,7 +76,7 @@ export class CatalogListener {
     client.on('end', onLost);
     client.on('notification', onNotification);
     try {
-      await client.query(`LISTEN "${this.#options.channel.replaceAll('"', '""')}"`);
+      await client.query(`LISTEN ${quoteIdentifier(this.#options.channel)}`);
     } catch (error) {
       lost = true;
       await connection.close().catch(() => undefined);

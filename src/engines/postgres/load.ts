@@ -2,30 +2,8 @@ import type { Writable } from 'node:stream';
 import { type Data, makeVector, type RecordBatch, TimeUnit, Type, type Vector } from 'apache-arrow';
 import { FeatureStoreError } from '../../errors.js';
 import type { ColumnSpec, ColumnType } from '../../frame/columns.js';
+import { int64At, int64High, PG_EPOCH_DAYS, PG_EPOCH_MICROS, TWO_32 } from './dialect.js';
 
-/** PostgreSQL type of each featurefn column type. @internal */
-export const POSTGRES_SQL_TYPES: Readonly<Record<ColumnType, string>> = {
-  boolean: 'boolean',
-  // PostgreSQL has no one-byte integer; reads give the column back as int8 from its spec.
-  int8: 'smallint',
-  int16: 'smallint',
-  int32: 'integer',
-  int64: 'bigint',
-  float32: 'real',
-  float64: 'double precision',
-  // Byte-wise comparison, as DuckDB does; also the fastest for building and probing key indexes.
-  string: 'text COLLATE "C"',
-  timestamp: 'timestamptz',
-  date: 'date',
-  json: 'jsonb',
-  'float64[]': 'float8[]',
-};
-
-/** Days from 1970-01-01 (Arrow's epoch) to 2000-01-01 (PostgreSQL's). */
-const PG_EPOCH_DAYS = 10_957;
-/** Microseconds from 1970-01-01 to 2000-01-01. */
-const PG_EPOCH_MICROS = 946_684_800_000_000;
-const TWO_32 = 4_294_967_296;
 const FLOAT8_OID = 701;
 /** `PGCOPY\n\377\r\n\0`, then flags and header-extension length, both 0. */
 const HEADER = Buffer.from([
@@ -106,13 +84,8 @@ function nullable(data: Data, write: FieldWriter): FieldWriter {
   return (out, row) => (isNull(row) ? writeNull(out) : write(out, row));
 }
 
-/** Signed 64-bit integer from two 32-bit halves, exact while it fits in a double (±2^53). */
-function int64At(words: Int32Array, row: number): number {
-  return words[2 * row + 1]! * TWO_32 + (words[2 * row]! >>> 0);
-}
-
 function writeInt64Number(out: Output, position: number, value: number): void {
-  const high = Math.floor(value / TWO_32);
+  const high = int64High(value);
   out.view.setInt32(position, high);
   out.view.setUint32(position + 4, value - high * TWO_32);
 }
@@ -126,9 +99,7 @@ function microsFactor(unit: TimeUnit): number {
     ? 1e6
     : unit === TimeUnit.MILLISECOND
       ? 1e3
-      : unit === TimeUnit.MICROSECOND
-        ? 1
-        : 1e-3;
+      : 1;
 }
 
 /** A `float8[]` field in binary array form: one dimension (none when empty), then each item. */
@@ -272,7 +243,20 @@ function fastWriter(type: ColumnType, data: Data): FieldWriter | undefined {
     case 'timestamp': {
       if (arrow.typeId !== Type.Timestamp || !(data.values instanceof BigInt64Array)) return undefined;
       const unit = (arrow as unknown as { unit: TimeUnit }).unit;
-      if (unit === TimeUnit.NANOSECOND) return undefined; // nanoseconds overflow a double's exact range
+      if (unit === TimeUnit.NANOSECOND) {
+        // Nanoseconds overflow a double's exact range: divided as bigints, rounded down (toward
+        // the past, as DuckDB does), so an instant is never stored after itself.
+        const nanos = data.values;
+        const epoch = BigInt(PG_EPOCH_MICROS);
+        return nullable(data, (out, row) => {
+          const ns = nanos[row]!;
+          const micros = ns / 1000n - (ns % 1000n < 0n ? 1n : 0n);
+          out.reserve(12);
+          out.view.setInt32(out.position, 8);
+          out.view.setBigInt64(out.position + 4, micros - epoch);
+          out.position += 12;
+        });
+      }
       const factor = microsFactor(unit);
       const words = int32Words(data.values);
       return nullable(data, (out, row) => {
@@ -400,7 +384,7 @@ function valueWriter(type: ColumnType): (out: Output, value: unknown) => void {
       return text(1);
     case 'timestamp':
       return fixed(8, (v, p, x) =>
-        v.setBigInt64(p, BigInt(Math.round(millis(x) * 1000)) - BigInt(PG_EPOCH_MICROS)),
+        v.setBigInt64(p, BigInt(Math.floor(millis(x) * 1000)) - BigInt(PG_EPOCH_MICROS)),
       );
     case 'date':
       return fixed(4, (v, p, x) => v.setInt32(p, Math.floor(millis(x) / 86_400_000) - PG_EPOCH_DAYS));

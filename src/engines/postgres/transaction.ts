@@ -1,0 +1,52 @@
+import type { PoolClient } from 'pg';
+
+/**
+ * A transaction on a pool connection: {@link begin} opens it, `commit()` ends it, and `end()`
+ * (always, in a `finally`) rolls back whatever was not committed and gives the connection back,
+ * or closes it if it failed. The one place BEGIN, COMMIT, ROLLBACK and release are written.
+ * @internal
+ */
+export class Transaction {
+  readonly client: PoolClient;
+  #open = false;
+  #broken: Error | undefined;
+  readonly #onError = (error: Error) => {
+    this.#broken ??= error;
+  };
+
+  private constructor(client: PoolClient) {
+    this.client = client;
+    client.on('error', this.#onError);
+  }
+
+  /** Sends BEGIN on `client`; on failure gives the connection up and rethrows. */
+  static async begin(client: PoolClient, statements = ''): Promise<Transaction> {
+    const transaction = new Transaction(client);
+    try {
+      await client.query(`BEGIN;${statements}`);
+      transaction.#open = true;
+    } catch (error) {
+      await transaction.end();
+      throw error;
+    }
+    return transaction;
+  }
+
+  async commit(): Promise<void> {
+    await this.client.query('COMMIT');
+    this.#open = false;
+  }
+
+  /** Rolls back if still open (also closing its cursors) and releases the connection; never throws. */
+  async end(): Promise<void> {
+    if (this.#open && this.#broken === undefined) {
+      await this.client.query('ROLLBACK').catch((error: Error) => {
+        this.#broken = error;
+      });
+    }
+    this.#open = false;
+    this.client.off('error', this.#onError);
+    // A connection that failed is closed rather than given back to the pool.
+    this.client.release(this.#broken);
+  }
+}

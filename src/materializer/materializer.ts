@@ -40,13 +40,13 @@ export type FeatureDecorator = ((next: FeatureCall, feature: FeatureInfo) => Fea
   readonly materializer?: Materializer;
 };
 
-/** A feature and the materialization a read uses for it. @internal */
+/** A feature and the materialization a read uses for it. */
 export interface ReadSource {
   readonly feature: FeatureInfo;
   readonly materialization: Materialization;
 }
 
-/** A planned read served by one store. @internal */
+/** A planned read served by one store: what `MaterializerBase`'s read hooks receive. */
 export interface ReadPlan {
   readonly sources: readonly ReadSource[];
   readonly query: QueryNode;

@@ -6,12 +6,20 @@ import { checkParams, type Params } from '../feature/params.js';
 import { formatParams, formatParamValue } from '../format.js';
 import { adapterFor } from '../frame/adapters.js';
 import { columnsOf, type Row, tableFromColumns, tableToRows } from '../frame/columns.js';
-import { arrowToPolars, loadPolars, type PolarsDataFrame } from '../frame/polars/polars-adapter.js';
+import { arrowToPolars, loadPolars } from '../frame/polars/polars-adapter.js';
 import type { Materializer, ReadPlan } from '../materializer/materializer.js';
 import { formatSpec, isResolver, type ParamSpec, resolveParams } from '../resolver/resolvers.js';
 import type { SqlQuery } from '../sql/sql-query.js';
 import { evaluateRead, type RowSource } from './evaluate.js';
 import { EMPTY_QUERY, type FilterConditions, predicatesOf, type QueryNode } from './nodes.js';
+
+/**
+ * What {@link LazyFrame.toPolars} returns: a nodejs-polars `DataFrame`. `featurefn/polars` merges
+ * nodejs-polars's `DataFrame` type into this interface, so that the root entry's declarations
+ * never import the optional nodejs-polars.
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: filled by declaration merging in `featurefn/polars`.
+export interface PolarsFrame {}
 
 /** What a lazy frame needs from its feature store. @internal */
 export interface FrameHost {
@@ -136,12 +144,17 @@ export class LazyFrame {
    * is an optional dependency, loaded here; without it this fails with a `FeatureStoreError` saying
    * how to install it. JSON columns hold JSON text (`pl.col(name).str.jsonDecode()` parses them).
    *
+   * The result is typed as nodejs-polars's `DataFrame` once the program imports `featurefn/polars`
+   * (even only `import type {} from 'featurefn/polars'`), and as the empty {@link PolarsFrame}
+   * otherwise, so that the root entry's types never need nodejs-polars.
+   *
    * ### Example
    * ```ts
+   * import type {} from 'featurefn/polars';
    * const df = await store.withParams({ when: Last() }).getFeatures(departures).filter({ origin: 'SFO' }).toPolars();
    * ```
    */
-  async toPolars(): Promise<PolarsDataFrame> {
+  async toPolars(): Promise<PolarsFrame> {
     await loadPolars(); // fail before running the frame if nodejs-polars is missing
     return arrowToPolars(await this.toArrow());
   }

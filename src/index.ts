@@ -34,7 +34,7 @@ export type {
   Materializer,
 } from './materializer/materializer.js';
 export { MaterializerBase, type PublishInput } from './materializer/materializer-base.js';
-export { LazyFrame } from './query/lazy-frame.js';
+export { LazyFrame, type PolarsFrame } from './query/lazy-frame.js';
 export {
   type Comparison,
   type ComparisonOperator,

@@ -26,6 +26,11 @@ import {
 } from './frame/polars/polars-adapter.js';
 import type { LazyFrame } from './query/lazy-frame.js';
 
+declare module './query/lazy-frame.js' {
+  /** With `featurefn/polars` in the program, `frame.toPolars()` is typed as a nodejs-polars `DataFrame`. */
+  interface PolarsFrame extends PolarsDataFrame {}
+}
+
 export { type PolarsDataFrame, type PolarsLazyFrame, polarsAdapter, polarsLazyAdapter };
 
 /**

@@ -40,7 +40,7 @@ export type FeatureDecorator = ((next: FeatureCall, feature: FeatureInfo) => Fea
   readonly materializer?: Materializer;
 };
 
-/** A feature and the materialization a read uses for it. @internal */
+/** A feature and the materialization a read uses for it. */
 export interface ReadSource {
   readonly feature: FeatureInfo;
   readonly materialization: Materialization;
@@ -48,7 +48,7 @@ export interface ReadSource {
 
 /**
  * A planned read served by one store: the materialization of each source node of `query`, in the
- * order of the tree's sources. @internal
+ * order of the tree's sources.
  */
 export interface ReadPlan {
   readonly sources: readonly ReadSource[];

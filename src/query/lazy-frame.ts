@@ -4,7 +4,7 @@ import type { FeatureInfo } from '../feature/feature.js';
 import { checkParams } from '../feature/params.js';
 import { formatParams, formatParamValue } from '../format.js';
 import { type Row, tableFromColumns } from '../frame/columns.js';
-import { arrowToPolars, loadPolars, type PolarsDataFrame } from '../frame/polars/polars-adapter.js';
+import { arrowToPolars, loadPolars } from '../frame/polars/polars-adapter.js';
 import { isResolver, type ParamSpec } from '../resolver/resolvers.js';
 import type { SqlQuery } from '../sql/sql-query.js';
 import {
@@ -18,6 +18,14 @@ import {
 import { type FrameHost, planRead, readLive, type ReadRoute } from './planner.js';
 
 export type { FrameHost } from './planner.js';
+
+/**
+ * What {@link LazyFrame.toPolars} returns: a nodejs-polars `DataFrame`. `featurefn/polars` merges
+ * nodejs-polars's `DataFrame` type into this interface, so that the root entry's declarations
+ * never import the optional nodejs-polars.
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: filled by declaration merging in `featurefn/polars`.
+export interface PolarsFrame {}
 
 /**
  * Features joined on their entity key at one parameter set, not yet read. Immutable: `filter`,
@@ -129,12 +137,17 @@ export class LazyFrame {
    * is an optional dependency, loaded here; without it this fails with a `FeatureStoreError` saying
    * how to install it. JSON columns hold JSON text (`pl.col(name).str.jsonDecode()` parses them).
    *
+   * The result is typed as nodejs-polars's `DataFrame` once the program imports `featurefn/polars`
+   * (even only `import type {} from 'featurefn/polars'`), and as the empty {@link PolarsFrame}
+   * otherwise, so that the root entry's types never need nodejs-polars.
+   *
    * ### Example
    * ```ts
+   * import type {} from 'featurefn/polars';
    * const df = await store.withParams({ when: Last() }).getFeatures(departures).filter({ origin: 'SFO' }).toPolars();
    * ```
    */
-  async toPolars(): Promise<PolarsDataFrame> {
+  async toPolars(): Promise<PolarsFrame> {
     await loadPolars(); // fail before running the frame if nodejs-polars is missing
     return arrowToPolars(await this.toArrow());
   }

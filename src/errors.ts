@@ -19,6 +19,8 @@ export type FeatureStoreErrorCode =
   | 'AMBIGUOUS_COLUMN'
   | 'UNKNOWN_COLUMN'
   | 'INVALID_QUERY'
+  | 'INVALID_DURATION'
+  | 'TIMEOUT'
   | 'STORE_ERROR'
   | 'CLOSED';
 

@@ -1,5 +1,5 @@
 import { FeatureStoreError } from '../errors.js';
-import { describeValue } from '../format.js';
+import { clip, describeValue } from '../format.js';
 
 /** A value a feature parameter may take: what a materialization can be keyed by. */
 export type ParamValue = Date | string | number | boolean;
@@ -24,11 +24,21 @@ export function canonicalParams(params: unknown, feature?: string): string {
 export function decodeParams(key: string): Record<string, ParamValue> {
   const out: Record<string, ParamValue> = {};
   for (const [name, tag, text] of JSON.parse(key) as Encoded) {
-    out[name] =
+    const value =
       tag === 'd' ? new Date(text) : tag === 'n' ? Number(text) : tag === 'b' ? text === 'true' : text;
+    // Defined, not assigned: `out['__proto__'] = v` would set the prototype and lose the parameter.
+    Object.defineProperty(out, name, { value, enumerable: true, writable: true, configurable: true });
   }
   return out;
 }
+
+/**
+ * Longest parameter name or string value, in characters. PostgreSQL indexes the canonical key
+ * in a btree, whose entries stop at about 2.7 KB; one limit, below it, holds on every store.
+ */
+export const MAX_PARAM_STRING = 1024;
+/** Longest canonical key of a parameter set, in UTF-8 bytes (see {@link MAX_PARAM_STRING}). */
+const MAX_PARAMS_KEY_BYTES = 2048;
 
 /** Checks a parameter object and returns it typed. @internal */
 export function checkParams(params: unknown, feature?: string): Params {
@@ -46,8 +56,55 @@ function encodeParams(params: unknown, feature: string | undefined): Encoded {
     );
   }
   const entries = Object.entries(params).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return entries.map(([name, value]) => [name, ...encodeValue(name, value, params as Params, feature)]);
+  const encoded: Encoded = entries.map(([name, value]) => {
+    const problem = textProblem(name);
+    if (problem !== undefined) {
+      throw new FeatureStoreError(
+        'UNSUPPORTED_PARAMETER',
+        `the parameter name ${JSON.stringify(clip(name))} ${problem}. Rename the parameter.`,
+        { feature, details: { parameter: name } },
+      );
+    }
+    return [name, ...encodeValue(name, value, params as Params, feature)];
+  });
+  const bytes = Buffer.byteLength(JSON.stringify(encoded));
+  if (bytes > MAX_PARAMS_KEY_BYTES) {
+    throw new FeatureStoreError(
+      'UNSUPPORTED_PARAMETER',
+      `the parameters take ${bytes} bytes as a key; at most ${MAX_PARAMS_KEY_BYTES} are stored. ` +
+        'Pass a short id instead of long text.',
+      { feature, params: params as Params, details: { bytes } },
+    );
+  }
+  return encoded;
 }
+
+/**
+ * Why a string cannot be a parameter name or value, or `undefined` when it can. No store keeps a
+ * lone UTF-16 surrogate (both write U+FFFD instead) and PostgreSQL refuses NUL in text and JSON,
+ * so both are refused on every store rather than changed on some.
+ */
+function textProblem(text: string): string | undefined {
+  if (text.length > MAX_PARAM_STRING)
+    return `has ${text.length} characters; at most ${MAX_PARAM_STRING} are stored`;
+  return invalidText(text);
+}
+
+/**
+ * Why a string cannot be stored exactly by every store (a NUL character, a lone UTF-16
+ * surrogate), with its position, or `undefined` when it can. @internal
+ */
+export function invalidText(text: string): string | undefined {
+  const nul = text.indexOf('\0');
+  if (nul >= 0) return `holds a NUL character (\\0) at position ${nul}, which no store keeps`;
+  const lone = LONE_SURROGATE.exec(text);
+  if (lone !== null)
+    return `holds a lone UTF-16 surrogate (\\u${lone[0].charCodeAt(0).toString(16)}) at position ${lone.index}, which is not text any store keeps`;
+  return undefined;
+}
+
+// With the `u` flag a surrogate pair is one code point; only lone halves match.
+const LONE_SURROGATE = /\p{Surrogate}/u;
 
 function encodeValue(
   name: string,
@@ -59,7 +116,11 @@ function encodeValue(
     if (Number.isNaN(value.getTime())) throw unsupported(name, 'an invalid Date', params, feature);
     return ['d', value.toISOString()];
   }
-  if (typeof value === 'string') return ['s', value];
+  if (typeof value === 'string') {
+    const problem = textProblem(value);
+    if (problem !== undefined) throw unsupported(name, `a string that ${problem}`, params, feature);
+    return ['s', value];
+  }
   if (typeof value === 'boolean') return ['b', String(value)];
   if (typeof value === 'number') {
     if (!Number.isFinite(value)) throw unsupported(name, `the number ${value}`, params, feature);
@@ -71,7 +132,7 @@ function encodeValue(
 function unsupported(name: string, what: string, params: Params, feature: string | undefined) {
   return new FeatureStoreError(
     'UNSUPPORTED_PARAMETER',
-    `parameter "${name}" is ${what}. Parameters may be Dates, strings, finite numbers or booleans; ` +
+    `parameter ${JSON.stringify(clip(name))} is ${what}. Parameters may be Dates, strings, finite numbers or booleans; ` +
       'convert other values (for example to an ISO string or an id) before passing them.',
     { feature, params, details: { parameter: name } },
   );

@@ -65,3 +65,56 @@ describe('columnsOf and tableToRows', () => {
     ]);
   });
 });
+
+describe('hostile rows', () => {
+  const refusal = (f: () => unknown) => {
+    try {
+      f();
+    } catch (error) {
+      expect(error).toBeInstanceOf(FeatureStoreError);
+      return error as FeatureStoreError;
+    }
+    throw new Error('accepted');
+  };
+
+  it('keep __proto__ and constructor as column names through Arrow and back', () => {
+    const rows = [JSON.parse('{"__proto__": 1, "constructor": "c", "id": "k"}') as Record<string, unknown>];
+    const table = rowsToTable(rows);
+    expect(columnsOf(table).map((c) => c.name)).toEqual(['__proto__', 'constructor', 'id']);
+    const [row] = tableToRows(table);
+    expect(Object.keys(row!)).toEqual(['__proto__', 'constructor', 'id']);
+    expect(Object.getOwnPropertyDescriptor(row, '__proto__')?.value).toBe(1);
+    expect(Object.getPrototypeOf(row)).toBe(Object.prototype);
+  });
+
+  it('refuse column names with NUL, lone surrogates, over 63 bytes or empty, naming them', () => {
+    for (const [name, pattern] of [
+      ['a\0b', /column name "a\\u0000b" holds a NUL character/],
+      ['x\udfff', /column name "x\\udfff" holds a lone UTF-16 surrogate \(\\udfff\) at position 1/],
+      ['é'.repeat(32), /takes 64 bytes in UTF-8; at most 63/],
+      ['', /column name "" is empty/],
+    ] as const) {
+      const error = refusal(() => columnsOf(rowsToTable([{ [name]: 1 }]), 'f.x'));
+      expect(error.code).toBe('UNSUPPORTED_RESULT');
+      expect(error.message).toMatch(pattern);
+    }
+  });
+
+  it('refuse string values with NUL or lone surrogates instead of changing them', () => {
+    const nul = refusal(() => rowsToTable([{ id: 'a\0b' }], 'f.x'));
+    expect(nul.code).toBe('INVALID_VALUE');
+    expect(nul.message).toMatch(
+      /column "id": the string "a\\u0000b" holds a NUL character \(\\0\) at position 1/,
+    );
+    const lone = refusal(() => rowsToTable([{ id: 'ok' }, { id: '\ud800z' }]));
+    expect(lone.message).toMatch(/lone UTF-16 surrogate \(\\ud800\) at position 0/);
+    // A BOM and paired surrogates are text.
+    expect(tableToRows(rowsToTable([{ id: '\ufeff😀' }]))).toEqual([{ id: '\ufeff😀' }]);
+  });
+
+  it('refuse an invalid Date naming the column, not with a BigInt error', () => {
+    const error = refusal(() => rowsToTable([{ at: new Date(Number.NaN) }]));
+    expect(error.code).toBe('INVALID_VALUE');
+    expect(error.message).toMatch(/column "at" holds an invalid Date/);
+  });
+});

@@ -22,7 +22,8 @@ import {
   vectorFromArray,
 } from 'apache-arrow';
 import { FeatureStoreError } from '../errors.js';
-import { describeValue } from '../format.js';
+import { invalidText } from '../feature/params.js';
+import { clip, describeValue } from '../format.js';
 
 /**
  * The column types featurefn stores: every store maps these to its own SQL types and back.
@@ -146,6 +147,7 @@ export function arrowFieldOf(column: ColumnSpec): Field {
  */
 export function columnsOf(table: Table, feature?: string): ColumnSpec[] {
   return table.schema.fields.map((field) => {
+    checkColumnName(field.name, feature);
     const type = columnTypeOf(field);
     if (type === undefined) {
       throw new FeatureStoreError(
@@ -157,6 +159,25 @@ export function columnsOf(table: Table, feature?: string): ColumnSpec[] {
     }
     return { name: field.name, type };
   });
+}
+
+/** Longest column name in UTF-8 bytes: PostgreSQL cuts identifiers beyond 63 bytes without a word. */
+const MAX_COLUMN_NAME_BYTES = 63;
+
+/** Refuses a column name some store would change or reject (NUL, lone surrogate, too long). */
+function checkColumnName(name: string, feature: string | undefined): void {
+  let problem = invalidText(name);
+  const bytes = Buffer.byteLength(name);
+  if (problem === undefined && bytes > MAX_COLUMN_NAME_BYTES)
+    problem = `takes ${bytes} bytes in UTF-8; at most ${MAX_COLUMN_NAME_BYTES} are kept by every store`;
+  if (problem === undefined && name === '') problem = 'is empty';
+  if (problem !== undefined) {
+    throw new FeatureStoreError(
+      'UNSUPPORTED_RESULT',
+      `the column name ${JSON.stringify(clip(name))} ${problem}. Rename the column.`,
+      { feature, details: { column: name } },
+    );
+  }
 }
 
 /**
@@ -192,9 +213,19 @@ function vectorOf({ name, type }: ColumnSpec, values: readonly unknown[]): Vecto
     case 'date':
       return vectorFromArray(
         // Millisecond precision, rounding down (also before 1970), as DuckDB's casts do.
-        values.map((v) =>
-          v === null || v === undefined ? null : v instanceof Date ? v : new Date(Math.floor(Number(v))),
-        ),
+        values.map((v) => {
+          if (v === null || v === undefined) return null;
+          const date = v instanceof Date ? v : new Date(Math.floor(Number(v)));
+          if (Number.isNaN(date.getTime())) {
+            throw new FeatureStoreError(
+              'INVALID_VALUE',
+              `column "${clip(name)}" holds ${v instanceof Date ? 'an invalid Date' : describeValue(v)}, which is not a point in time. ` +
+                'Use null for a missing time.',
+              { details: { column: name, value: String(v) } },
+            );
+          }
+          return date;
+        }),
         arrowType,
       );
     default:
@@ -237,9 +268,22 @@ export function tableToRows(table: Table): Row[] {
     cellReader(columnTypeOf(field), table.getChildAt(i)!),
   );
   const rows: Row[] = new Array(table.numRows);
+  // Assigning `row['__proto__']` sets the prototype and drops the column; defining keeps it.
+  const define = names.includes('__proto__');
   for (let r = 0; r < table.numRows; r++) {
     const row: Row = {};
-    for (let c = 0; c < names.length; c++) row[names[c]!] = readers[c]!(r);
+    for (let c = 0; c < names.length; c++) {
+      if (define) {
+        Object.defineProperty(row, names[c]!, {
+          value: readers[c]!(r),
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        });
+      } else {
+        row[names[c]!] = readers[c]!(r);
+      }
+    }
     rows[r] = row;
   }
   return rows;
@@ -278,8 +322,30 @@ function cellReader(type: ColumnType | undefined, vector: Vector): (row: number)
           : Array.from(v.toArray() as ArrayLike<number>);
       };
     default:
-      return (r) => vector.get(r) ?? null;
+      return vector.type.typeId === Type.Utf8 ? utf8Reader(vector) : (r) => vector.get(r) ?? null;
   }
+}
+
+// Arrow's own decoder drops a leading U+FEFF from every value; this one keeps it.
+const UTF8 = new TextDecoder('utf-8', { ignoreBOM: true });
+
+/** Reads a Utf8 vector's strings exactly, chunk by chunk, for rows read in order. */
+function utf8Reader(vector: Vector): (row: number) => string | null {
+  const chunks = vector.data;
+  let chunk = 0;
+  let start = 0;
+  return (r) => {
+    if (r < start) {
+      chunk = 0;
+      start = 0;
+    }
+    while (r >= start + chunks[chunk]!.length) start += chunks[chunk++]!.length;
+    const data = chunks[chunk]!;
+    const i = r - start;
+    if (!data.getValid(i)) return null;
+    const offsets = data.valueOffsets as Int32Array;
+    return UTF8.decode(data.values.subarray(offsets[i]!, offsets[i + 1]!));
+  };
 }
 
 /**
@@ -314,6 +380,7 @@ function inferType(name: string, values: readonly unknown[], feature: string | u
     if (value === null) continue;
     const kind = kindOf(value);
     kinds.add(kind);
+    if (kind === 'string') checkText(name, value as string, feature);
     if (kind === 'number' && !(Number.isInteger(value) && Math.abs(value as number) <= 2 ** 31 - 1))
       allInt32 = false;
     if (kind === 'number' && !Number.isInteger(value)) allIntegers = false;
@@ -344,6 +411,18 @@ function inferType(name: string, values: readonly unknown[], feature: string | u
       return 'timestamp';
     default:
       return allNumericArrays ? 'float64[]' : 'json';
+  }
+}
+
+/** Refuses a string value some store would change or reject, naming its column. */
+function checkText(column: string, value: string, feature: string | undefined): void {
+  const problem = invalidText(value);
+  if (problem !== undefined) {
+    throw new FeatureStoreError(
+      'INVALID_VALUE',
+      `column ${JSON.stringify(clip(column))}: ${describeValue(value)} ${problem}. Clean the text before returning it.`,
+      { feature, details: { column, value } },
+    );
   }
 }
 

@@ -1,11 +1,10 @@
 import { createHash } from 'node:crypto';
-import { basename, extname } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { FeatureStoreError } from '../errors.js';
 import { describeValue } from '../format.js';
 import type { FeatureDecorator, Materializer } from '../materializer/materializer.js';
 import { LazyFrame } from '../query/lazy-frame.js';
 import type { ParamSpec } from '../resolver/resolvers.js';
+import { callerLocation, fileStem } from './caller.js';
 import {
   type Feature,
   type FeatureCall,
@@ -41,8 +40,6 @@ export interface ParamsScope {
    */
   getFeatures(...features: readonly (Feature | string)[]): LazyFrame;
 }
-
-const THIS_FILE = fileURLToPath(import.meta.url);
 
 /**
  * A registry of features and the decorators attached to them. `defaultStore` is the
@@ -267,22 +264,8 @@ function covers(prefix: string | undefined, module: string): boolean {
   return prefix === undefined || module === prefix || module.startsWith(`${prefix}.`);
 }
 
-/** `file:line` of the first stack frame outside featurefn. */
-function callerLocation(): string {
-  const stack = new Error().stack?.split('\n').slice(1) ?? [];
-  for (const line of stack) {
-    const match = /\(?((?:file:\/\/)?\/[^()]*?):(\d+):\d+\)?\s*$/.exec(line);
-    if (match === null) continue;
-    const file = match[1]!.startsWith('file://') ? fileURLToPath(match[1]!) : match[1]!;
-    if (file === THIS_FILE) continue;
-    return `${file}:${match[2]}`;
-  }
-  return 'unknown location';
-}
-
 function moduleOf(definedAt: string): string {
-  const file = definedAt.replace(/:\d+$/, '');
-  const name = basename(file, extname(file)).replace(/\.(test|spec)$/, '');
+  const name = fileStem(definedAt.replace(/:\d+$/, '')).replace(/\.(test|spec)$/, '');
   const cleaned = name.replace(/[^\w$]/g, '_');
   return /^[A-Za-z_$]/.test(cleaned) ? cleaned : 'main';
 }

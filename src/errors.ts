@@ -20,7 +20,8 @@ export type FeatureStoreErrorCode =
   | 'UNKNOWN_COLUMN'
   | 'INVALID_QUERY'
   | 'STORE_ERROR'
-  | 'CLOSED';
+  | 'CLOSED'
+  | 'NOT_SERVED';
 
 /** Structured context carried by a {@link FeatureStoreError}. */
 export interface FeatureStoreErrorContext {

@@ -13,8 +13,8 @@ export const STORE_OF_FEATURE = Symbol('featurefn.store');
 
 /** @internal */
 export function recordAttachment(decorator: object, attachment: Attachment): void {
-  let set = attachments.get(decorator);
-  if (set === undefined) attachments.set(decorator, (set = new Set()));
+  const set = attachments.get(decorator) ?? new Set();
+  attachments.set(decorator, set);
   set.add(attachment);
 }
 

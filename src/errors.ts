@@ -22,7 +22,8 @@ export type FeatureStoreErrorCode =
   | 'INVALID_DURATION'
   | 'TIMEOUT'
   | 'STORE_ERROR'
-  | 'CLOSED';
+  | 'CLOSED'
+  | 'NOT_SERVED';
 
 /** Structured context carried by a {@link FeatureStoreError}. */
 export interface FeatureStoreErrorContext {

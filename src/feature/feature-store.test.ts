@@ -178,3 +178,21 @@ describe('decorators', () => {
     expect(await f(params)).toBe(params);
   });
 });
+
+describe('interactive redefinition', () => {
+  it('old handles follow the current definition: call, compute, info and getFeatures', async () => {
+    const store = new FeatureStore();
+    store.config.interactive = true;
+    const old = store.feature({ module: 'm', entity: 'id' }, async function f() {
+      return [{ id: 1, v: 1 }];
+    });
+    const current = store.feature({ module: 'm', entity: 'id' }, async function f() {
+      return [{ id: 1, v: 2 }];
+    });
+    expect(await old()).toEqual([{ id: 1, v: 2 }]);
+    expect(await old.compute()).toEqual([{ id: 1, v: 2 }]);
+    expect(old.info).toBe(current.info);
+    expect(store.describe(old)).toBe(current.info);
+    expect(await store.withParams({}).getFeatures(old).toArray()).toEqual([{ id: 1, v: 2 }]);
+  });
+});

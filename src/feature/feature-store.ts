@@ -1,11 +1,18 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
-import { basename, extname } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { FeatureStoreError } from '../errors.js';
 import { describeValue } from '../format.js';
 import type { FeatureDecorator, Materializer } from '../materializer/materializer.js';
 import { LazyFrame } from '../query/lazy-frame.js';
 import type { ParamSpec } from '../resolver/resolvers.js';
+import {
+  type Attachment,
+  covers,
+  forgetAttachment,
+  recordAttachment,
+  STORE_OF_FEATURE,
+} from './attachments.js';
+import { callerLocation, fileStem } from './caller.js';
 import {
   type Feature,
   type FeatureCall,
@@ -15,14 +22,22 @@ import {
   featureInfoOf,
 } from './feature.js';
 
+/** One name's current definition; interactive redefinition updates it in place, so old handles follow. */
 interface Registered {
-  readonly info: FeatureInfo;
-  readonly fn: FeatureFunction;
+  info: FeatureInfo;
+  fn: FeatureFunction;
+  /** Features its runs called, by qualified name (recorded as it runs). */
+  lineage: Set<string>;
   /** Decorated call, rebuilt when decorators change. */
   chain: FeatureCall | undefined;
   /** The materializer serving reads (`null`: none), found again when decorators change. */
   serving: Materializer | null | undefined;
+  /** The callable `feature()` returned; a redefinition returns it again. */
+  handle: Feature | undefined;
 }
+
+/** The lineage set of the feature whose function is running, to record the features it calls. */
+const running = new AsyncLocalStorage<Set<string>>();
 
 /** Store-wide settings. */
 export interface FeatureStoreConfig {
@@ -41,8 +56,6 @@ export interface ParamsScope {
    */
   getFeatures(...features: readonly (Feature | string)[]): LazyFrame;
 }
-
-const THIS_FILE = fileURLToPath(import.meta.url);
 
 /**
  * A registry of features and the decorators attached to them. `defaultStore` is the
@@ -88,15 +101,27 @@ export class FeatureStore {
         { feature: info.name, details: { first: existing.info.definedAt, second: info.definedAt } },
       );
     }
-    const entry: Registered = { info, fn, chain: undefined, serving: undefined };
+    if (existing !== undefined) {
+      Object.assign(existing, { info, fn, lineage: new Set(), chain: undefined, serving: undefined });
+      return existing.handle as Feature<F>;
+    }
+    const entry: Registered = {
+      info,
+      fn,
+      lineage: new Set(),
+      chain: undefined,
+      serving: undefined,
+      handle: undefined,
+    };
     this.#features.set(info.name, entry);
-    const call = (params: unknown) => this.#call(info.name, params);
-    const compute = async (params: unknown) => fn(params);
-    return Object.defineProperties((params: unknown) => call(params), {
+    const handle = Object.defineProperties((params: unknown) => this.#call(entry, params), {
       name: { value: info.localName },
-      info: { value: info, enumerable: true },
-      compute: { value: compute },
-    }) as unknown as Feature<F>;
+      info: { get: () => entry.info, enumerable: true },
+      compute: { value: async (params: unknown) => this.#run(entry, params) },
+      [STORE_OF_FEATURE]: { value: this },
+    });
+    entry.handle = handle as unknown as Feature;
+    return entry.handle as Feature<F>;
   }
 
   /**
@@ -106,15 +131,42 @@ export class FeatureStore {
    *
    * Order: decorators wrap in the order they are added, so the one added last sees a call first.
    * A feature's `getFeatures` reads are served by the last-added materializer decorator covering it.
+   *
+   * Returns a function that detaches this decorator again (calling it twice does nothing more);
+   * a materializer's `close()` detaches its decorator from every store.
+   *
+   * ### Example
+   * ```ts
+   * const detach = store.addDecorator(materializer.decorator, 'events');
+   * detach(); // calls of events.* features run their functions again
+   * ```
    */
-  addDecorator(decorator: FeatureDecorator, modulePrefix?: string): void {
+  addDecorator(decorator: FeatureDecorator, modulePrefix?: string): () => void {
     if (typeof decorator !== 'function') {
       throw new FeatureStoreError(
         'INVALID_FEATURE',
         `addDecorator takes a decorator function, but got ${describeValue(decorator)}.`,
       );
     }
-    this.#decorators.push({ decorator, modulePrefix });
+    const added = { decorator, modulePrefix };
+    this.#decorators.push(added);
+    this.#decoratorsChanged();
+    const attachment: Attachment = {
+      store: this,
+      modulePrefix,
+      detach: () => {
+        const index = this.#decorators.indexOf(added);
+        if (index === -1) return;
+        this.#decorators.splice(index, 1);
+        forgetAttachment(decorator, attachment);
+        this.#decoratorsChanged();
+      },
+    };
+    recordAttachment(decorator, attachment);
+    return attachment.detach;
+  }
+
+  #decoratorsChanged(): void {
     for (const entry of this.#features.values()) {
       entry.chain = undefined;
       entry.serving = undefined;
@@ -154,18 +206,30 @@ export class FeatureStore {
 
   /** A decorated call by name. @internal */
   call(info: FeatureInfo, params: unknown): Promise<unknown> {
-    return this.#call(info.name, params);
+    return this.#call(this.#features.get(info.name)!, params);
   }
 
-  #call(name: string, params: unknown): Promise<unknown> {
-    const entry = this.#features.get(name)!;
+  /**
+   * Qualified names of the features this feature's runs have called so far in this process
+   * (directly), sorted. Recorded as it runs, whether the inner call was computed or served.
+   */
+  lineageOf(feature: Feature | string): string[] {
+    return [...this.#entry(feature).lineage].sort();
+  }
+
+  #call(entry: Registered, params: unknown): Promise<unknown> {
+    running.getStore()?.add(entry.info.name);
     if (entry.chain === undefined) {
-      const { fn, info } = entry;
-      let chain: FeatureCall = async (p) => fn(p);
-      for (const decorator of this.decoratorsOf(info)) chain = decorator(chain, info);
+      let chain: FeatureCall = (p) => this.#run(entry, p);
+      for (const decorator of this.decoratorsOf(entry.info)) chain = decorator(chain, entry.info);
       entry.chain = chain;
     }
     return entry.chain(params);
+  }
+
+  /** Runs the function itself, recording the features it calls. */
+  async #run(entry: Registered, params: unknown): Promise<unknown> {
+    return running.run(entry.lineage, () => entry.fn(params));
   }
 
   #entry(feature: Feature | string): Registered {
@@ -263,26 +327,8 @@ function servingOf(decorators: readonly FeatureDecorator[]): Materializer | unde
   return decorators.findLast((d) => d.materializer !== undefined)?.materializer;
 }
 
-function covers(prefix: string | undefined, module: string): boolean {
-  return prefix === undefined || module === prefix || module.startsWith(`${prefix}.`);
-}
-
-/** `file:line` of the first stack frame outside featurefn. */
-function callerLocation(): string {
-  const stack = new Error().stack?.split('\n').slice(1) ?? [];
-  for (const line of stack) {
-    const match = /\(?((?:file:\/\/)?\/[^()]*?):(\d+):\d+\)?\s*$/.exec(line);
-    if (match === null) continue;
-    const file = match[1]!.startsWith('file://') ? fileURLToPath(match[1]!) : match[1]!;
-    if (file === THIS_FILE) continue;
-    return `${file}:${match[2]}`;
-  }
-  return 'unknown location';
-}
-
 function moduleOf(definedAt: string): string {
-  const file = definedAt.replace(/:\d+$/, '');
-  const name = basename(file, extname(file)).replace(/\.(test|spec)$/, '');
+  const name = fileStem(definedAt.replace(/:\d+$/, '')).replace(/\.(test|spec)$/, '');
   const cleaned = name.replace(/[^\w$]/g, '_');
   return /^[A-Za-z_$]/.test(cleaned) ? cleaned : 'main';
 }

@@ -1,5 +1,6 @@
 import { type RecordBatch, Table } from 'apache-arrow';
 import { FeatureStoreError } from '../errors.js';
+import { attachmentsOf, covers, STORE_OF_FEATURE } from '../feature/attachments.js';
 import { keyOf } from '../feature/entity-key.js';
 import { type Feature, type FeatureFunction, type FeatureInfo, featureInfoOf } from '../feature/feature.js';
 import {
@@ -92,6 +93,11 @@ export abstract class MaterializerBase implements Materializer {
    * materialization or the new one, never a mix, and a failure leaves the store as it was.
    * The result must have its key column(s), unique and non-null.
    *
+   * Once this materializer's decorator is attached to some store, it refuses (`NOT_SERVED`) a
+   * feature that decorator does not cover (another store, or a module outside its prefix): the
+   * result would be stored and never read. Before any `addDecorator`, it materializes anything,
+   * so a job may fill the store before the serving code attaches it.
+   *
    * ### Example
    * ```ts
    * const record = await materializer.materialize(departures, { when: new Date('2001-03-01') });
@@ -106,6 +112,7 @@ export abstract class MaterializerBase implements Materializer {
     const info = featureInfoOf(feature);
     const checked = checkParams(params, info.name);
     const paramsKey = canonicalParams(checked, info.name);
+    this.#assertServes(feature, info, checked);
     let result: unknown;
     try {
       result = await feature.compute(...([params] as Parameters<F>));
@@ -279,11 +286,34 @@ export abstract class MaterializerBase implements Materializer {
     );
   }
 
-  /** Releases the store's connections; later calls fail with `CLOSED`. */
+  /**
+   * Detaches the decorator from every store it was attached to (calls of those features run their
+   * functions again) and releases the store's connections; later `materialize` and reads fail
+   * with `CLOSED`.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    for (const attachment of attachmentsOf(this.decorator)) attachment.detach();
     await this.closeConnections();
+  }
+
+  /** Refuses to store what this materializer's decorator will never serve. */
+  #assertServes(feature: unknown, info: FeatureInfo, params: Params): void {
+    const attached = attachmentsOf(this.decorator);
+    const store = (feature as { [STORE_OF_FEATURE]?: object })[STORE_OF_FEATURE];
+    if (attached.length === 0 || store === undefined) return;
+    const here = attached.filter((a) => a.store === store);
+    if (here.some((a) => covers(a.modulePrefix, info.module))) return;
+    throw new FeatureStoreError(
+      'NOT_SERVED',
+      here.length === 0
+        ? `this ${this.name} materializer's decorator is attached to another FeatureStore than the one "${info.name}" is registered in, so what it stores would never be read. ` +
+            'Attach it to the feature’s store with store.addDecorator(materializer.decorator). Nothing was stored.'
+        : `this ${this.name} materializer's decorator covers only the module(s) ${here.map((a) => `"${a.modulePrefix}"`).join(', ')}, not "${info.module}", so what it stores would never be read. ` +
+            `Attach it for this module too, e.g. store.addDecorator(materializer.decorator, '${info.module}'). Nothing was stored.`,
+      { feature: info.name, params },
+    );
   }
 
   /**

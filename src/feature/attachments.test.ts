@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { DuckDBMaterializer } from '../materializer/duckdb/duckdb-materializer.js';
+import { DuckDBMaterializer } from '../engines/duckdb/duckdb-materializer.js';
 import type { FeatureDecorator } from '../materializer/materializer.js';
 import { FeatureStore } from './feature-store.js';
 

@@ -15,7 +15,7 @@ import {
   treeOf,
   unwind,
 } from './nodes.js';
-import { type FrameHost, planRead, readLive, type ReadRoute } from './planner.js';
+import { type FrameHost, planRead, type ReadRoute, readLive } from './planner.js';
 
 export type { FrameHost } from './planner.js';
 

@@ -294,6 +294,30 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
         expect(await asOf.toArray()).toEqual([{ origin: 'LAX', departures: 1 }]);
       });
 
+      it('reads the instant a Date parameter holds now, after its caller changed it', async () => {
+        const when = day(1);
+        const exact = () =>
+          store.withParams({ when }).getFeatures(departures, meanDelay).filter({ origin: 'SFO' }).toArray();
+        expect(await exact()).toEqual([{ origin: 'SFO', departures: 1, mean_delay: 10 }]);
+        when.setTime(day(2).getTime());
+        expect(await exact()).toEqual([{ origin: 'SFO', departures: 3, mean_delay: 35 / 3 }]);
+
+        const at = new Date(day(1));
+        const asOf = () =>
+          store
+            .withParams({ when: AsOf(at) })
+            .getFeatures(departures)
+            .filter({ origin: 'SFO' });
+        expect(await asOf().toArray()).toEqual([{ origin: 'SFO', departures: 1 }]);
+        at.setTime(day(3).getTime());
+        expect(await asOf().toArray()).toEqual([{ origin: 'SFO', departures: 3 }]);
+
+        // The parameters a read reports are those it resolved, whatever the caller does later.
+        const frame = store.withParams({ when }).getFeatures(departures);
+        const explained = await frame.explain();
+        expect(explained).toContain('2001-03-02T00:00:00.000Z');
+      });
+
       it('fails clearly when no point in time has every feature', async () => {
         const late = store.feature(
           { module: 'flights', entity: 'origin' },

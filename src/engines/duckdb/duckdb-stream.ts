@@ -1,7 +1,7 @@
 import type { RecordBatch } from 'apache-arrow';
 import { tableFromColumns } from '../../frame/columns.js';
 import { type DuckDBResultLike, duckdbColumnSpecs, readDuckDBColumns } from './duckdb-columns.js';
-import { ChunkBatchBuilder, isRawChunk, type RawChunk } from './duckdb-vectors.js';
+import { ChunkBatchBuilder, chunkReads, isRawChunk, type RawChunk } from './duckdb-vectors.js';
 
 /** A DuckDB result that hands out its rows chunk by chunk (`DuckDBResult`, from `stream` or `run`). */
 interface ChunkedResult extends Pick<DuckDBResultLike, 'columnNames' | 'columnTypes'> {
@@ -29,6 +29,7 @@ export async function* duckdbBatches(
         ? undefined
         : ChunkBatchBuilder.create(duckdbColumnSpecs(result), result.columnTypes());
     if (chunks === undefined || builder === undefined) {
+      chunkReads.values++;
       const { columns, values } = await readDuckDBColumns(result);
       yield* tableFromColumns(columns, values).batches;
       return;
@@ -92,6 +93,7 @@ export async function* duckdbBatches(
     chunk = await result.fetchChunk()
   ) {
     // Kept column-major: pending[i][c] is chunk i's column c.
+    chunkReads.values++;
     pending.push(chunk.getColumns());
     pendingRows += chunk.rowCount;
     if (pendingRows >= rowsPerBatch) yield* await flush();

@@ -41,7 +41,6 @@ describeFrameAdapter('duckdb', {
   adapter: duckdbAdapter,
   // A real query result: the table is loaded into an in-memory DuckDB and selected back.
   make: (table) => duckdbAdapter.fromArrow(table),
-  skip: { 'toBatches concatenate to toArrow': 'DuckDB results are read whole; the adapter has no toBatches' },
 });
 
 describeFrameAdapter('duckdb, materialized result of run()', {
@@ -56,7 +55,6 @@ describeFrameAdapter('duckdb, materialized result of run()', {
     await appendBatches(connection, { schema: 'main', name }, columns, table.batches);
     return connection.run(`SELECT * FROM ${quoteIdentifier(name)} ORDER BY id`);
   },
-  skip: { 'toBatches concatenate to toArrow': 'DuckDB results are read whole; the adapter has no toBatches' },
 });
 
 let loaded = 0;

@@ -1,7 +1,6 @@
-import type { Table } from 'apache-arrow';
-import { tableFromColumns } from '../../frame/columns.js';
+import { type RecordBatch, Table } from 'apache-arrow';
 import type { FrameAdapter } from '../../frame/frame-adapter.js';
-import { type DuckDBResultLike, isDuckDBResult, readDuckDBColumns } from './duckdb-columns.js';
+import { type DuckDBResultLike, isDuckDBResult } from './duckdb-columns.js';
 import { duckdbBatches } from './duckdb-stream.js';
 
 /**
@@ -13,8 +12,10 @@ export const duckdbAdapter: FrameAdapter<DuckDBResultLike> = {
   kind: 'duckdb',
   canAdapt: isDuckDBResult,
   async toArrow(result) {
-    const { columns, values } = await readDuckDBColumns(result);
-    return tableFromColumns(columns, values);
+    // Through the same reader as `toBatches`, which leaves an in-memory result readable again.
+    const batches: RecordBatch[] = [];
+    for await (const batch of duckdbBatches(result)) batches.push(batch);
+    return new Table(batches);
   },
   toBatches: (result) => duckdbBatches(result),
   async fromArrow(table: Table) {

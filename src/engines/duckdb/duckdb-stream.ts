@@ -1,7 +1,7 @@
 import type { RecordBatch } from 'apache-arrow';
 import { tableFromColumns } from '../../frame/columns.js';
 import { type DuckDBResultLike, duckdbColumnSpecs, readDuckDBColumns } from './duckdb-columns.js';
-import { ChunkBatchBuilder, isRawChunk, type RawChunk } from './duckdb-vectors.js';
+import { ChunkBatchBuilder, chunkReads, isRawChunk, type RawChunk } from './duckdb-vectors.js';
 
 /** A DuckDB result that hands out its rows chunk by chunk (`DuckDBResult`, from `stream` or `run`). */
 interface ChunkedResult extends Pick<DuckDBResultLike, 'columnNames' | 'columnTypes'> {
@@ -22,13 +22,14 @@ export async function* duckdbBatches(
   result: DuckDBResultLike,
   rowsPerBatch = 65_536,
 ): AsyncIterable<RecordBatch> {
-  if (!isChunkedResult(result)) {
-    const chunks = readChunks(result);
+  const chunks = readChunks(result);
+  if (chunks !== undefined || !isChunkedResult(result)) {
     const builder =
       chunks === undefined
         ? undefined
         : ChunkBatchBuilder.create(duckdbColumnSpecs(result), result.columnTypes());
     if (chunks === undefined || builder === undefined) {
+      chunkReads.values++;
       const { columns, values } = await readDuckDBColumns(result);
       yield* tableFromColumns(columns, values).batches;
       return;
@@ -92,6 +93,7 @@ export async function* duckdbBatches(
     chunk = await result.fetchChunk()
   ) {
     // Kept column-major: pending[i][c] is chunk i's column c.
+    chunkReads.values++;
     pending.push(chunk.getColumns());
     pendingRows += chunk.rowCount;
     if (pendingRows >= rowsPerBatch) yield* await flush();
@@ -100,11 +102,18 @@ export async function* duckdbBatches(
 }
 
 /**
- * The data chunks a materialized `DuckDBResultReader` holds, when every row has been read and the
- * chunks expose what the vector reader needs; otherwise `undefined` (the values path is used).
- * The reader keeps them in a field it does not document, so its shape is checked first.
+ * The data chunks of a result held in memory, read without consuming it, so that it can be read
+ * again (`toBatches`, then `toArrow`): a `DuckDBMaterializedResult` (from `run`) by index, through
+ * its public `getChunk`; a `DuckDBResultReader` whose rows have all been read from the field it
+ * keeps them in (it has no public accessor), its shape checked first. Otherwise `undefined`.
  */
 function readChunks(result: DuckDBResultLike): RawChunk[] | undefined {
+  const materialized = result as { chunkCount?: unknown; getChunk?: unknown };
+  if (typeof materialized.chunkCount === 'number' && typeof materialized.getChunk === 'function') {
+    const getChunk = materialized.getChunk as (index: number) => unknown;
+    const chunks = Array.from({ length: materialized.chunkCount }, (_, i) => getChunk.call(result, i));
+    return chunks.every(isRawChunk) ? chunks : undefined;
+  }
   const reader = result as { done?: unknown; chunks?: unknown };
   if (reader.done !== true || !Array.isArray(reader.chunks)) return undefined;
   return reader.chunks.every(isRawChunk) ? (reader.chunks as RawChunk[]) : undefined;

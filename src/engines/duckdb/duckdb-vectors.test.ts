@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { columnsOf, tableFromColumns, tableToRows } from '../../frame/columns.js';
 import { readDuckDBColumns } from './duckdb-columns.js';
 import { duckdbBatches } from './duckdb-stream.js';
+import { chunkReads } from './duckdb-vectors.js';
 
 /**
  * The vector reader must give exactly what the driver's values give (the reference path,
@@ -22,6 +23,17 @@ describe('DuckDB chunks read from vector memory', () => {
   afterAll(() => {
     connection.closeSync();
     instance.closeSync();
+  });
+
+  it('takes the vector path for streamed and fully read results, never the values path', async () => {
+    const sql = 'SELECT i, i::VARCHAR AS s, [i, 1.5]::DOUBLE[] AS e FROM range(5000) t(i)';
+    const before = { ...chunkReads };
+    let rows = 0;
+    for await (const batch of duckdbBatches(await connection.stream(sql))) rows += batch.numRows;
+    for await (const batch of duckdbBatches(await connection.runAndReadAll(sql))) rows += batch.numRows;
+    expect(rows).toBe(10_000);
+    expect(chunkReads.values - before.values).toBe(0);
+    expect(chunkReads.vectors - before.vectors).toBeGreaterThanOrEqual(4);
   });
 
   async function bothWays(

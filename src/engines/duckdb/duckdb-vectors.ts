@@ -30,8 +30,15 @@ import { duckdbMapping, T } from './duckdb-columns.js';
  * is many times faster). Types without a fast reader here go through the driver's values.
  *
  * It uses the C API functions of `@duckdb/node-bindings` (the package `@duckdb/node-api` is built
- * on), reached through `@duckdb/node-api`'s own dependency so no other install is needed.
+ * on, declared as an optional peer dependency), resolved through `@duckdb/node-api` so that the
+ * very copy the driver runs on is used. `@duckdb/node-api` has no public API for these reads.
  */
+
+/**
+ * Chunks read by each path, so tests can prove the fast path is taken (a silent fall back to
+ * the values path is about 20 times slower). @internal
+ */
+export const chunkReads = { vectors: 0, values: 0 };
 
 /** The C API functions used here (`duckdb_vector_get_data`…), declared by shape. */
 interface Bindings {
@@ -546,6 +553,7 @@ export class ChunkBatchBuilder {
 
   append(chunk: RawChunk): void {
     const n = chunk.rowCount;
+    chunkReads.vectors++;
     for (let c = 0; c < this.#builders.length; c++) this.#builders[c]!.append(chunk, c, this.rows, n);
     this.rows += n;
   }

@@ -42,7 +42,7 @@ import {
   queryFailed,
   renderPostgres,
 } from './source.js';
-import { Transaction } from './transaction.js';
+import { settleSessions, Transaction } from './transaction.js';
 
 /** Options of {@link PostgresMaterializer}. */
 export interface PostgresMaterializerOptions {
@@ -203,6 +203,7 @@ export class PostgresMaterializer extends MaterializerBase {
       // that 'error' event would crash the process.
       this.#pool.on('error', () => undefined);
     }
+    settleSessions(this.#pool);
     const channel = `featurefn_${this.schema}`;
     // Channel names are identifiers too: a long schema name is hashed rather than cut.
     this.#channel =

@@ -12,7 +12,7 @@ import type { ColumnSpec } from '../../frame/columns.js';
 import { type SqlQuery, type SqlSource, type SqlValue, sqlTag } from '../../sql/sql-query.js';
 import { postgresColumnSpecs, postgresTextBatch } from './columns.js';
 import { describeFailure, isQueryError } from './failure.js';
-import { Transaction } from './transaction.js';
+import { sessionSettings, Transaction } from './transaction.js';
 
 /** Options of {@link postgresSource}. */
 export interface PostgresSourceOptions {
@@ -236,7 +236,7 @@ async function* streamQuery(
   };
   let transaction: Transaction;
   try {
-    transaction = await Transaction.begin(client);
+    transaction = await Transaction.begin(client, sessionSettings(true));
   } catch (error) {
     throw queryFailed(error, text);
   }

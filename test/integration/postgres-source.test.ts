@@ -10,6 +10,28 @@ import { dropSchema, postgresUrl, requirePostgres, uniqueSchema } from '../suppo
 const server = await requirePostgres();
 
 describe('databaseIdentity', () => {
+  it('names the server, user and database pg connects to, however the connection is spelled', () => {
+    const spellings: (string | pg.ClientConfig)[] = [
+      'postgres://alice@/sales?host=db.example.com&port=5433',
+      'postgres://alice:p%40ss%2Fw0rd@db.example.com/sales',
+      'postgres://alice@%2Fvar%2Frun%2Fpostgresql/sales',
+      'postgres:///sales?host=/var/run/postgresql&user=alice',
+      'socket:/var/run/postgresql?db=sales&user=alice',
+      { user: 'alice', host: '/var/run/postgresql', port: 5433, database: 'sales' },
+      { connectionString: 'postgres://alice@db.example.com/sales?host=other.example.com', user: 'bob' },
+    ];
+    for (const spelling of spellings) {
+      const client = new pg.Client(spelling) as unknown as Record<
+        'user' | 'host' | 'port' | 'database',
+        string
+      >;
+      const host = client.host.startsWith('/') ? encodeURIComponent(client.host) : client.host.toLowerCase();
+      expect(databaseIdentity(spelling), JSON.stringify(spelling)).toBe(
+        `postgres://${client.user}@${host}:${client.port}/${client.database}`,
+      );
+    }
+  });
+
   it('gives two spellings of the same connection the same identity, and other databases others', () => {
     const a = databaseIdentity('postgres://alice:secret@DB.example.com/sales');
     expect(a).toBe('postgres://alice@db.example.com:5432/sales');

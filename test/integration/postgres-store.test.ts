@@ -246,11 +246,14 @@ describe.skipIf(!server.available)(`PostgreSQL store${server.reason}`, () => {
     // A pool of the user's: the materializer takes one connection to listen, the other serves reads.
     const pool = new pg.Pool({ connectionString: postgresUrl(), max: 2 });
     const texts: string[] = [];
-    const query = pool.query.bind(pool);
-    pool.query = ((config: unknown, ...rest: unknown[]) => {
-      texts.push(typeof config === 'string' ? config : (config as { text: string }).text);
-      return (query as (...args: unknown[]) => unknown)(config, ...rest);
-    }) as typeof pool.query;
+    // Every query sent on the pool's connections, whichever way they are reached.
+    pool.on('connect', (client) => {
+      const query = client.query.bind(client);
+      client.query = ((config: unknown, ...rest: unknown[]) => {
+        texts.push(typeof config === 'string' ? config : (config as { text: string }).text);
+        return (query as (...args: unknown[]) => unknown)(config, ...rest);
+      }) as typeof client.query;
+    });
     const own = new PostgresMaterializer({ connection: pool, schema });
     const local = new FeatureStore();
     local.addDecorator(own.decorator);

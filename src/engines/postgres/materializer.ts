@@ -42,7 +42,7 @@ import {
   queryFailed,
   renderPostgres,
 } from './source.js';
-import { Transaction } from './transaction.js';
+import { settleSessions, Transaction } from './transaction.js';
 
 /** Options of {@link PostgresMaterializer}. */
 export interface PostgresMaterializerOptions {
@@ -61,6 +61,12 @@ export interface PostgresMaterializerOptions {
    * Ignored when `connection` is a `Pool`.
    */
   poolSize?: number;
+  /**
+   * Most prepared statements one connection keeps. Reads are prepared once per connection and
+   * their text names the tables read, so each publication brings new ones: a connection that
+   * reaches this many is closed (freeing them) and replaced. Default is `200`.
+   */
+  maxPreparedStatements?: number;
 }
 
 /** Kysely's view of the store's tables: any table, any column. */
@@ -162,6 +168,9 @@ export class PostgresMaterializer extends MaterializerBase {
   readonly #compiled = new Map<string, CompiledQuery>();
   /** Prepared-statement name of each read's SQL text. */
   readonly #statementNames = new Map<string, string>();
+  /** Names of the statements prepared on each connection of the pool. */
+  readonly #prepared = new WeakMap<PoolClient, Set<string>>();
+  readonly #maxPrepared: number;
   #ready: Promise<void> | undefined;
 
   /**
@@ -182,6 +191,7 @@ export class PostgresMaterializer extends MaterializerBase {
       );
     }
     this.schema = options.schema ?? 'featurefn';
+    this.#maxPrepared = options.maxPreparedStatements ?? 200;
     if (this.schema.length === 0 || Buffer.byteLength(this.schema) > MAX_IDENTIFIER_BYTES) {
       throw new FeatureStoreError(
         'STORE_ERROR',
@@ -203,6 +213,7 @@ export class PostgresMaterializer extends MaterializerBase {
       // that 'error' event would crash the process.
       this.#pool.on('error', () => undefined);
     }
+    settleSessions(this.#pool);
     const channel = `featurefn_${this.schema}`;
     // Channel names are identifiers too: a long schema name is hashed rather than cut.
     this.#channel =
@@ -549,12 +560,35 @@ export class PostgresMaterializer extends MaterializerBase {
   }
 
   /** Runs a read, once more if the pool handed out a connection that had already died. */
-  #query(config: QueryConfig | QueryArrayConfig): Promise<{ rows: unknown[] }> {
-    return this.#pool.query(config).catch((error: unknown) => {
+  async #query(config: QueryConfig | QueryArrayConfig): Promise<{ rows: unknown[] }> {
+    try {
+      return await this.#queryOnce(config);
+    } catch (error) {
       // The query was never sent on a connection known to be broken: retrying it is safe.
-      if (error instanceof Error && /not queryable/.test(error.message)) return this.#pool.query(config);
+      if (error instanceof Error && /not queryable/.test(error.message)) return this.#queryOnce(config);
       throw error;
-    });
+    }
+  }
+
+  async #queryOnce(config: QueryConfig | QueryArrayConfig): Promise<{ rows: unknown[] }> {
+    const client = await this.#pool.connect();
+    let prepared = this.#prepared.get(client);
+    if (prepared === undefined) {
+      prepared = new Set();
+      this.#prepared.set(client, prepared);
+    }
+    let broken: Error | undefined;
+    try {
+      return await client.query(config);
+    } catch (error) {
+      if (!isServerError(error)) broken = error as Error;
+      throw error;
+    } finally {
+      if (config.name !== undefined) prepared.add(config.name);
+      // Each text names its tables, so a connection would keep a prepared statement per replaced
+      // table: past the bound it is closed, which frees them all, and the pool opens a new one.
+      client.release(broken ?? prepared.size >= this.#maxPrepared);
+    }
   }
 
   /** Adds the primary key; on a duplicated or null key, says which, as DuckDB does. */

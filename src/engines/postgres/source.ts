@@ -7,12 +7,13 @@ import {
   type PoolConfig,
   type QueryArrayResult,
 } from 'pg';
+import { parse as parseConnectionString } from 'pg-connection-string';
 import { FeatureStoreError } from '../../errors.js';
 import type { ColumnSpec } from '../../frame/columns.js';
 import { type SqlQuery, type SqlSource, type SqlValue, sqlTag } from '../../sql/sql-query.js';
 import { postgresColumnSpecs, postgresTextBatch } from './columns.js';
 import { describeFailure, isQueryError } from './failure.js';
-import { Transaction } from './transaction.js';
+import { sessionSettings, Transaction } from './transaction.js';
 
 /** Options of {@link postgresSource}. */
 export interface PostgresSourceOptions {
@@ -145,37 +146,28 @@ export function createPostgresSource(
  * @internal
  */
 export function databaseIdentity(config: string | PoolConfig): string {
-  const fields: { user?: string; host?: string; port?: string; database?: string; options?: string } = {};
-  const assign = (key: keyof typeof fields, value: unknown) => {
-    if (value !== undefined && value !== null && value !== '') fields[key] = String(value);
-  };
-  const options = typeof config === 'string' ? { connectionString: config } : config;
-  assign('user', options.user);
-  assign('host', options.host);
-  assign('port', options.port);
-  assign('database', options.database);
-  assign('options', options.options);
-  if (options.connectionString !== undefined) {
-    // As in pg, the connection string wins over the other fields.
-    let url: URL | undefined;
-    try {
-      url = new URL(options.connectionString);
-    } catch {
-      return options.connectionString.trim();
+  const given = typeof config === 'string' ? { connectionString: config } : config;
+  // As in pg: the connection string, parsed by pg's own parser, wins over the other fields.
+  const fields: Record<string, unknown> = { ...given };
+  if (given.connectionString !== undefined) {
+    for (const [key, value] of Object.entries(parseConnectionString(given.connectionString))) {
+      if (value !== undefined && value !== null) fields[key] = value;
     }
-    assign('user', decodeURIComponent(url.username));
-    assign('host', decodeURIComponent(url.hostname) || url.searchParams.get('host'));
-    assign('port', url.port);
-    assign('database', decodeURIComponent(url.pathname.slice(1)));
-    assign('options', url.searchParams.get('options'));
   }
+  const text = (key: string): string | undefined => {
+    const value = fields[key];
+    return value === undefined || value === null || value === '' ? undefined : String(value);
+  };
   const env = process.env;
-  const user = fields.user ?? env.PGUSER ?? env.USER ?? '';
-  const host = (fields.host ?? env.PGHOST ?? 'localhost').toLowerCase();
-  const port = fields.port ?? env.PGPORT ?? '5432';
-  const database = fields.database ?? env.PGDATABASE ?? user;
+  const user = text('user') ?? env.PGUSER ?? env.USER ?? '';
+  const rawHost = text('host') ?? env.PGHOST ?? 'localhost';
+  // Host names are case-insensitive; socket directories are paths, which are not.
+  const host = rawHost.startsWith('/') ? encodeURIComponent(rawHost) : rawHost.toLowerCase();
+  const port = text('port') ?? env.PGPORT ?? '5432';
+  const database = text('database') ?? env.PGDATABASE ?? user;
   // Session options (`-c search_path=…`) change what a query's names mean, so they count.
-  const session = fields.options === undefined ? '' : `?options=${encodeURIComponent(fields.options)}`;
+  const options = text('options');
+  const session = options === undefined ? '' : `?options=${encodeURIComponent(options)}`;
   return `postgres://${encodeURIComponent(user)}@${host}:${port}/${encodeURIComponent(database)}${session}`;
 }
 
@@ -236,7 +228,7 @@ async function* streamQuery(
   };
   let transaction: Transaction;
   try {
-    transaction = await Transaction.begin(client);
+    transaction = await Transaction.begin(client, sessionSettings(true));
   } catch (error) {
     throw queryFailed(error, text);
   }

@@ -1,4 +1,4 @@
-import type { PoolClient } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 
 /**
  * A transaction on a pool connection: {@link begin} opens it, `commit()` ends it, and `end()`
@@ -49,4 +49,30 @@ export class Transaction {
     // A connection that failed is closed rather than given back to the pool.
     this.client.release(this.#broken);
   }
+}
+
+/**
+ * Session settings featurefn's connections use, so that what they read does not depend on how the
+ * server, database or role is configured: ISO dates (what `pg` and featurefn parse) and
+ * shortest-exact floats (`extra_float_digits = 3`; 0 or less would round them). `local` gives the
+ * `SET LOCAL` form, which lasts only for the current transaction.
+ * @internal
+ */
+export function sessionSettings(local = false): string {
+  const set = local ? 'SET LOCAL' : 'SET';
+  return `${set} DateStyle = 'ISO, MDY'; ${set} extra_float_digits = 3`;
+}
+
+/**
+ * Applies {@link sessionSettings} to every connection `pool` opens from now on (queued before any
+ * other query on it). Connections a user's pool opened before are covered only where featurefn
+ * sets them per transaction.
+ * @internal
+ */
+export function settleSessions(pool: Pool): void {
+  const settings = sessionSettings();
+  pool.on('connect', (client) => {
+    // A failure here breaks the connection, and the query that follows reports it.
+    client.query(settings).catch(() => undefined);
+  });
 }

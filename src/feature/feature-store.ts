@@ -18,9 +18,11 @@ import {
   type FeatureCall,
   type FeatureFunction,
   type FeatureInfo,
+  type FeatureMetadata,
   type FeatureOptions,
   featureInfoOf,
 } from './feature.js';
+import { docCommentAt, hashOf, reachedDeclarations, summaryOf } from './source-info.js';
 
 /** One name's current definition; interactive redefinition updates it in place, so old handles follow. */
 interface Registered {
@@ -34,6 +36,7 @@ interface Registered {
   serving: Materializer | null | undefined;
   /** The callable `feature()` returned; a redefinition returns it again. */
   handle: Feature | undefined;
+  metadata: FeatureMetadata | undefined;
 }
 
 /** The lineage set of the feature whose function is running, to record the features it calls. */
@@ -102,7 +105,14 @@ export class FeatureStore {
       );
     }
     if (existing !== undefined) {
-      Object.assign(existing, { info, fn, lineage: new Set(), chain: undefined, serving: undefined });
+      Object.assign(existing, {
+        info,
+        fn,
+        lineage: new Set(),
+        chain: undefined,
+        serving: undefined,
+        metadata: undefined,
+      });
       return existing.handle as Feature<F>;
     }
     const entry: Registered = {
@@ -112,6 +122,7 @@ export class FeatureStore {
       chain: undefined,
       serving: undefined,
       handle: undefined,
+      metadata: undefined,
     };
     this.#features.set(info.name, entry);
     const handle = Object.defineProperties((params: unknown) => this.#call(entry, params), {
@@ -217,6 +228,64 @@ export class FeatureStore {
     return [...this.#entry(feature).lineage].sort();
   }
 
+  /**
+   * The feature's version including the features it called: its own `info.version` and,
+   * for each feature in {@link lineageOf}, that feature's version computed the same way. Meaningful
+   * after a run (a materialization, a call); before, it is `info.version` with no lineage.
+   *
+   * ### Example
+   * ```ts
+   * await materializer.materialize(routeDelayShare, { when });
+   * store.versionOf(routeDelayShare); // changes when routeDelayShare or a feature it calls changes
+   * ```
+   */
+  versionOf(feature: Feature | string): string {
+    return this.#fullVersion(this.#entry(feature), new Set());
+  }
+
+  #fullVersion(entry: Registered, seen: Set<string>): string {
+    seen.add(entry.info.name);
+    const lineage = [...entry.lineage].sort().map((name) => {
+      const called = this.#features.get(name);
+      return [name, called === undefined || seen.has(name) ? null : this.#fullVersion(called, new Set(seen))];
+    });
+    return lineage.length === 0 ? entry.info.version : hashOf([entry.info.version, lineage]);
+  }
+
+  /**
+   * The feature's documentation: its doc comment (summary, text, `@maintainer`, `@status`,
+   * `@tags` comma-separated, `@param`) merged with its options, options winning. The comment is
+   * read from the defining file with the TypeScript compiler API on the first call (never at
+   * registration); without the optional `typescript` package, or for an unreadable file, the
+   * options alone.
+   *
+   * ### Example
+   * ```ts
+   * store.describeFeature(nFavorites);
+   * // { name: 'events.nFavorites', summary: 'How many favorites…', maintainer: 'John Smith <…>', status: 'production', tags: ['PII', 'appteam'], … }
+   * ```
+   */
+  describeFeature(feature: Feature | string): FeatureMetadata {
+    const entry = this.#entry(feature);
+    if (entry.metadata === undefined) {
+      const { info } = entry;
+      const doc = docCommentAt(info.definedAt);
+      const description = info.description ?? doc.description;
+      entry.metadata = Object.freeze({
+        name: info.name,
+        summary: summaryOf(description),
+        description,
+        maintainer: info.maintainer ?? doc.maintainer,
+        status: info.status ?? doc.status,
+        tags: info.tags.length > 0 ? info.tags : doc.tags,
+        params: doc.params,
+        version: info.version,
+        definedAt: info.definedAt,
+      });
+    }
+    return { ...entry.metadata, version: this.versionOf(feature) };
+  }
+
   #call(entry: Registered, params: unknown): Promise<unknown> {
     running.getStore()?.add(entry.info.name);
     if (entry.chain === undefined) {
@@ -291,6 +360,16 @@ export class FeatureStore {
         `the entity option of "${module}.${localName}" must name one or more columns.`,
       );
     }
+    let version: string | undefined;
+    const versionOption = options.version;
+    if (versionOption !== undefined && typeof versionOption !== 'string') {
+      throw new FeatureStoreError(
+        'INVALID_FEATURE',
+        `the version option of "${module}.${localName}" must be a string, but got ${describeValue(versionOption)}.`,
+      );
+    }
+    const source = fn.toString();
+    // Lazy: reading the defining file belongs to the first read of the version, not to import.
     return Object.freeze({
       name: `${module}.${localName}`,
       module,
@@ -301,7 +380,11 @@ export class FeatureStore {
       status: options.status,
       tags: Object.freeze([...(options.tags ?? [])]),
       schema: options.schema,
-      sourceHash: createHash('sha256').update(fn.toString()).digest('hex'),
+      sourceHash: createHash('sha256').update(source).digest('hex'),
+      get version() {
+        version ??= hashOf([source, reachedDeclarations(definedAt, source), versionOption ?? null]);
+        return version;
+      },
       definedAt,
     });
   }

@@ -41,6 +41,30 @@ export interface FeatureOptions {
    * `materialize` refuses rows that violate it.
    */
   schema?: StandardSchemaV1;
+  /**
+   * Part of the feature's version for what no hash of its code can see (a helper module, a model
+   * file): bump it when those change, e.g. `'2'`.
+   */
+  version?: string;
+}
+
+/**
+ * A feature's documentation: its doc comment (read with the TypeScript compiler API) merged with
+ * its options, options winning. `store.describeFeature(f)` returns it.
+ */
+export interface FeatureMetadata {
+  readonly name: string;
+  /** The first paragraph of the description, on one line. */
+  readonly summary: string | undefined;
+  readonly description: string | undefined;
+  readonly maintainer: string | undefined;
+  readonly status: string | undefined;
+  readonly tags: readonly string[];
+  /** What each parameter means, from `@param` tags. */
+  readonly params: Readonly<Record<string, string>>;
+  /** The feature's version including the features it called (see `store.versionOf`). */
+  readonly version: string;
+  readonly definedAt: string;
 }
 
 /** What the registry knows of a feature: `store.describe(f)` and `store.list()` return these. */
@@ -59,6 +83,13 @@ export interface FeatureInfo {
   readonly schema: StandardSchemaV1 | undefined;
   /** SHA-256 of the function's source text: a changed function shows up as a new version. */
   readonly sourceHash: string;
+  /**
+   * SHA-256 of what defines the feature's result: its function's source, the top-level
+   * constants and functions of its file that the function reaches (read with TypeScript when the
+   * file is readable), and the `version` option. No paths: equal code gives equal versions on
+   * any machine. Computed when first read.
+   */
+  readonly version: string;
   /** `file:line` where the feature was defined. */
   readonly definedAt: string;
 }

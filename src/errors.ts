@@ -20,6 +20,7 @@ export type FeatureStoreErrorCode =
   | 'UNKNOWN_COLUMN'
   | 'INVALID_QUERY'
   | 'STORE_ERROR'
+  | 'ONLINE_UNAVAILABLE'
   | 'CLOSED';
 
 /** Structured context carried by a {@link FeatureStoreError}. */

@@ -4,7 +4,7 @@ import type { OnlineKey } from './online-store.js';
 
 /** Options of {@link OnlineCache}. */
 export interface OnlineCacheOptions {
-  /** Most entries kept; the least recently used goes first. Default is `100_000`. */
+  /** Most entries kept (at least 2); the least recently used go first. Default is `100_000`. */
   maxEntries?: number;
 }
 
@@ -16,7 +16,7 @@ export interface OnlineCacheStats {
 }
 
 /**
- * An in-process LRU cache of online rows. A published materialization never changes, so an
+ * An in-process cache of online rows, bounded by entries, dropping the least recently used. A published materialization never changes, so an
  * entry keyed by (feature, materialization id, encoded entity key) is never stale: it only
  * stops being asked for once a newer materialization is read. Misses (`null`, the key has no
  * row) are cached too. Opt-in: the caller reads here first and fills it from the store.
@@ -35,52 +35,69 @@ export interface OnlineCacheStats {
  */
 export class OnlineCache {
   readonly maxEntries: number;
-  // A Map iterates in insertion order: re-inserting on a hit makes its first key the LRU one.
-  readonly #entries = new Map<string, Row | null>();
+  // Two generations instead of a strict LRU list: a hit in the young one costs one Map lookup
+  // (no reordering); a hit in the old one moves the entry up; when the young one is full it
+  // becomes the old one and the least recently used half goes.
+  #young = new Map<string, Row | null>();
+  #old = new Map<string, Row | null>();
+  readonly #generation: number;
   #hits = 0;
   #misses = 0;
 
   constructor(options: OnlineCacheOptions = {}) {
     this.maxEntries = options.maxEntries ?? 100_000;
-    if (!Number.isInteger(this.maxEntries) || this.maxEntries < 1) {
-      throw new RangeError(`maxEntries must be a whole number, at least 1 (got ${this.maxEntries})`);
+    if (!Number.isInteger(this.maxEntries) || this.maxEntries < 2) {
+      throw new RangeError(`maxEntries must be a whole number, at least 2 (got ${this.maxEntries})`);
     }
+    this.#generation = Math.floor(this.maxEntries / 2);
   }
 
   /**
-   * The cached row of `key` (an entity key, as `read` takes it) in materialization `id` of `feature`: a row,
-   * `null` when the store had none, or `undefined` when not cached.
+   * The cached row of `key` (an entity key, as `read` takes it) in materialization `id` of
+   * `feature`: a row, `null` when the store had none, or `undefined` when not cached.
    */
   get(feature: string, id: string, key: OnlineKey): Row | null | undefined {
     const entry = cacheKey(feature, id, encodeKey(key));
-    const row = this.#entries.get(entry);
+    let row = this.#young.get(entry);
     if (row === undefined) {
-      this.#misses++;
-      return undefined;
+      row = this.#old.get(entry);
+      if (row === undefined) {
+        this.#misses++;
+        return undefined;
+      }
+      this.#old.delete(entry);
+      this.#put(entry, row);
     }
     this.#hits++;
-    this.#entries.delete(entry);
-    this.#entries.set(entry, row);
     return row;
   }
 
   /** Caches `row` (or `null`: no row) for `key` in materialization `id` of `feature`. */
   set(feature: string, id: string, key: OnlineKey, row: Row | null): void {
     const entry = cacheKey(feature, id, encodeKey(key));
-    this.#entries.delete(entry);
-    this.#entries.set(entry, row);
-    if (this.#entries.size > this.maxEntries) this.#entries.delete(this.#entries.keys().next().value!);
+    this.#old.delete(entry);
+    this.#put(entry, row);
   }
 
   /** Drops every entry of one materialization (after `unpublish`; optional, since ids are never reused). */
   forget(feature: string, id: string): void {
     const prefix = cacheKey(feature, id, '');
-    for (const entry of this.#entries.keys()) if (entry.startsWith(prefix)) this.#entries.delete(entry);
+    for (const generation of [this.#young, this.#old]) {
+      for (const entry of generation.keys()) if (entry.startsWith(prefix)) generation.delete(entry);
+    }
   }
 
   /** Hits, misses and entries so far. */
   stats(): OnlineCacheStats {
-    return { hits: this.#hits, misses: this.#misses, entries: this.#entries.size };
+    return { hits: this.#hits, misses: this.#misses, entries: this.#young.size + this.#old.size };
+  }
+
+  #put(entry: string, row: Row | null): void {
+    if (!this.#young.has(entry) && this.#young.size >= this.#generation) {
+      this.#old = this.#young;
+      this.#young = new Map();
+    }
+    this.#young.set(entry, row);
   }
 }
 

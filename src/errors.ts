@@ -22,6 +22,7 @@ export type FeatureStoreErrorCode =
   | 'INVALID_DURATION'
   | 'TIMEOUT'
   | 'STORE_ERROR'
+  | 'ONLINE_UNAVAILABLE'
   | 'CLOSED'
   | 'NOT_SERVED';
 

@@ -137,6 +137,15 @@ export class DuckDBMaterializer extends MaterializerBase {
   }
 
   protected async publish(input: PublishInput): Promise<Materialization> {
+    if (input.kind === 'kysely') {
+      // Its decorated calls promise a Kysely query, and DuckDB has no Kysely database to make one on.
+      throw new FeatureStoreError(
+        'UNSUPPORTED_RESULT',
+        'the function returned a Kysely query, which a DuckDB store cannot give back as a Kysely query. ' +
+          'Materialize it in a PostgresMaterializer, or return `await query.execute()` (row objects) instead. Nothing was stored.',
+        { feature: input.feature.name, params: input.params, details: { kind: input.kind } },
+      );
+    }
     return this.#publishWith(input, async (c, name, table, begin) => {
       await c.run(`${begin}; CREATE TABLE ${table} (${columnDefinitions(input.columns)})`);
       const keys = new KeyTracker(input.key, KEY_CHECK_MAX_ROWS);

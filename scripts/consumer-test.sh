@@ -182,7 +182,12 @@ FEATUREFN_PG_URL=$PG_URL check postgres 'featurefn/postgres with pg and pg-copy-
 # --- featurefn/polars + nodejs-polars (its native package is skipped by npm on Node 20) --------
 install polars "nodejs-polars@$POLARS_VERSION" "nodejs-polars-linux-x64-gnu@$POLARS_VERSION"
 cat >"$WORK/polars/main.ts" <<'TS'
+import type { LazyFrame } from 'featurefn';
 import { toPolars, type PolarsDataFrame } from 'featurefn/polars';
+
+// With featurefn/polars imported, a frame's toPolars() is typed as a polars DataFrame.
+const height = async (frame: LazyFrame): Promise<number> => (await frame.toPolars()).height;
+void height;
 
 const df: PolarsDataFrame = await toPolars([{ origin: 'SFO', departures: 8 }]);
 if (df.height !== 1 || df.getColumn('departures').get(0) !== 8) throw new Error(`got ${df.toString()}`);

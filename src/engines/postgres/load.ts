@@ -95,11 +95,7 @@ function int32Words(values: BigInt64Array): Int32Array {
 }
 
 function microsFactor(unit: TimeUnit): number {
-  return unit === TimeUnit.SECOND
-    ? 1e6
-    : unit === TimeUnit.MILLISECOND
-      ? 1e3
-      : 1;
+  return unit === TimeUnit.SECOND ? 1e6 : unit === TimeUnit.MILLISECOND ? 1e3 : 1;
 }
 
 /** A `float8[]` field in binary array form: one dimension (none when empty), then each item. */

@@ -21,6 +21,8 @@ export interface CatalogListenerOptions {
    * is back (whatever was published in between was not announced to this process).
    */
   readonly onGap: () => void;
+  /** Called with the error that broke the connection, or a failed reconnection. */
+  readonly onError: (error: unknown) => void;
   /** First reconnection delay in ms, doubled up to 5 s. Default is 100. */
   readonly retryMs?: number;
 }
@@ -60,8 +62,9 @@ export class CatalogListener {
     const connection = await this.#options.connect();
     const { client } = connection;
     let lost = false;
-    const onLost = () => {
+    const onLost = (error?: Error) => {
       if (lost) return;
+      if (!this.#stopped) this.#options.onError(error ?? new Error('the listening connection ended'));
       lost = true;
       client.off('notification', onNotification);
       if (this.#current === connection) this.#current = undefined;
@@ -73,7 +76,7 @@ export class CatalogListener {
     const onNotification = (message: Notification) => this.#options.onNotification(message.payload);
     // Keep the error listener for the client's whole life: a late 'error' with none would crash the process.
     client.on('error', onLost);
-    client.on('end', onLost);
+    client.on('end', () => onLost());
     client.on('notification', onNotification);
     try {
       await client.query(`LISTEN ${quoteIdentifier(this.#options.channel)}`);
@@ -102,7 +105,10 @@ export class CatalogListener {
           // Whatever was published while disconnected was not announced here.
           if (this.#current !== undefined) this.#options.onGap();
         },
-        () => this.#schedule(),
+        (error: unknown) => {
+          this.#options.onError(error);
+          this.#schedule();
+        },
       );
     }, delay);
     // A listener waiting to reconnect must not keep the process alive by itself.

@@ -49,8 +49,8 @@ export interface PostgresMaterializerOptions {
   /**
    * Where the store lives: a connection URL (`'postgres://user@host:5432/db'`), a `pg`
    * `PoolConfig` object, or a `pg` `Pool` you created. featurefn ends the pools it creates on
-   * `close()`, never one you passed in; it does take one connection of your pool for the whole
-   * materializer's life, to listen for other processes' publications.
+   * `close()`, never one you passed in. One more connection, of its own (with your pool's
+   * settings), listens for other processes' publications.
    */
   connection: string | PoolConfig | Pool;
   /** Schema holding the catalog and data tables; created on first use. Default is `'featurefn'`. */
@@ -67,6 +67,13 @@ export interface PostgresMaterializerOptions {
    * reaches this many is closed (freeing them) and replaced. Default is `200`.
    */
   maxPreparedStatements?: number;
+  /**
+   * Called with errors that happen outside any call, so none can report them: an idle pool
+   * connection the server dropped, or the connection listening for other processes'
+   * publications failing (it reconnects by itself; until then `Last()` is resolved from the
+   * catalog on the next read). Default is a `console.warn` naming the store's schema.
+   */
+  onError?: (error: FeatureStoreError) => void;
 }
 
 /** Kysely's view of the store's tables: any table, any column. */
@@ -209,10 +216,16 @@ export class PostgresMaterializer extends MaterializerBase {
       this.#pool = new Pool({ ...clientConfig, max });
       this.#ownsPool = true;
       this.#database = databaseIdentity(clientConfig);
-      // An idle connection the server dropped is removed from the pool; without a listener,
-      // that 'error' event would crash the process.
-      this.#pool.on('error', () => undefined);
     }
+    const onError =
+      options.onError ??
+      ((error: FeatureStoreError) =>
+        console.warn(`featurefn (PostgreSQL store, schema "${this.schema}"): ${error.message}`));
+    // An idle connection the server dropped is removed from the pool; reported, not thrown: an
+    // 'error' event without a listener would crash the process.
+    this.#pool.on('error', (error) =>
+      onError(this.#storeError("an idle connection of the store's pool", error, {}, 'The pool replaces it.')),
+    );
     settleSessions(this.#pool);
     const channel = `featurefn_${this.schema}`;
     // Channel names are identifiers too: a long schema name is hashed rather than cut.
@@ -222,7 +235,17 @@ export class PostgresMaterializer extends MaterializerBase {
         : `featurefn_${createHash('sha1').update(this.schema).digest('hex')}`;
     this.#listener = new CatalogListener({
       channel: this.#channel,
-      connect: () => this.#listenerConnection(clientConfig),
+      connect: () =>
+        this.#listenerConnection(clientConfig ?? (this.#pool as Pool & { options: ClientConfig }).options),
+      onError: (error) =>
+        onError(
+          this.#storeError(
+            "listening for other processes' publications",
+            error,
+            {},
+            'Reconnecting; meanwhile Last() is resolved again from the catalog.',
+          ),
+        ),
       onNotification: (payload) => {
         if (!payload?.includes(this.#instance)) this.invalidate();
       },
@@ -700,12 +723,11 @@ export class PostgresMaterializer extends MaterializerBase {
     }
   }
 
-  /** A dedicated connection for LISTEN: a client of its own, or one taken from the user's pool. */
-  async #listenerConnection(config: ClientConfig | undefined): Promise<ListenerConnection> {
-    if (config === undefined) {
-      const client = await this.#pool.connect();
-      return { client, close: async () => client.release(true) };
-    }
+  /**
+   * A dedicated connection for LISTEN, never a pool client (it would be held for good, and a
+   * pool of one would deadlock): for a pool passed in, made from that pool's own settings.
+   */
+  async #listenerConnection(config: ClientConfig): Promise<ListenerConnection> {
     const client = new Client(config);
     client.on('error', () => undefined); // until the listener attaches its own
     try {

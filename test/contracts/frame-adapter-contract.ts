@@ -1,3 +1,5 @@
+// Frames of every kind are compared, DuckDB results included: register its adapter as featurefn/duckdb does.
+import 'featurefn/duckdb';
 import {
   Int32,
   makeData,

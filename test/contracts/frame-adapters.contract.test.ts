@@ -1,7 +1,5 @@
 import { DuckDBInstance } from '@duckdb/node-api';
 import { Field, RecordBatch, Schema, Table, tableToIPC } from 'apache-arrow';
-// Registers the DuckDB adapter, as a user's import of featurefn/duckdb does.
-import 'featurefn/duckdb';
 import { polarsAdapter, polarsLazyAdapter } from 'featurefn/polars';
 import pl from 'nodejs-polars';
 import { duckdbAdapter } from '../../src/engines/duckdb/duckdb-adapter.js';

@@ -128,7 +128,7 @@ describe('DuckDB store', () => {
   it('binds catalog texts: parameters with control characters, quotes and backslashes come back exact', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'featurefn-duckdb-'));
     const path = join(dir, 'bound.duckdb');
-    const tag = "a\u0000b'\\n\u0007; --";
+    const tag = "a\u0001b'\\n\u0007; --";
     const tagged = store.feature(
       { module: 'bound', entity: 'id' },
       async function tagged(p: { tag: string }) {

@@ -134,16 +134,25 @@ describe('the same feature, five ways', () => {
     const duckdb = new DuckDBMaterializer({ path: ':memory:' });
     current = duckdb;
     try {
-      for (const way of available) {
+      // A Kysely query cannot come back from DuckDB as a Kysely query: the store refuses it.
+      const stored = available.filter((way) => way !== 'kysely');
+      if (server.available) {
+        await expect(duckdb.materialize(ways.kysely, { when })).rejects.toMatchObject({
+          code: 'UNSUPPORTED_RESULT',
+          feature: 'fiveWays.kysely.departures',
+        });
+        expect(await duckdb.listMaterializations(ways.kysely)).toEqual([]);
+      }
+      for (const way of stored) {
         const record = await duckdb.materialize(ways[way], { when });
         expect(record.featureName).toBe(`fiveWays.${way}.departures`);
         expect(record.rows).toBe(expected.size);
         expect(record.key).toEqual(['origin']);
       }
       const kinds = await Promise.all(
-        available.map(async (way) => (await duckdb.listMaterializations(ways[way]))[0]!.kind),
+        stored.map(async (way) => (await duckdb.listMaterializations(ways[way]))[0]!.kind),
       );
-      expect(kinds).toEqual(['rows', 'arrow', 'polars', 'sql', 'kysely', 'sql'].slice(0, available.length));
+      expect(kinds).toEqual(['rows', 'arrow', 'polars', 'sql', 'sql'].slice(0, stored.length));
 
       const rows = await ways.rows({ when });
       expect(Array.isArray(rows)).toBe(true);
@@ -158,15 +167,12 @@ describe('the same feature, five ways', () => {
       expect(sql.source.dialect).toBe('duckdb');
       const served: unknown[] = [rows, arrow, polars, sql];
       if (server.available) {
-        // DuckDB has no Kysely database to query: the rows the query would have returned.
-        const kysely = (await ways.kysely({ when })) as unknown;
-        expect(Array.isArray(kysely)).toBe(true);
         const postgresSql = await ways.postgresSql({ when });
         expect(postgresSql.source.dialect).toBe('duckdb');
-        served.push(kysely, postgresSql);
+        served.push(postgresSql);
       }
       for (const [i, result] of served.entries()) {
-        expect(await departuresOf(result), available[i]).toEqual(expected);
+        expect(await departuresOf(result), stored[i]).toEqual(expected);
       }
       const frame = defaultStore.withParams({ when }).getFeatures(ways.rows).filter({ origin: 'SFO' });
       expect(await frame.explain()).toContain('-- served by duckdb');

@@ -17,11 +17,11 @@ import { createDuckDBSource, duckdbSource, renderDuckDB } from '../../frame/duck
 import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
 import type { SqlQuery, SqlSource } from '../../sql/sql-query.js';
 import { type KeySummary, KeyTracker } from '../key-tracker.js';
-import type { Materialization, ReadPlan } from '../materializer.js';
+import type { Materialization, MaterializerOptions, ReadPlan } from '../materializer.js';
 import { MaterializerBase, type PublishInput } from '../materializer-base.js';
 
 /** Options of {@link DuckDBMaterializer}. */
-export interface DuckDBMaterializerOptions {
+export interface DuckDBMaterializerOptions extends MaterializerOptions {
   /** Database file, created if missing. Default is `':memory:'`. */
   path?: string;
   /** Schema holding the catalog and data tables. Default is `'featurefn'`. */
@@ -84,7 +84,7 @@ export class DuckDBMaterializer extends MaterializerBase {
   readonly #live = new Map<string, string>();
 
   constructor(options: DuckDBMaterializerOptions = {}) {
-    super();
+    super(options);
     this.path = options.path ?? ':memory:';
     this.schema = options.schema ?? 'featurefn';
     this.#threads = options.threads;

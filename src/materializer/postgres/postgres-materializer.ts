@@ -38,13 +38,13 @@ import {
   type SqlDialect,
 } from '../../query/sql-compiler.js';
 import type { SqlQuery } from '../../sql/sql-query.js';
-import type { Materialization, ReadPlan } from '../materializer.js';
+import type { Materialization, MaterializerOptions, ReadPlan } from '../materializer.js';
 import { MaterializerBase, type PublishInput } from '../materializer-base.js';
 import { copyBatches, POSTGRES_SQL_TYPES } from './binary-copy.js';
 import { CatalogListener, type ListenerConnection } from './catalog-listener.js';
 
 /** Options of {@link PostgresMaterializer}. */
-export interface PostgresMaterializerOptions {
+export interface PostgresMaterializerOptions extends MaterializerOptions {
   /**
    * Where the store lives: a connection URL (`'postgres://user@host:5432/db'`), a `pg`
    * `PoolConfig` object, or a `pg` `Pool` you created. featurefn ends the pools it creates on
@@ -180,7 +180,7 @@ export class PostgresMaterializer extends MaterializerBase {
    * ```
    */
   constructor(options: PostgresMaterializerOptions) {
-    super();
+    super(options);
     const { connection } = options ?? {};
     if (typeof connection !== 'string' && (typeof connection !== 'object' || connection === null)) {
       throw new FeatureStoreError(

@@ -21,7 +21,6 @@ import { isSqlQuery, SqlQuery, type SqlSource, type SqlValue } from '../sql/sql-
 import type {
   FeatureDecorator,
   Materialization,
-  MaterializeOptions,
   MaterializeParams,
   Materializer,
   MaterializerOptions,

@@ -586,7 +586,7 @@ describe.skipIf(!server.available)(`PostgreSQL store${server.reason}`, () => {
     });
     const error = await materializer.materialize(bad, {}).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(FeatureStoreError);
-    expect(error).toMatchObject({ code: 'STORE_ERROR', feature: 'types.nulChar' });
+    expect(error).toMatchObject({ code: 'INVALID_VALUE', feature: 'types.nulChar' });
     expect((error as Error).message).toMatch(/Nothing was stored/);
     expect(await materializer.listMaterializations(bad)).toEqual([]);
     const { rows } = await admin.query(

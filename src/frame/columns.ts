@@ -420,7 +420,7 @@ function checkText(column: string, value: string, feature: string | undefined): 
   if (problem !== undefined) {
     throw new FeatureStoreError(
       'INVALID_VALUE',
-      `column ${JSON.stringify(clip(column))}: ${describeValue(value)} ${problem}. Clean the text before returning it.`,
+      `column ${JSON.stringify(clip(column))}: ${describeValue(value)} ${problem}. Clean the text before returning it. Nothing was stored.`,
       { feature, details: { column, value } },
     );
   }

@@ -1,4 +1,5 @@
 import { type RecordBatch, Table } from 'apache-arrow';
+import { type Duration, parseDuration } from '../duration.js';
 import { FeatureStoreError } from '../errors.js';
 import { attachmentsOf, covers, STORE_OF_FEATURE } from '../feature/attachments.js';
 import { keyOf } from '../feature/entity-key.js';
@@ -23,6 +24,7 @@ import type {
   Materialization,
   MaterializeParams,
   Materializer,
+  MaterializerOptions,
   ReadPlan,
   ResolvedSources,
 } from './materializer.js';
@@ -66,6 +68,12 @@ export abstract class MaterializerBase implements Materializer {
     | { features: readonly string[]; held: HeldSpec; resolved: ResolvedSources | undefined }
     | undefined;
   #closed = false;
+  readonly #timeout: Duration | undefined;
+
+  constructor(options?: MaterializerOptions) {
+    this.#timeout = options?.timeout;
+    if (this.#timeout !== undefined) parseDuration(this.#timeout, 'timeout');
+  }
 
   /**
    * Attach with `store.addDecorator(materializer.decorator)`. A decorated call whose parameters
@@ -102,21 +110,53 @@ export abstract class MaterializerBase implements Materializer {
    * ```ts
    * const record = await materializer.materialize(departures, { when: new Date('2001-03-01') });
    * record.rows; // 229
+   * // Give up (code `TIMEOUT`, nothing stored) if computing and loading take over 10 minutes:
+   * await materializer.materialize(departures, { when }, { timeout: '10 minutes' });
    * ```
    */
   async materialize<F extends FeatureFunction>(
     feature: Feature<F>,
-    ...[params]: MaterializeParams<F>
+    ...[params, options]: MaterializeParams<F>
   ): Promise<Materialization> {
     this.assertOpen();
     const info = featureInfoOf(feature);
     const checked = checkParams(params, info.name);
     const paramsKey = canonicalParams(checked, info.name);
     this.#assertServes(feature, info, checked);
+    const timeout = options?.timeout ?? this.#timeout;
+    if (timeout === undefined) return this.#materialize(feature, params, info, checked, paramsKey, undefined);
+    const ms = parseDuration(timeout, 'timeout');
+    const controller = new AbortController();
+    const expired = new FeatureStoreError(
+      'TIMEOUT',
+      `it did not finish within ${typeof timeout === 'number' ? `${timeout} ms` : timeout} (the timeout). ` +
+        'Nothing was stored. Raise the timeout or look at why the function or its result stalls.',
+      { feature: info.name, params: checked, details: { timeout, milliseconds: ms } },
+    );
+    // Beyond 2^31-1 ms Node fires a timer at once; such a timeout is as good as none.
+    const timer = ms <= 2 ** 31 - 1 ? setTimeout(() => controller.abort(expired), ms) : undefined;
+    try {
+      return await this.#materialize(feature, params, info, checked, paramsKey, controller.signal);
+    } catch (error) {
+      throw controller.signal.aborted ? expired : error;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async #materialize<F extends FeatureFunction>(
+    feature: Feature<F>,
+    params: unknown,
+    info: FeatureInfo,
+    checked: Params,
+    paramsKey: string,
+    signal: AbortSignal | undefined,
+  ): Promise<Materialization> {
     let result: unknown;
     try {
-      result = await feature.compute(...([params] as Parameters<F>));
+      result = await within(feature.compute(...([params] as Parameters<F>)), signal);
     } catch (cause) {
+      if (signal?.aborted) throw cause;
       throw new FeatureStoreError(
         'FEATURE_FAILED',
         `the function threw ${cause instanceof Error ? `"${cause.message}"` : describeValue(cause)}. Nothing was stored.`,
@@ -134,7 +174,7 @@ export abstract class MaterializerBase implements Materializer {
       return record;
     }
     const adapter = adapterFor(result, info.name, checked);
-    const { columns, batches, close } = await streamOf(adapter, result, info, checked);
+    const { columns, batches, close } = await within(streamOf(adapter, result, info, checked), signal);
     try {
       const key = keyOf(info, columns, checked);
       const record = await this.publish({
@@ -148,14 +188,17 @@ export abstract class MaterializerBase implements Materializer {
           info.schema === undefined ? batches : validated(batches, info, checked, key),
           info,
           checked,
+          signal,
         ),
       });
       this.#published(record);
       return record;
     } finally {
       // A store that stopped reading part-way (or never started) must still release the source,
-      // e.g. a database cursor holding a pooled connection.
-      await close();
+      // e.g. a database cursor holding a pooled connection. A stalled source would hold `close`
+      // behind its pending read, so after a timeout it is released without waiting.
+      if (signal?.aborted) void close().catch(() => undefined);
+      else await close();
     }
   }
 
@@ -567,18 +610,40 @@ async function streamOf(
   }
 }
 
+/** `promise`, or the signal's reason once it aborts, whichever comes first. */
+function within<T>(promise: Promise<T> | T, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return Promise.resolve(promise);
+  return new Promise<T>((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    Promise.resolve(promise).then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
 /** Reports a failure of the result's own stream as the feature's, whichever store is loading it. */
 async function* guarded(
   batches: AsyncIterable<RecordBatch>,
   info: FeatureInfo,
   params: Params,
+  signal: AbortSignal | undefined,
 ): AsyncIterable<RecordBatch> {
   let rows = 0;
   const iterator = batches[Symbol.asyncIterator]();
   while (true) {
     let next: IteratorResult<RecordBatch>;
     try {
-      next = await iterator.next();
+      // On timeout the store's load sees this stream fail, and rolls back as for any failure.
+      next = await within(iterator.next(), signal);
     } catch (cause) {
       if (cause instanceof FeatureStoreError && cause.feature !== undefined) throw cause;
       if (cause instanceof FeatureStoreError) {

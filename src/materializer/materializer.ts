@@ -1,4 +1,5 @@
 import type { Table } from 'apache-arrow';
+import type { Duration } from '../duration.js';
 import type { Feature, FeatureCall, FeatureFunction, FeatureInfo } from '../feature/feature.js';
 import type { Params, ParamValue } from '../feature/params.js';
 import type { ColumnSpec, Row } from '../frame/columns.js';
@@ -32,7 +33,25 @@ export interface Materialization {
 
 /** The parameters `materialize` takes for a feature: its function's, optional when it takes none. */
 export type MaterializeParams<F extends FeatureFunction> =
-  Parameters<F> extends [] ? [params?: Params] : [params: Parameters<F>[0]];
+  Parameters<F> extends []
+    ? [params?: Params, options?: MaterializeOptions]
+    : [params: Parameters<F>[0], options?: MaterializeOptions];
+
+/** Options of one `materialize` call. */
+export interface MaterializeOptions {
+  /**
+   * Longest the call may take, computing and loading (see {@link Duration}), e.g. `'10 minutes'`.
+   * Past it nothing is stored and the call fails with `TIMEOUT`. Default is the materializer's
+   * `timeout`, itself none by default.
+   */
+  timeout?: Duration | undefined;
+}
+
+/** Options every store's constructor takes. */
+export interface MaterializerOptions {
+  /** Default `timeout` of each `materialize` call (see {@link MaterializeOptions}). Default is none. */
+  timeout?: Duration | undefined;
+}
 
 /** A decorator as `store.addDecorator` takes it: wraps one feature's call. */
 export type FeatureDecorator = ((next: FeatureCall, feature: FeatureInfo) => FeatureCall) & {

@@ -10,7 +10,7 @@ import { FeatureStoreError } from '../../errors.js';
 import type { FeatureInfo } from '../../feature/feature.js';
 import { type ColumnSpec, type Row, tableFromColumns } from '../../frame/columns.js';
 import { type KeySummary, KeyTracker } from '../../materializer/key-tracker.js';
-import type { Materialization, ReadPlan } from '../../materializer/materializer.js';
+import type { Materialization, MaterializerOptions, ReadPlan } from '../../materializer/materializer.js';
 import { MaterializerBase, type PublishInput } from '../../materializer/materializer-base.js';
 import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
 import type { SqlQuery, SqlSource } from '../../sql/sql-query.js';
@@ -20,7 +20,7 @@ import { appendBatches } from './duckdb-load.js';
 import { createDuckDBSource, duckdbSource, renderDuckDB } from './duckdb-source.js';
 
 /** Options of {@link DuckDBMaterializer}. */
-export interface DuckDBMaterializerOptions {
+export interface DuckDBMaterializerOptions extends MaterializerOptions {
   /** Database file, created if missing. Default is `':memory:'`. */
   path?: string;
   /** Schema holding the catalog and data tables. Default is `'featurefn'`. */
@@ -83,7 +83,7 @@ export class DuckDBMaterializer extends MaterializerBase {
   readonly #live = new Map<string, string>();
 
   constructor(options: DuckDBMaterializerOptions = {}) {
-    super();
+    super(options);
     this.path = options.path ?? ':memory:';
     this.schema = options.schema ?? 'featurefn';
     this.#threads = options.threads;

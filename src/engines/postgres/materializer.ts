@@ -19,7 +19,7 @@ import type { FeatureInfo } from '../../feature/feature.js';
 import type { Params } from '../../feature/params.js';
 import { formatParams } from '../../format.js';
 import { type ColumnSpec, type Row, tableFromColumns } from '../../frame/columns.js';
-import type { Materialization, ReadPlan } from '../../materializer/materializer.js';
+import type { Materialization, MaterializerOptions, ReadPlan } from '../../materializer/materializer.js';
 import { MaterializerBase, type PublishInput } from '../../materializer/materializer-base.js';
 import {
   type BoundValue,
@@ -45,7 +45,7 @@ import {
 import { settleSessions, Transaction } from './transaction.js';
 
 /** Options of {@link PostgresMaterializer}. */
-export interface PostgresMaterializerOptions {
+export interface PostgresMaterializerOptions extends MaterializerOptions {
   /**
    * Where the store lives: a connection URL (`'postgres://user@host:5432/db'`), a `pg`
    * `PoolConfig` object, or a `pg` `Pool` you created. featurefn ends the pools it creates on
@@ -189,7 +189,7 @@ export class PostgresMaterializer extends MaterializerBase {
    * ```
    */
   constructor(options: PostgresMaterializerOptions) {
-    super();
+    super(options);
     const { connection } = options ?? {};
     if (typeof connection !== 'string' && (typeof connection !== 'object' || connection === null)) {
       throw new FeatureStoreError(

@@ -1,0 +1,17 @@
+import { fileURLToPath } from 'node:url';
+import { defineConfig } from 'vitest/config';
+import base from '../../vitest.config.js';
+
+/**
+ * `npm run test:reliability`: the seeded suites (`*.fuzz.ts`, kept out of `npm test` for their
+ * length) and the hostile-input regression tests, which `npm test` also runs.
+ */
+export default defineConfig({
+  ...base,
+  root: fileURLToPath(new URL('../..', import.meta.url)),
+  test: {
+    ...base.test,
+    include: ['test/reliability/**/*.fuzz.ts', 'test/reliability/**/*.test.ts'],
+    typecheck: { enabled: false },
+  },
+});

@@ -7,6 +7,8 @@
  * Stores live behind subpath exports: `featurefn/duckdb` (embedded) and `featurefn/postgres`.
  * @module
  */
+
+export { type Duration, parseDuration } from './duration.js';
 export { FeatureStoreError, type FeatureStoreErrorCode, type FeatureStoreErrorContext } from './errors.js';
 export type {
   Feature,
@@ -30,8 +32,10 @@ export type { FrameAdapter } from './frame/frame-adapter.js';
 export type {
   FeatureDecorator,
   Materialization,
+  MaterializeOptions,
   MaterializeParams,
   Materializer,
+  MaterializerOptions,
 } from './materializer/materializer.js';
 export { MaterializerBase, type PublishInput } from './materializer/materializer-base.js';
 export { LazyFrame, type PolarsFrame } from './query/lazy-frame.js';

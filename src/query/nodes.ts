@@ -1,4 +1,5 @@
 import { FeatureStoreError } from '../errors.js';
+import { invalidText } from '../feature/params.js';
 import { describeValue } from '../format.js';
 import type { ColumnSpec } from '../frame/columns.js';
 
@@ -220,6 +221,15 @@ function checkFilterValue(column: string, value: unknown): void {
     throw new FeatureStoreError(
       'INVALID_QUERY',
       `filter on "${column}" got ${describeValue(value)}; filter values must be strings, finite numbers, bigints, booleans, Dates or null.`,
+      { details: { column } },
+    );
+  }
+  const problem = typeof value === 'string' ? invalidText(value) : undefined;
+  if (problem !== undefined) {
+    // No stored string holds one, so such a filter can match nothing; refuse it before a driver does.
+    throw new FeatureStoreError(
+      'INVALID_QUERY',
+      `filter on "${column}" got ${describeValue(value)}, a string that ${problem}; no stored value can match it.`,
       { details: { column } },
     );
   }

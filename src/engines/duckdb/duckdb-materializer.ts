@@ -339,9 +339,20 @@ export class DuckDBMaterializer extends MaterializerBase {
     const names = query.columns.map((c) => c.name);
     const count = values[0]?.length ?? 0;
     const rows: Row[] = new Array(count);
+    // An assignment to a column named __proto__ would set the row's prototype and lose the value.
+    const plain = !names.includes('__proto__');
     for (let r = 0; r < count; r++) {
       const row: Row = {};
-      for (let c = 0; c < names.length; c++) row[names[c]!] = values[c]![r];
+      for (let c = 0; c < names.length; c++) {
+        if (plain || names[c] !== '__proto__') row[names[c]!] = values[c]![r];
+        else
+          Object.defineProperty(row, '__proto__', {
+            value: values[c]![r],
+            enumerable: true,
+            writable: true,
+            configurable: true,
+          });
+      }
       rows[r] = row;
     }
     return rows;

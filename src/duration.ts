@@ -50,7 +50,6 @@ const PATTERN = /^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$/i;
  * parseDuration('500 ms'); // 500
  * parseDuration(1500);     // 1500
  * ```
- * @internal
  */
 export function parseDuration(value: Duration, what = 'duration'): number {
   let ms: number | undefined;

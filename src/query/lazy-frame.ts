@@ -17,8 +17,6 @@ import {
 } from './nodes.js';
 import { type FrameHost, planRead, type ReadRoute, readLive } from './planner.js';
 
-export type { FrameHost } from './planner.js';
-
 /**
  * What {@link LazyFrame.toPolars} returns: a nodejs-polars `DataFrame`. `featurefn/polars` merges
  * nodejs-polars's `DataFrame` type into this interface, so that the root entry's declarations

@@ -63,7 +63,7 @@ export interface SourcePartition {
   readonly value: number | bigint | string;
 }
 
-/** Where a store keeps a source's rows: its shape, its quoted table, and which rows of it. @internal */
+/** Where a store keeps a source's rows: its shape, its quoted table, and which rows of it. */
 export interface StoredSource {
   readonly key: readonly string[];
   readonly columns: readonly ColumnSpec[];

@@ -374,6 +374,11 @@ export function rowsToTable(rows: readonly Row[], feature?: string): Table {
   return tableFromColumns(columns, values);
 }
 
+/** An integer an int32 column holds exactly: -2^31 … 2^31 - 1, and not -0 (an int32 has no sign of zero). */
+function isInt32(n: number): boolean {
+  return Number.isInteger(n) && n >= -(2 ** 31) && n <= 2 ** 31 - 1 && !Object.is(n, -0);
+}
+
 function inferType(name: string, values: readonly unknown[], feature: string | undefined): ColumnType {
   const kinds = new Set<string>();
   let allInt32 = true;
@@ -384,8 +389,7 @@ function inferType(name: string, values: readonly unknown[], feature: string | u
     const kind = kindOf(value);
     kinds.add(kind);
     if (kind === 'string') checkText(name, value as string, feature);
-    if (kind === 'number' && !(Number.isInteger(value) && Math.abs(value as number) <= 2 ** 31 - 1))
-      allInt32 = false;
+    if (kind === 'number' && !isInt32(value as number)) allInt32 = false;
     if (kind === 'number' && !Number.isInteger(value)) allIntegers = false;
     if (kind === 'json' && !(Array.isArray(value) && value.every((x) => typeof x === 'number')))
       allNumericArrays = false;

@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { timestampValue } from '@duckdb/node-api';
 import { PostgresMaterializer } from 'featurefn/postgres';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { departures, meanDelay7d } from '../../examples/flights/features.js';
 import { query } from '../../examples/flights/flights-data.js';
 import { type InferenceServer, startInferenceServer } from '../../examples/inference-server/server.js';
-import { dropSchema, postgresUrl, requirePostgres, uniqueSchema } from '../support/postgres.js';
+import { adminClient, dropSchema, postgresUrl, requirePostgres, uniqueSchema } from '../support/postgres.js';
 
 const pg = await requirePostgres();
 
@@ -82,5 +82,30 @@ describe.skipIf(!pg.available)(`the inference server on PostgreSQL${pg.reason}`,
     expect(unknown.status).toBe(404);
     expect(unknown.body.error).toMatch(/ZZZ/);
     expect((await get('/?origin=nope')).status).toBe(400);
+  });
+
+  it('answers 500 and logs when the store fails, and keeps answering', async () => {
+    // The stored tables vanish under the server (an operator dropped them): reads fail.
+    const admin = await adminClient();
+    try {
+      const { rows } = await admin.query<{ name: string }>(
+        `SELECT table_name AS name FROM information_schema.tables WHERE table_schema = $1 AND table_name LIKE 'm\\_%'`,
+        [schema],
+      );
+      expect(rows.length).toBeGreaterThan(0);
+      for (const { name } of rows) await admin.query(`DROP TABLE "${schema}"."${name}"`);
+    } finally {
+      await admin.end();
+    }
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      const failed = await get('/?origin=SFO');
+      expect(failed.status).toBe(500);
+      expect(failed.body).toEqual({ error: 'internal error' });
+      expect(logged).toHaveBeenCalled();
+    } finally {
+      logged.mockRestore();
+    }
+    expect((await get('/')).status).toBe(400);
   });
 });

@@ -5,6 +5,8 @@ import {
   type DuckDBResultReader,
   type DuckDBValue,
 } from '@duckdb/node-api';
+// The features return DuckDB query results: this lets any store (DuckDB or PostgreSQL) take them.
+import 'featurefn/duckdb';
 
 /**
  * The real US flight records shipped by the npm package `vega-datasets` (Bureau of Transportation

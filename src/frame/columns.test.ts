@@ -26,6 +26,18 @@ describe('rowsToTable', () => {
   });
 });
 
+describe('rowsToTable integer columns', () => {
+  it('keeps -2^31 in an int32 column, and -0 in a float64 one (an int32 has no -0)', () => {
+    const edges = rowsToTable([{ n: -(2 ** 31) }, { n: 2 ** 31 - 1 }]);
+    expect(columnsOf(edges)).toEqual([{ name: 'n', type: 'int32' }]);
+    expect(tableToRows(edges)).toEqual([{ n: -(2 ** 31) }, { n: 2 ** 31 - 1 }]);
+    expect(columnsOf(rowsToTable([{ n: 2 ** 31 }]))).toEqual([{ name: 'n', type: 'float64' }]);
+    const zero = rowsToTable([{ n: -0 }, { n: 1 }]);
+    expect(columnsOf(zero)).toEqual([{ name: 'n', type: 'float64' }]);
+    expect(Object.is(tableToRows(zero)[0]!.n, -0)).toBe(true);
+  });
+});
+
 describe('tableFromColumns', () => {
   it('refuses int64 values beyond 64 bits, naming the column, instead of wrapping them', () => {
     const attempt = () => tableFromColumns([{ name: 'big', type: 'int64' }], [[2n ** 64n - 1n]]);

@@ -329,8 +329,11 @@ function cellReader(type: ColumnType | undefined, vector: Vector): (row: number)
 // Arrow's own decoder drops a leading U+FEFF from every value; this one keeps it.
 const UTF8 = new TextDecoder('utf-8', { ignoreBOM: true });
 
-/** Reads a Utf8 vector's strings exactly, chunk by chunk, for rows read in order. */
-function utf8Reader(vector: Vector): (row: number) => string | null {
+/**
+ * Reads a Utf8 vector's strings exactly (a leading U+FEFF kept, which `vector.get()` drops),
+ * chunk by chunk; fastest for rows read in order. @internal
+ */
+export function utf8Reader(vector: Vector): (row: number) => string | null {
   const chunks = vector.data;
   let chunk = 0;
   let start = 0;
@@ -371,6 +374,11 @@ export function rowsToTable(rows: readonly Row[], feature?: string): Table {
   return tableFromColumns(columns, values);
 }
 
+/** An integer an int32 column holds exactly: -2^31 … 2^31 - 1, and not -0 (an int32 has no sign of zero). */
+function isInt32(n: number): boolean {
+  return Number.isInteger(n) && n >= -(2 ** 31) && n <= 2 ** 31 - 1 && !Object.is(n, -0);
+}
+
 function inferType(name: string, values: readonly unknown[], feature: string | undefined): ColumnType {
   const kinds = new Set<string>();
   let allInt32 = true;
@@ -381,8 +389,7 @@ function inferType(name: string, values: readonly unknown[], feature: string | u
     const kind = kindOf(value);
     kinds.add(kind);
     if (kind === 'string') checkText(name, value as string, feature);
-    if (kind === 'number' && !(Number.isInteger(value) && Math.abs(value as number) <= 2 ** 31 - 1))
-      allInt32 = false;
+    if (kind === 'number' && !isInt32(value as number)) allInt32 = false;
     if (kind === 'number' && !Number.isInteger(value)) allIntegers = false;
     if (kind === 'json' && !(Array.isArray(value) && value.every((x) => typeof x === 'number')))
       allNumericArrays = false;

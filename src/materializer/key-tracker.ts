@@ -1,5 +1,5 @@
-import type { RecordBatch } from 'apache-arrow';
-import type { Row } from '../frame/columns.js';
+import { type RecordBatch, Type } from 'apache-arrow';
+import { type Row, utf8Reader } from '../frame/columns.js';
 
 /** What a key check finds: the row count, rows with a null key, and one duplicated key if any. */
 export interface KeySummary {
@@ -64,12 +64,16 @@ export class KeyTracker {
       this.#seen = undefined;
       return;
     }
-    const vectors = this.#key.map((k) => batch.getChild(k)!);
-    const values: unknown[] = new Array(vectors.length);
+    // Strings exactly: Arrow's `get` drops a leading U+FEFF, which would make '\ufeffx' equal 'x'.
+    const readers = this.#key.map((k) => {
+      const vector = batch.getChild(k)!;
+      return vector.type.typeId === Type.Utf8 ? utf8Reader(vector) : (r: number) => vector.get(r) as unknown;
+    });
+    const values: unknown[] = new Array(readers.length);
     for (let r = 0; r < batch.numRows; r++) {
       let hasNull = false;
-      for (let c = 0; c < vectors.length; c++) {
-        const value = vectors[c]!.get(r) as unknown;
+      for (let c = 0; c < readers.length; c++) {
+        const value = readers[c]!(r);
         if (value === null || value === undefined) hasNull = true;
         values[c] = value;
       }

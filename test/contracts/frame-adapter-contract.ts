@@ -10,6 +10,8 @@ import {
   vectorFromArray,
 } from 'apache-arrow';
 import type { FrameAdapter } from 'featurefn';
+// Every adapter is checked against DuckDB frames too: register that adapter, as featurefn/duckdb does.
+import 'featurefn/duckdb';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { adapterByKind, adapterFor } from '../../src/frame/adapters.js';
 import {

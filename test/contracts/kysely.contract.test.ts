@@ -66,7 +66,7 @@ describe.skipIf(!server.available)(`Kysely on PostgreSQL${server.reason}`, () =>
     make: load,
     skip: {
       'fromArrow then toArrow keeps the column types':
-        'Kysely gives row objects, whose column types are inferred from the values: int8/int16 widen to int32, dates read as timestamps (every value is kept)',
+        'Kysely gives row objects, whose column types are inferred from the values: int8/int16 widen to int32, float32 to float64, dates read as timestamps (every value is kept)',
       'toBatches concatenate to toArrow':
         'Kysely queries are run with execute(), which gives every row at once; the adapter has no toBatches',
       'an empty frame keeps its columns':

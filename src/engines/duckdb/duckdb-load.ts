@@ -1,6 +1,6 @@
 import { type DuckDBConnection, DuckDBDataChunk, type DuckDBValue, listValue } from '@duckdb/node-api';
-import type { RecordBatch, Vector } from 'apache-arrow';
-import type { ColumnSpec, ColumnType } from '../../frame/columns.js';
+import { type RecordBatch, Type, type Vector } from 'apache-arrow';
+import { type ColumnSpec, type ColumnType, utf8Reader } from '../../frame/columns.js';
 import { dateOf, duckdbDriverType, timestampOf } from './duckdb-dialect.js';
 
 /**
@@ -40,8 +40,10 @@ export async function appendBatches(
 
 function columnValues(type: ColumnType, vector: Vector, offset: number, n: number): DuckDBValue[] {
   const out: DuckDBValue[] = new Array(n);
+  // Arrow's `get` drops a leading U+FEFF from strings; this reader keeps it.
+  const get = vector.type.typeId === Type.Utf8 ? utf8Reader(vector) : (r: number) => vector.get(r) as unknown;
   for (let i = 0; i < n; i++) {
-    const v = vector.get(offset + i) as unknown;
+    const v = get(offset + i);
     out[i] = v === null || v === undefined ? null : toDuckDB(type, v);
   }
   return out;

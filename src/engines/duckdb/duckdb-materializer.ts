@@ -14,10 +14,11 @@ import type { Materialization, MaterializerOptions, ReadPlan } from '../../mater
 import { MaterializerBase, type PublishInput } from '../../materializer/materializer-base.js';
 import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
 import type { SqlQuery, SqlSource } from '../../sql/sql-query.js';
-import { duckdbColumnSpecs, readDuckDBColumns } from './duckdb-columns.js';
+import { duckdbColumnSpecs } from './duckdb-columns.js';
 import { columnDefinitions, DUCKDB_DIALECT, dateOf, quoteIdentifier, timestampOf } from './duckdb-dialect.js';
 import { appendBatches } from './duckdb-load.js';
 import { createDuckDBSource, duckdbSource, renderDuckDB } from './duckdb-source.js';
+import { firstRowExact, readDuckDBColumnsExact } from './duckdb-strings.js';
 
 /** Options of {@link DuckDBMaterializer}. */
 export interface DuckDBMaterializerOptions extends MaterializerOptions {
@@ -282,7 +283,7 @@ export class DuckDBMaterializer extends MaterializerBase {
     const checks = this.keyChecks(table, key);
     const counts = (await c.runAndReadAll(checks.summary)).getRowObjectsJS()[0]!;
     const duplicate =
-      Number(counts.extra) > 0 ? (await c.runAndReadAll(checks.duplicates)).getRowObjectsJS()[0] : undefined;
+      Number(counts.extra) > 0 ? await firstRowExact(await c.runAndReadAll(checks.duplicates)) : undefined;
     return { rows: Number(counts.n), nulls: Number(counts.nulls), duplicate: duplicate as Row | undefined };
   }
 
@@ -334,7 +335,7 @@ export class DuckDBMaterializer extends MaterializerBase {
     const result = await reader.run(() =>
       this.#runPrepared(reader, query.sql, query.params.map(toDuckDBValue)),
     );
-    const { values } = await readDuckDBColumns(result);
+    const { values } = await readDuckDBColumnsExact(result);
     if (format === 'arrow') return tableFromColumns(query.columns, values);
     const names = query.columns.map((c) => c.name);
     const count = values[0]?.length ?? 0;

@@ -106,8 +106,9 @@ export async function* duckdbBatches(
  * again (`toBatches`, then `toArrow`): a `DuckDBMaterializedResult` (from `run`) by index, through
  * its public `getChunk`; a `DuckDBResultReader` whose rows have all been read from the field it
  * keeps them in (it has no public accessor), its shape checked first. Otherwise `undefined`.
+ * @internal
  */
-function readChunks(result: DuckDBResultLike): RawChunk[] | undefined {
+export function readChunks(result: DuckDBResultLike): RawChunk[] | undefined {
   const materialized = result as { chunkCount?: unknown; getChunk?: unknown };
   if (typeof materialized.chunkCount === 'number' && typeof materialized.getChunk === 'function') {
     const getChunk = materialized.getChunk as (index: number) => unknown;

@@ -99,6 +99,27 @@ export function isRawChunk(chunk: unknown): chunk is RawChunk {
   );
 }
 
+/**
+ * Rows of VARCHAR column `column` of `chunk` whose text starts with U+FEFF (bytes EF BB BF), read
+ * from the 4-byte prefix every DuckDB string record carries (no string is decoded). The driver
+ * decodes strings with a `TextDecoder` that drops a leading U+FEFF: these are the rows to give it
+ * back to. `undefined` when the C API functions are not available. @internal
+ */
+export function leadingBomRows(chunk: RawChunk, column: number): number[] | undefined {
+  const duck = loadBindings();
+  if (duck === null) return undefined;
+  const records = duck.vector_get_data(duck.data_chunk_get_vector(chunk.chunk, column), chunk.rowCount * 16);
+  const rows: number[] = [];
+  for (let r = 0, at = 0; r < chunk.rowCount; r++, at += 16) {
+    if (records[at + 4] === 0xef && records[at + 5] === 0xbb && records[at + 6] === 0xbf) {
+      const length =
+        records[at]! | (records[at + 1]! << 8) | (records[at + 2]! << 16) | (records[at + 3]! << 24);
+      if (length >= 3) rows.push(r);
+    }
+  }
+  return rows;
+}
+
 const TWO_32 = 4_294_967_296;
 /** Above this magnitude of the high word, a 64-bit value is no longer exact in a double. */
 const EXACT_HIGH = 2 ** 20;

@@ -22,8 +22,9 @@ export interface KyselySelectLike {
  * Reading back: a Kysely feature materialized in a `PostgresMaterializer` comes back from a
  * decorated call as a real Kysely query over the stored table, on the store's pool
  * (`selectFrom('<schema>.m_<id>').selectAll()`); run it with `.execute()`, or refine it first.
- * Any other store has no Kysely database to query, so there `fromArrow` gives the stored rows as
- * an array of row objects, which is what `await query.execute()` would have given.
+ * A `DuckDBMaterializer` has no Kysely database to make that query on, so it refuses to
+ * materialize a Kysely feature (`UNSUPPORTED_RESULT`, nothing stored): store it in PostgreSQL, or
+ * return `await query.execute()` (row objects) to store it in DuckDB.
  *
  * ### Example
  * ```ts

@@ -257,6 +257,22 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
         expect(calls.departures).toBe(before);
         expect(rows.find((r) => r.origin === 'SFO')).toEqual({ origin: 'SFO', busy: true });
       });
+
+      it('a query returned by a decorated call still runs after the next publication replaced its table', async () => {
+        const source = materializer.source!;
+        let version = 1;
+        const f = store.feature({ module: 'q', entity: 'origin' }, async function versionedQuery() {
+          return version === 1
+            ? source.sql`SELECT 'SFO' AS origin, 1 AS version`
+            : source.sql`SELECT 'SFO' AS origin, 2 AS version`;
+        });
+        await materializer.materialize(f, {});
+        const query = await f(); // served from the store: a query over its table
+        version = 2;
+        await materializer.materialize(f, {});
+        expect(await query.toArray()).toEqual([{ origin: 'SFO', version: 1 }]);
+        expect(await (await f()).toArray()).toEqual([{ origin: 'SFO', version: 2 }]);
+      });
     });
 
     describe('reads at a consistent point in time', () => {

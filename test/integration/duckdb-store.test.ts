@@ -33,8 +33,25 @@ describe('DuckDB store', () => {
   });
   afterEach(() => instance.closeSync());
 
-  it('drop the replaced table in the same transaction', async () => {
-    const materializer = new DuckDBMaterializer({ instance });
+  it('retire the replaced table and drop it after retainReplaced, at the next publication or vacuum()', async () => {
+    const kept = new DuckDBMaterializer({ instance, retainReplaced: '10 minutes' });
+    const old = await kept.materialize(counts, {});
+    version = 9;
+    await kept.materialize(counts, {});
+    expect(await dataTables(instance)).toContain(`m_${old.id}`);
+    expect((await kept.listMaterializations(counts)).map((m) => m.id)).not.toContain(old.id);
+    expect((await kept.vacuum()).dropped).toEqual([]);
+    await kept.close();
+    // A stop before the grace period ran out leaves the retired record: a later open or vacuum drops it.
+    expect(await dataTables(instance)).toContain(`m_${old.id}`);
+    const later = new DuckDBMaterializer({ instance, retainReplaced: 0 });
+    await later.vacuum();
+    expect(await dataTables(instance)).not.toContain(`m_${old.id}`);
+    await later.close();
+  });
+
+  it('drop the replaced table right after the publication with retainReplaced: 0', async () => {
+    const materializer = new DuckDBMaterializer({ instance, retainReplaced: 0 });
     const first = await materializer.materialize(counts, {});
     version = 2;
     const second = await materializer.materialize(counts, {});
@@ -47,8 +64,8 @@ describe('DuckDB store', () => {
   });
 
   it('keep one record when two stores on one database replace the same parameters, and sweep the table left behind at the next open', async () => {
-    const a = new DuckDBMaterializer({ instance });
-    const b = new DuckDBMaterializer({ instance });
+    const a = new DuckDBMaterializer({ instance, retainReplaced: 0 });
+    const b = new DuckDBMaterializer({ instance, retainReplaced: 0 });
     await a.materialize(counts, {});
     await b.listMaterializations(counts); // b's cache now shows a's first table
     version = 2;
@@ -57,7 +74,7 @@ describe('DuckDB store', () => {
     const fromB = await b.materialize(counts, {}); // b drops the table it knew, not a's newer one
     expect(await dataTables(instance)).toContain(`m_${fromA.id}`);
 
-    const c = new DuckDBMaterializer({ instance });
+    const c = new DuckDBMaterializer({ instance, retainReplaced: 0 });
     expect((await c.listMaterializations(counts)).map((m) => m.id)).toEqual([fromB.id]);
     expect(await dataTables(instance)).toEqual([`m_${fromB.id}`]);
     for (const m of [a, b, c]) await m.close();

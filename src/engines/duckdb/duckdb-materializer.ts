@@ -6,6 +6,7 @@ import {
   type DuckDBValue,
 } from '@duckdb/node-api';
 import type { Table } from 'apache-arrow';
+import { type Duration, parseDuration } from '../../duration.js';
 import { FeatureStoreError } from '../../errors.js';
 import type { FeatureInfo } from '../../feature/feature.js';
 import { type ColumnSpec, type Row, tableFromColumns } from '../../frame/columns.js';
@@ -17,6 +18,14 @@ import type { SqlQuery, SqlSource } from '../../sql/sql-query.js';
 import { duckdbColumnSpecs } from './duckdb-columns.js';
 import { columnDefinitions, DUCKDB_DIALECT, dateOf, quoteIdentifier, timestampOf } from './duckdb-dialect.js';
 import { appendBatches } from './duckdb-load.js';
+import {
+  countPublication,
+  dropRetiredTables,
+  publicationCount,
+  retiredTableDefinition,
+  retireStatement,
+  StaleCatalog,
+} from './duckdb-retired.js';
 import { createDuckDBSource, duckdbSource, renderDuckDB } from './duckdb-source.js';
 import { firstRowExact, readDuckDBColumnsExact } from './duckdb-strings.js';
 
@@ -34,6 +43,13 @@ export interface DuckDBMaterializerOptions extends MaterializerOptions {
   instance?: DuckDBInstance;
   /** DuckDB worker threads. Default is DuckDB's own (one per core); `1` gives steadier key lookups. */
   threads?: number;
+  /**
+   * How long a replaced materialization's table is kept after the publication that replaced it,
+   * so that a query a decorated call returned over it (a `sql` result) still runs. Tables retired
+   * longer than this are dropped by later publications, `close()` and
+   * {@link DuckDBMaterializer.vacuum}. Default is `'10 minutes'`.
+   */
+  retainReplaced?: Duration;
 }
 
 /** Catalog layout version; a later release migrates older catalogs from it. */
@@ -76,6 +92,9 @@ export class DuckDBMaterializer extends MaterializerBase {
   protected readonly dialect: SqlDialect = DUCKDB_DIALECT;
 
   readonly #threads: number | undefined;
+  readonly #retainMs: number;
+  /** The publication count (see `publicationCount`) the cached catalog reflects. */
+  #seen = -1;
   readonly #instance: DuckDBInstance | undefined;
   #source: SqlSource | undefined;
   #database = 'memory';
@@ -89,6 +108,30 @@ export class DuckDBMaterializer extends MaterializerBase {
     this.schema = options.schema ?? 'featurefn';
     this.#threads = options.threads;
     this.#instance = options.instance;
+    this.#retainMs = parseDuration(options.retainReplaced ?? '10 minutes', 'retainReplaced');
+  }
+
+  /**
+   * Drops the tables of replaced materializations retired longer than `retainReplaced` ago, and
+   * any data table left without a record (after the same grace period). Later publications and
+   * `close()` do this too. Resolves to the ids of the tables dropped and of those still in use.
+   *
+   * ### Example
+   * ```ts
+   * const { dropped } = await materializer.vacuum();
+   * ```
+   */
+  async vacuum(): Promise<{ dropped: string[]; busy: string[] }> {
+    const { writer } = await this.#open();
+    return writer.run((c) => this.#dropRetired(c));
+  }
+
+  #dropRetired(c: DuckDBConnection): Promise<{ dropped: string[]; busy: string[] }> {
+    return dropRetiredTables(
+      c,
+      { prefix: this.#prefix, database: this.#database, schema: this.schema },
+      this.#retainMs,
+    );
   }
 
   /**
@@ -114,7 +157,8 @@ export class DuckDBMaterializer extends MaterializerBase {
   }
 
   protected async loadCatalog(): Promise<Materialization[]> {
-    const { reader } = await this.#open();
+    const { instance, reader } = await this.#open();
+    this.#seen = publicationCount(instance, this.schema);
     const result = await reader.run((c) =>
       c.runAndReadAll(
         `SELECT id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at
@@ -223,9 +267,8 @@ export class DuckDBMaterializer extends MaterializerBase {
         const replaced = await this.#replacedIds(input.feature.name, input.paramsKey);
         if (replaced.length > 0)
           finish.push(`DELETE FROM ${this.#catalog} WHERE id IN (${replaced.join(', ')})`);
-        for (const oldId of replaced) {
-          finish.push(`DROP TABLE IF EXISTS ${this.#prefix}.${quoteIdentifier(`m_${oldId}`)}`);
-        }
+        // Kept for queries still running over them; dropped after the grace period.
+        if (replaced.length > 0) finish.push(retireStatement(this.#prefix, replaced, createdAt.getTime()));
         if (key.length === 1 && summary.rows >= INDEX_MIN_ROWS) {
           // DuckDB probes an ART index on one column only (composite keys scan), and below about a
           // row group a scan of the zone-mapped column is as fast as the index.
@@ -252,6 +295,9 @@ export class DuckDBMaterializer extends MaterializerBase {
         );
         finish.push('COMMIT');
         await c.run(finish.join(';\n'));
+        if (countPublication(instance, this.schema) === this.#seen) this.#seen++;
+        // Housekeeping after the commit: a table it cannot drop now is dropped next time.
+        await this.#dropRetired(c).catch(() => undefined);
         // Only the window before the cached catalog takes this record needs it; bounded anyway.
         if (this.#live.size >= 10_000) this.#live.clear();
         this.#live.set(slotOf(input.feature.name, input.paramsKey), id);
@@ -327,11 +373,14 @@ export class DuckDBMaterializer extends MaterializerBase {
 
   /** A table dropped by a replacement after the read was planned (same database, other connection). */
   protected override isReplacedTable(error: unknown): boolean {
+    if (error instanceof StaleCatalog) return true;
     return error instanceof Error && /Table with name m_\d+ does not exist/.test(error.message);
   }
 
   protected async runRead(query: CompiledQuery, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
-    const { reader } = await this.#open();
+    const { instance, reader } = await this.#open();
+    // Planned on a catalog another store has published past: plan again, as a read an instant later would.
+    if (publicationCount(instance, this.schema) !== this.#seen) throw new StaleCatalog();
     const result = await reader.run(() =>
       this.#runPrepared(reader, query.sql, query.params.map(toDuckDBValue)),
     );
@@ -367,6 +416,7 @@ export class DuckDBMaterializer extends MaterializerBase {
       writer: undefined,
       reader: undefined,
     }));
+    await writer?.run((c) => this.#dropRetired(c)).catch(() => undefined);
     for (const session of [reader, writer]) {
       if (session === undefined) continue;
       await session.run(async () => {
@@ -452,6 +502,7 @@ export class DuckDBMaterializer extends MaterializerBase {
            status VARCHAR NOT NULL
          )`,
       );
+      await c.run(retiredTableDefinition(schema));
       await c.run(`INSERT INTO ${schema}.meta VALUES ('format_version', $1) ON CONFLICT DO NOTHING`, [
         String(DUCKDB_FORMAT_VERSION),
       ]);
@@ -477,22 +528,14 @@ export class DuckDBMaterializer extends MaterializerBase {
       lastIds.set(instance, ids);
       const previous = ids.get(this.schema) ?? 0n;
       ids.set(this.schema, max > previous ? max : previous);
-      // Records and tables replaced by another store on this file while this one's catalog cache
-      // still showed older ones (see #replacedIds): removed here.
+      // Records replaced by another store on this file while this one's catalog cache still
+      // showed older ones (see #replacedIds): removed here, and their tables retired.
       await c.run(
         `DELETE FROM ${this.#catalog} WHERE id IN (
            SELECT id FROM ${this.#catalog}
            QUALIFY row_number() OVER (PARTITION BY feature_name, params_key ORDER BY id DESC) > 1)`,
       );
-      const orphans = await c.runAndReadAll(
-        `SELECT table_name FROM duckdb_tables()
-         WHERE database_name = $1 AND schema_name = $2 AND regexp_full_match(table_name, 'm_[0-9]+')
-           AND table_name NOT IN (SELECT 'm_' || id FROM ${this.#catalog})`,
-        [this.#database, this.schema],
-      );
-      for (const [orphan] of orphans.getRows()) {
-        await c.run(`DROP TABLE IF EXISTS ${schema}.${quoteIdentifier(String(orphan))}`);
-      }
+      await this.#dropRetired(c);
     });
     return { instance, writer, reader };
   }

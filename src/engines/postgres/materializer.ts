@@ -14,6 +14,7 @@ import {
   types,
 } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import { type Duration, parseDuration } from '../../duration.js';
 import { FeatureStoreError, type FeatureStoreErrorContext } from '../../errors.js';
 import type { FeatureInfo } from '../../feature/feature.js';
 import type { Params } from '../../feature/params.js';
@@ -34,6 +35,7 @@ import { postgresColumnMapping, postgresColumnSpecs } from './columns.js';
 import { MAX_IDENTIFIER_BYTES, POSTGRES_SQL_TYPES, placeholder, quoteIdentifier } from './dialect.js';
 import { describeFailure, isServerError } from './failure.js';
 import { copyBatches } from './load.js';
+import { dropRetiredTables, ensureRetiredTable, retireTables } from './retired-tables.js';
 import {
   createPostgresSource,
   databaseIdentity,
@@ -74,6 +76,14 @@ export interface PostgresMaterializerOptions extends MaterializerOptions {
    * catalog on the next read). Default is a `console.warn` naming the store's schema.
    */
   onError?: (error: FeatureStoreError) => void;
+  /**
+   * How long a replaced materialization's table is kept after the publication that replaced it,
+   * so that readers still on it (an open transaction, a query a decorated call returned) finish:
+   * a publication never drops a table itself, and never waits for readers. Tables retired longer
+   * than this are dropped by later publications, `close()` and {@link PostgresMaterializer.vacuum},
+   * each drop giving up at once if a reader still holds the table. Default is `'10 minutes'`.
+   */
+  retainReplaced?: Duration;
 }
 
 /** Kysely's view of the store's tables: any table, any column. */
@@ -178,6 +188,8 @@ export class PostgresMaterializer extends MaterializerBase {
   /** Names of the statements prepared on each connection of the pool. */
   readonly #prepared = new WeakMap<PoolClient, Set<string>>();
   readonly #maxPrepared: number;
+  readonly #retainMs: number;
+  readonly #onError: (error: FeatureStoreError) => void;
   #ready: Promise<void> | undefined;
 
   /**
@@ -199,6 +211,7 @@ export class PostgresMaterializer extends MaterializerBase {
     }
     this.schema = options.schema ?? 'featurefn';
     this.#maxPrepared = options.maxPreparedStatements ?? 200;
+    this.#retainMs = parseDuration(options.retainReplaced ?? '10 minutes', 'retainReplaced');
     if (this.schema.length === 0 || Buffer.byteLength(this.schema) > MAX_IDENTIFIER_BYTES) {
       throw new FeatureStoreError(
         'STORE_ERROR',
@@ -221,6 +234,7 @@ export class PostgresMaterializer extends MaterializerBase {
       options.onError ??
       ((error: FeatureStoreError) =>
         console.warn(`featurefn (PostgreSQL store, schema "${this.schema}"): ${error.message}`));
+    this.#onError = onError;
     // An idle connection the server dropped is removed from the pool; reported, not thrown: an
     // 'error' event without a listener would crash the process.
     this.#pool.on('error', (error) =>
@@ -451,11 +465,11 @@ export class PostgresMaterializer extends MaterializerBase {
       throw this.#storeError('connecting to store the result', error, context);
     }
     let transaction: Transaction | undefined;
+    let result: T;
     try {
       transaction = await Transaction.begin(client);
-      const result = await body(client);
+      result = await body(client);
       await transaction.commit();
-      return result;
     } catch (error) {
       if (error instanceof FeatureStoreError) {
         if (error.feature !== undefined) throw error;
@@ -470,6 +484,46 @@ export class PostgresMaterializer extends MaterializerBase {
     } finally {
       await transaction?.end();
     }
+    await this.#dropRetiredQuietly();
+    return result;
+  }
+
+  /**
+   * Drops the tables of replaced materializations retired longer than `retainReplaced` ago, and
+   * any data table left without a record (it goes the same way, after the grace period). Each
+   * drop is its own short transaction that gives up after 100 ms if a reader still holds the
+   * table, so it never stalls readers for long; that table is tried again next time. Later
+   * publications and `close()` do this too; call it from a periodic job when the store is
+   * seldom published. Resolves to the ids of the tables dropped and of those still in use.
+   *
+   * ### Example
+   * ```ts
+   * const { dropped, busy } = await materializer.vacuum();
+   * ```
+   */
+  async vacuum(): Promise<{ dropped: string[]; busy: string[] }> {
+    await this.#open();
+    try {
+      return await dropRetiredTables(this.#pool, this.schema, this.#retainMs);
+    } catch (error) {
+      throw this.#storeError('dropping the tables of replaced materializations', error);
+    }
+  }
+
+  /** {@link vacuum} after a publication or at close: a failure is reported, never thrown. */
+  async #dropRetiredQuietly(): Promise<void> {
+    try {
+      await dropRetiredTables(this.#pool, this.schema, this.#retainMs);
+    } catch (error) {
+      this.#onError(
+        this.#storeError(
+          'dropping the tables of replaced materializations',
+          error,
+          {},
+          'They are dropped on a later publication or vacuum().',
+        ),
+      );
+    }
   }
 
   /** A new materialization id, drawn inside the publishing transaction. */
@@ -483,8 +537,8 @@ export class PostgresMaterializer extends MaterializerBase {
 
   /**
    * The end of every publication, inside its transaction: swaps the catalog record under the
-   * advisory lock of the feature and parameters, drops the replaced table and announces the
-   * publication (delivered at commit).
+   * advisory lock of the feature and parameters, retires the replaced table (dropped later, see
+   * `vacuum`, so this never waits for its readers) and announces the publication (delivered at commit).
    */
   async #commitRecord(
     client: ClientBase,
@@ -502,7 +556,11 @@ export class PostgresMaterializer extends MaterializerBase {
       text: `DELETE FROM ${this.#catalog} WHERE feature_name = $1 AND params_key = $2 RETURNING id::text AS id`,
       values: [input.feature.name, input.paramsKey],
     });
-    for (const { id: oldId } of old) await client.query(`DROP TABLE IF EXISTS ${this.#table(oldId)}`);
+    await retireTables(
+      client,
+      this.schema,
+      old.map((r) => r.id),
+    );
     const { rows: inserted } = await client.query<{ created_at: Date }>({
       text: `INSERT INTO ${this.#catalog}
                (id, feature_name, params_key, params, source_hash, row_count, created_at, status, kind, key_columns, "columns")
@@ -552,6 +610,13 @@ export class PostgresMaterializer extends MaterializerBase {
   }
 
   protected async closeConnections(): Promise<void> {
+    if (
+      await this.#ready?.then(
+        () => true,
+        () => false,
+      )
+    )
+      await this.#dropRetiredQuietly();
     await this.#listener.stop();
     // The Kysely instance's pool is a view of this store's: destroying it ends nothing.
     await (await this.#kysely?.catch(() => undefined))?.destroy();
@@ -661,6 +726,7 @@ export class PostgresMaterializer extends MaterializerBase {
             `(${POSTGRES_FORMAT_VERSION}). Upgrade featurefn.`,
         );
       }
+      await ensureRetiredTable(this.#pool, this.schema);
       await this.#listener.start();
     } catch (error) {
       if (error instanceof FeatureStoreError) throw error;

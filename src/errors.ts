@@ -24,7 +24,10 @@ export type FeatureStoreErrorCode =
   | 'STORE_ERROR'
   | 'ONLINE_UNAVAILABLE'
   | 'CLOSED'
-  | 'NOT_SERVED';
+  | 'NOT_SERVED'
+  | 'TOO_OLD'
+  | 'UNKNOWN_PARAMETER'
+  | 'NOT_MATERIALIZED';
 
 /** Structured context carried by a {@link FeatureStoreError}. */
 export interface FeatureStoreErrorContext {

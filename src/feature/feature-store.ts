@@ -4,6 +4,7 @@ import { FeatureStoreError } from '../errors.js';
 import { describeValue } from '../format.js';
 import type { FeatureDecorator, Materializer } from '../materializer/materializer.js';
 import { LazyFrame } from '../query/lazy-frame.js';
+import { notMaterialized } from '../query/on-missing.js';
 import type { ParamSpec } from '../resolver/resolvers.js';
 import {
   type Attachment,
@@ -22,6 +23,7 @@ import {
   type FeatureOptions,
   featureInfoOf,
 } from './feature.js';
+import type { Params } from './params.js';
 import { docCommentAt, hashOf, reachedDeclarations, summaryOf } from './source-info.js';
 
 /** One name's current definition; interactive redefinition updates it in place, so old handles follow. */
@@ -49,6 +51,15 @@ export interface FeatureStoreConfig {
    * `DUPLICATE_FEATURE`. Default is `false`.
    */
   interactive: boolean;
+  /**
+   * What happens when feature code would run because nothing is materialized: `'compute'`
+   * (default) runs it; `'error'` refuses with `NOT_MATERIALIZED` and runs nothing, to keep
+   * feature code out of a server's request path. It applies to reads (`getFeatures(…).toArray()`
+   * at parameters with no materialization) and to decorated calls (`departures({ when })`) that
+   * no materializer serves. It does not apply to `materializer.materialize()`, nor to calls made
+   * by a feature's own code while it runs (a job computing a derived feature).
+   */
+  onMissing?: 'compute' | 'error';
 }
 
 /** Parameters fixed for a read, waiting for the features to read. */
@@ -75,7 +86,7 @@ export interface ParamsScope {
  */
 export class FeatureStore {
   /** Store-wide settings; change them at any time. */
-  readonly config: FeatureStoreConfig = { interactive: false };
+  readonly config: FeatureStoreConfig = { interactive: false, onMissing: 'compute' };
 
   #features = new Map<string, Registered>();
   #decorators: { readonly decorator: FeatureDecorator; readonly modulePrefix: string | undefined }[] = [];
@@ -289,7 +300,13 @@ export class FeatureStore {
   #call(entry: Registered, params: unknown): Promise<unknown> {
     running.getStore()?.add(entry.info.name);
     if (entry.chain === undefined) {
-      let chain: FeatureCall = (p) => this.#run(entry, p);
+      let chain: FeatureCall = (p) => {
+        // Reached only when no decorator served the call: the function itself would run.
+        if (this.config.onMissing === 'error' && running.getStore() === undefined) {
+          return Promise.reject(notMaterialized([entry.info.name], paramsOf(p)));
+        }
+        return this.#run(entry, p);
+      };
       for (const decorator of this.decoratorsOf(entry.info)) chain = decorator(chain, entry.info);
       entry.chain = chain;
     }
@@ -404,6 +421,11 @@ class Scope implements ParamsScope {
     for (let i = 0; i < features.length; i++) infos[i] = this.#store.describe(features[i]!);
     return LazyFrame.of(this.#store, infos, this.#params);
   }
+}
+
+/** A call's parameters for a message: the object if it is one. */
+function paramsOf(params: unknown): Params {
+  return typeof params === 'object' && params !== null ? (params as Params) : {};
 }
 
 function servingOf(decorators: readonly FeatureDecorator[]): Materializer | undefined {

@@ -17,6 +17,7 @@ import { type ColumnSpec, columnsOf, type Row, tableToRows } from '../frame/colu
 import type { FrameAdapter } from '../frame/frame-adapter.js';
 import { bindSources, type SourcePartition, treeOf } from '../query/nodes.js';
 import { type CompiledQuery, compileRead, type SqlDialect } from '../query/sql-compiler.js';
+import { fresh, resolvedSources } from '../resolver/resolved-sources.js';
 import { isResolver, type ParamSpec, type Resolver, resolveParams, specKey } from '../resolver/resolvers.js';
 import { isSqlQuery, SqlQuery, type SqlSource } from '../sql/sql-query.js';
 import type {
@@ -218,33 +219,23 @@ export abstract class MaterializerBase implements Materializer {
   async resolveSources(features: readonly string[], spec: ParamSpec): Promise<ResolvedSources | undefined> {
     const last = this.#lastResolution;
     if (last !== undefined && sameNames(last.features, features) && sameSpec(last.held, spec)) {
-      return last.resolved;
+      if (fresh(last.resolved)) return last.resolved;
     }
     const memoKey = `${features.join('\u0000')}\u0000${specKey(spec)}`;
     const version = this.#version;
-    if (this.#resolutions.has(memoKey)) {
+    if (this.#resolutions.has(memoKey) && fresh(this.#resolutions.get(memoKey))) {
       const resolved = this.#resolutions.get(memoKey);
       this.#lastResolution = { features, held: holdSpec(spec), resolved };
       return resolved;
     }
     const catalogs = await Promise.all(features.map((feature) => this.#byFeature(feature)));
-    const params = resolveParams(
-      spec,
-      catalogs.map((materializations, i) => ({
-        feature: features[i]!,
-        paramsKeys: materializations.map((m) => m.paramsKey),
-      })),
+    const resolved = resolvedSources(
+      resolveParams(
+        spec,
+        catalogs.map((materializations, i) => ({ feature: features[i]!, materializations })),
+      ),
+      catalogs,
     );
-    let resolved: ResolvedSources | undefined;
-    if (params !== undefined) {
-      const key = canonicalParams(params);
-      const materializations = catalogs.map((ms) => ms.find((m) => m.paramsKey === key)!);
-      // The catalog's frozen copy of the parameters: `params` may hold the caller's own Dates.
-      resolved = Object.freeze({
-        params: materializations[0]!.params as Params,
-        materializations: Object.freeze(materializations),
-      });
-    }
     if (version === this.#version) {
       // Exact values in specs are unbounded; a busy reader keeps only the recent ones.
       if (this.#resolutions.size >= MAX_RESOLUTIONS) this.#resolutions.clear();
@@ -716,12 +707,13 @@ class Held {
   constructor(
     readonly kind: 'date' | Resolver['kind'],
     readonly at: unknown,
+    readonly maxAge?: number,
   ) {}
 }
 
 function holdValue(value: unknown): unknown {
   if (value instanceof Date) return new Held('date', value.getTime());
-  if (isResolver(value)) return new Held(value.kind, holdValue(value.at));
+  if (isResolver(value)) return new Held(value.kind, holdValue(value.at), value.maxAge);
   return value;
 }
 
@@ -747,6 +739,11 @@ function sameValue(held: unknown, value: unknown): boolean {
   if (value instanceof Date)
     return held instanceof Held && held.kind === 'date' && held.at === value.getTime();
   if (isResolver(value))
-    return held instanceof Held && held.kind === value.kind && sameValue(held.at, value.at);
+    return (
+      held instanceof Held &&
+      held.kind === value.kind &&
+      held.maxAge === value.maxAge &&
+      sameValue(held.at, value.at)
+    );
   return held === value;
 }

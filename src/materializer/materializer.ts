@@ -123,4 +123,6 @@ export interface Materializer {
 export interface ResolvedSources {
   readonly params: Params;
   readonly materializations: readonly Materialization[];
+  /** When a `maxAge` bound stops admitting this resolution (ms since the epoch), if one applies. */
+  readonly expiresAt?: number;
 }

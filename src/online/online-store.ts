@@ -1,5 +1,5 @@
 import type { RecordBatch } from 'apache-arrow';
-import { canonicalParams, type Params } from '../feature/params.js';
+import type { Params } from '../feature/params.js';
 import type { ColumnSpec, Row } from '../frame/columns.js';
 import { type ParamSpec, resolveParams } from '../resolver/resolvers.js';
 
@@ -124,15 +124,17 @@ export async function resolveOnline(
 ): Promise<OnlineResolution | undefined> {
   const listed = await store.list(features);
   const byFeature = features.map((feature) => listed.filter((m) => m.feature === feature));
-  const params = resolveParams(
+  const resolution = resolveParams(
     spec,
-    byFeature.map((ms, i) => ({ feature: features[i]!, paramsKeys: ms.map((m) => m.paramsKey) })),
+    byFeature.map((ms, i) => ({
+      feature: features[i]!,
+      materializations: ms.map((m) => ({ paramsKey: m.paramsKey, createdAt: m.publishedAt })),
+    })),
   );
-  if (params === undefined) return undefined;
-  const key = canonicalParams(params);
-  const sources = byFeature.map((ms) => {
-    const m = ms.find((x) => x.paramsKey === key)!;
+  if (resolution === undefined) return undefined;
+  const sources = byFeature.map((ms, i) => {
+    const m = ms.find((x) => x.paramsKey === resolution.keys[i])!;
     return { feature: m.feature, id: m.id };
   });
-  return { params, sources };
+  return { params: resolution.params, sources };
 }

@@ -1,10 +1,11 @@
 import type { Table } from 'apache-arrow';
 import { FeatureStoreError } from '../errors.js';
 import type { FeatureInfo } from '../feature/feature.js';
-import { checkParams } from '../feature/params.js';
+import { checkParams, type Params, type ParamValue } from '../feature/params.js';
 import { formatParams, formatParamValue } from '../format.js';
 import { type Row, tableFromColumns } from '../frame/columns.js';
 import { arrowToPolars, loadPolars } from '../frame/polars/polars-adapter.js';
+import type { ReadPlan } from '../materializer/materializer.js';
 import { isResolver, type ParamSpec } from '../resolver/resolvers.js';
 import type { SqlQuery } from '../sql/sql-query.js';
 import {
@@ -15,7 +16,11 @@ import {
   treeOf,
   unwind,
 } from './nodes.js';
+import { notMaterialized } from './on-missing.js';
+import { type ReadOptions, rowsWithParams, tableWithParams } from './param-columns.js';
 import { type FrameHost, planRead, type ReadRoute, readLive } from './planner.js';
+
+export type { ReadOptions } from './param-columns.js';
 
 /**
  * What {@link LazyFrame.toPolars} returns: a nodejs-polars `DataFrame`. `featurefn/polars` merges
@@ -112,22 +117,72 @@ export class LazyFrame {
     return this.#with(Object.freeze({ kind: 'limit', input: this.#query, count: n }));
   }
 
-  /** Runs the frame and returns row objects (timestamps as `Date`, JSON values parsed). */
-  async toArray(): Promise<Row[]> {
+  /**
+   * Runs the frame and returns row objects (timestamps as `Date`, JSON values parsed). With
+   * `{ params: true }`, each row also has one column per parameter the frame was read at.
+   *
+   * ### Example
+   * ```ts
+   * await store.withParams({ when: Last() }).getFeatures(departures).toArray({ params: true });
+   * // [{ origin: 'SFO', departures: 3, when: 2001-03-02T00:00:00.000Z }, …]
+   * ```
+   */
+  async toArray(options?: ReadOptions): Promise<Row[]> {
     const plan = await this.#plan();
-    if (plan.kind === 'store') return await plan.materializer.read(plan.plan, 'rows');
-    return (await readLive(this.#host, this.#features, plan.params, this.#query)).rows;
+    if (plan.kind === 'store') {
+      const rows = await plan.materializer.read(plan.plan, 'rows');
+      return options?.params
+        ? rowsWithParams(rows, storedColumns(plan.plan), plan.params, this.#names())
+        : rows;
+    }
+    const { columns, rows } = await readLive(this.#host, this.#features, plan.featureParams, this.#query);
+    if (!options?.params) return rows;
+    return rowsWithParams(
+      rows,
+      columns.map((c) => c.name),
+      plan.params,
+      this.#names(),
+    );
   }
 
-  /** Runs the frame and returns an Apache Arrow table. */
-  async toArrow(): Promise<Table> {
+  /**
+   * Runs the frame and returns an Apache Arrow table; with `{ params: true }`, with one more
+   * column per parameter the frame was read at.
+   */
+  async toArrow(options?: ReadOptions): Promise<Table> {
     const plan = await this.#plan();
-    if (plan.kind === 'store') return plan.materializer.read(plan.plan, 'arrow');
-    const { columns, rows } = await readLive(this.#host, this.#features, plan.params, this.#query);
-    return tableFromColumns(
-      columns,
-      columns.map((c) => rows.map((r) => r[c.name])),
-    );
+    let table: Table;
+    if (plan.kind === 'store') {
+      table = await plan.materializer.read(plan.plan, 'arrow');
+    } else {
+      const { columns, rows } = await readLive(this.#host, this.#features, plan.featureParams, this.#query);
+      table = tableFromColumns(
+        columns,
+        columns.map((c) => rows.map((r) => r[c.name])),
+      );
+    }
+    return options?.params ? tableWithParams(table, plan.params, this.#names()) : table;
+  }
+
+  /**
+   * The parameter values the frame reads at: exact values as given, and what `Last()`, `First()`
+   * or `AsOf()` chose, e.g. `{ when: 2001-03-02T00:00:00.000Z }`. Resolved again on each call,
+   * as a read is, so it is the point in time a read made now would use. Runs no feature code.
+   *
+   * ### Example
+   * ```ts
+   * const frame = store.withParams({ when: Last() }).getFeatures(departures, meanDelay);
+   * const { when } = await frame.resolvedParams(); // the latest point both are materialized at
+   * ```
+   */
+  async resolvedParams(): Promise<Params> {
+    const { params } = await this.#route();
+    const copy: Record<string, ParamValue> = {};
+    for (const name of Object.keys(params)) {
+      const value = params[name]!;
+      copy[name] = value instanceof Date ? new Date(value.getTime()) : value;
+    }
+    return copy;
   }
 
   /**
@@ -172,13 +227,16 @@ export class LazyFrame {
    * note that the features will be computed live and why.
    */
   async explain(): Promise<string> {
-    const plan = await this.#plan();
+    const plan = await this.#route();
     const header = `-- features: ${this.#features.map((f) => f.name).join(', ')}\n-- parameters: ${formatParams(plan.params)}`;
     if (plan.kind === 'store') return `${header}\n${plan.materializer.explain(plan.plan)}`;
+    const refuses = this.#refuses(plan);
     const steps = [
       header,
-      `-- computes live: ${plan.reason}`,
-      `-- calls ${this.#features.map((f) => `${f.name}(${formatParams(plan.params)})`).join(', ')}, then joins in process`,
+      refuses
+        ? `-- would refuse (onMissing: 'error'), no feature code runs: not materialized: ${plan.missing.join(', ')}`
+        : `-- computes live: ${plan.reason}`,
+      `-- ${refuses ? 'would call' : 'calls'} ${this.#features.map((f, i) => `${f.name}(${formatParams(plan.featureParams[i]!)})`).join(', ')}, then joins in process`,
     ];
     let filters: string[] = [];
     const flush = () => {
@@ -201,9 +259,31 @@ export class LazyFrame {
     return new LazyFrame(this.#host, this.#features, this.#spec, query);
   }
 
-  #plan(): Promise<ReadRoute> {
+  #route(): Promise<ReadRoute> {
     return planRead(this.#host, this.#features, this.#spec, this.#query);
   }
+
+  /** The route a read takes, refused when it would run feature code the store forbids. */
+  async #plan(): Promise<ReadRoute> {
+    const route = await this.#route();
+    if (route.kind === 'live' && this.#refuses(route)) throw notMaterialized(route.missing, route.params);
+    return route;
+  }
+
+  #refuses(route: ReadRoute): boolean {
+    return route.kind === 'live' && route.missing.length > 0 && this.#host.config?.onMissing === 'error';
+  }
+
+  #names(): string[] {
+    return this.#features.map((f) => f.name);
+  }
+}
+
+/** Column names a stored read returns: the last selection's, or every source column. */
+function storedColumns(plan: ReadPlan): string[] {
+  const project = unwind(plan.query).operations.findLast((op) => op.kind === 'project');
+  if (project?.kind === 'project') return [...project.columns];
+  return [...new Set(plan.sources.flatMap((s) => s.materialization.columns.map((c) => c.name)))];
 }
 
 function describePredicate(p: Predicate): string {

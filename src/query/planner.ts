@@ -7,12 +7,15 @@ import { type ColumnSpec, columnsOf, type Row, tableToRows } from '../frame/colu
 import type { Materializer, ReadPlan, ReadSource } from '../materializer/materializer.js';
 import { formatSpec, isResolver, type ParamSpec, resolveParams } from '../resolver/resolvers.js';
 import { evaluateRead, type RowSource } from './evaluate.js';
+import { liveCalls } from './live-route.js';
 import type { QueryTree } from './nodes.js';
 
 /** What planning a read needs from the feature store. @internal */
 export interface FrameHost {
   servingMaterializer(info: FeatureInfo): Materializer | undefined;
   call(info: FeatureInfo, params: unknown): Promise<unknown>;
+  /** `onMissing: 'error'` refuses reads that would run feature code. */
+  readonly config?: { readonly onMissing?: 'compute' | 'error' };
 }
 
 /**
@@ -26,7 +29,15 @@ export type ReadRoute =
       readonly plan: ReadPlan;
       readonly params: Params;
     }
-  | { readonly kind: 'live'; readonly params: Params; readonly reason: string };
+  | {
+      readonly kind: 'live';
+      readonly params: Params;
+      readonly reason: string;
+      /** What each feature is called with: only the parameters it takes. */
+      readonly featureParams: readonly Params[];
+      /** Features with no materialization at their parameters: their code runs. */
+      readonly missing: readonly string[];
+    };
 
 /**
  * Decides how a read of `features` at `spec` runs: when one store serves every feature and holds
@@ -59,14 +70,13 @@ export async function planRead(
       }
       return { kind: 'store', materializer: first, params: resolved.params, plan: { sources, query } };
     }
-    const missing: string[] = [];
     const exact = spec as Params;
-    for (const name of names)
-      if ((await first.findMaterialization(name, exact)) === undefined) missing.push(name);
+    const calls = await liveCalls(materializers, features, spec, exact);
     return {
       kind: 'live',
       params: exact,
-      reason: `not materialized in ${first.name} for these parameters: ${missing.join(', ')}`,
+      reason: `not materialized in ${first.name} for these parameters: ${calls.missing.join(', ')}`,
+      ...calls,
     };
   }
 
@@ -75,7 +85,8 @@ export async function planRead(
     const reason = materializers.every((m) => m === undefined)
       ? 'no materializer is attached to these features'
       : 'the features are served by different stores (or some by none)';
-    return { kind: 'live', params: spec as Params, reason };
+    const calls = await liveCalls(materializers, features, spec, spec as Params);
+    return { kind: 'live', params: spec as Params, reason, ...calls };
   }
   const unserved = features.filter((_, i) => materializers[i] === undefined).map((f) => f.name);
   if (unserved.length > 0) {
@@ -89,29 +100,31 @@ export async function planRead(
   const available = await Promise.all(
     features.map(async (f, i) => ({
       feature: f.name,
-      paramsKeys: (await materializers[i]!.listMaterializations(f.name)).map((m) => m.paramsKey),
+      materializations: await materializers[i]!.listMaterializations(f.name),
     })),
   );
-  const params = resolveParams(spec, available)!;
+  const { params } = resolveParams(spec, available)!;
   return {
     kind: 'live',
     params,
+    ...(await liveCalls(materializers, features, spec, params)),
     reason: 'the features are served by different stores; each is read from its store and joined in process',
   };
 }
 
 /**
- * Runs a live read: calls each feature at `params` (through the store's decorators) and
+ * Runs a live read: calls each feature at its `featureParams` (through the store's decorators) and
  * evaluates `query` over the results in process. @internal
  */
 export async function readLive(
   host: FrameHost,
   features: readonly FeatureInfo[],
-  params: Params,
+  featureParams: readonly Params[],
   query: QueryTree,
 ): Promise<{ columns: ColumnSpec[]; rows: Row[] }> {
   const sources: RowSource[] = await Promise.all(
-    features.map(async (feature) => {
+    features.map(async (feature, i) => {
+      const params = featureParams[i]!;
       // A copy each: the function may change its parameters object, and the frame must not.
       const result = await host.call(feature, { ...params });
       const table = await adapterFor(result, feature.name, params).toArrow(result);

@@ -13,7 +13,7 @@ import {
   type Row,
   registerFrameAdapter,
 } from 'featurefn';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
 /** A frame whose batches stop with an error part-way, as a dropped source connection would. */
 class FailingStream {
@@ -523,6 +523,213 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
           .filter({ origin: 'SFO', destination: 'LAX' })
           .toArray();
         expect(one).toEqual([{ origin: 'SFO', destination: 'LAX', flights: 2 }]);
+      });
+    });
+
+    describe('freshness, resolved parameters and parameter sets', () => {
+      const DAY = 86_400_000;
+      afterEach(() => {
+        vi.useRealTimers();
+      });
+
+      it('Last({ maxAge }) admits a point in time exactly maxAge old and refuses one a millisecond older', async () => {
+        const now = Date.now();
+        vi.useFakeTimers({ toFake: ['Date'], now });
+        const edge = new Date(now - 2 * DAY);
+        const over = new Date(now - 2 * DAY - 1);
+        await materializer.materialize(meanDelay, { when: over });
+        const stale = store.withParams({ when: Last({ maxAge: '2 days' }) }).getFeatures(meanDelay);
+        const error = await stale.toArray().catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(FeatureStoreError);
+        expect((error as FeatureStoreError).code).toBe('TOO_OLD');
+        expect((error as FeatureStoreError).message).toContain(over.toISOString());
+        expect((error as FeatureStoreError).message).toContain('2 days');
+        expect((error as FeatureStoreError).details).toMatchObject({ ageMs: 2 * DAY + 1, maxAgeMs: 2 * DAY });
+
+        await materializer.materialize(meanDelay, { when: edge });
+        await materializer.materialize(departures, { when: edge });
+        await materializer.materialize(departures, { when: new Date(now - DAY) });
+        const frame = store
+          .withParams({ when: Last({ maxAge: '2 days' }) })
+          .getFeatures(departures, meanDelay)
+          .filter({ origin: 'SFO' });
+        expect(await frame.resolvedParams()).toEqual({ when: edge });
+        expect(await frame.toArray()).toHaveLength(1);
+        // AsOf takes the same bound.
+        const asOf = store
+          .withParams({ when: AsOf(new Date(now), { maxAge: 2 * DAY - 1 }) })
+          .getFeatures(meanDelay);
+        await expect(asOf.toArray()).rejects.toMatchObject({ code: 'TOO_OLD' });
+
+        // One millisecond later the same read, remembered by the store, is refused.
+        vi.setSystemTime(now + 1);
+        await expect(frame.toArray()).rejects.toMatchObject({ code: 'TOO_OLD' });
+        // Without maxAge, the same point in time is still read.
+        expect(
+          await store.withParams({ when: Last() }).getFeatures(departures, meanDelay).resolvedParams(),
+        ).toEqual({ when: edge });
+      });
+
+      it('measures a parameter that is not a Date by when it was materialized', async () => {
+        const versioned = store.feature(
+          { module: 'flights', entity: 'origin' },
+          async function versioned({ version }: { version: string }) {
+            return [{ origin: 'SFO', version }];
+          },
+        );
+        const record = await materializer.materialize(versioned, { version: 'v1' });
+        const created = record.createdAt.getTime();
+        vi.useFakeTimers({ toFake: ['Date'], now: created + 3_600_000 });
+        const frame = store.withParams({ version: Last({ maxAge: '1 hour' }) }).getFeatures(versioned);
+        expect(await frame.toArray()).toEqual([{ origin: 'SFO', version: 'v1' }]);
+        vi.setSystemTime(created + 3_600_001);
+        await expect(frame.toArray()).rejects.toMatchObject({ code: 'TOO_OLD' });
+      });
+
+      it('resolvedParams() and toArray/toArrow({ params: true }) give the parameters read, stored and live', async () => {
+        for (const d of [1, 2, 3]) await materializer.materialize(departures, { when: day(d) });
+        await materializer.materialize(meanDelay, { when: day(2) });
+        const stored = store
+          .withParams({ when: Last() })
+          .getFeatures(departures, meanDelay)
+          .filter({ origin: 'SFO' });
+        expect(await stored.resolvedParams()).toEqual({ when: day(2) });
+        expect(await stored.toArray({ params: true })).toEqual([
+          { origin: 'SFO', departures: 3, mean_delay: 35 / 3, when: day(2) },
+        ]);
+        const table = await stored.toArrow({ params: true });
+        expect(table.schema.fields.map((f) => f.name)).toEqual([
+          'origin',
+          'departures',
+          'mean_delay',
+          'when',
+        ]);
+        expect(new Date(Number(table.getChild('when')!.get(0))).getTime()).toBe(day(2).getTime());
+
+        const live = store
+          .withParams({ when: day(3) })
+          .getFeatures(departures, meanDelay)
+          .filter({ origin: 'SFO' });
+        expect(await live.resolvedParams()).toEqual({ when: day(3) });
+        expect(await live.toArray({ params: true })).toEqual([
+          { origin: 'SFO', departures: 3, mean_delay: 35 / 3, when: day(3) },
+        ]);
+        expect((await live.toArrow({ params: true })).numRows).toBe(1);
+
+        const clashing = store.feature(
+          { module: 'flights', entity: 'origin' },
+          async function clashing({ when }: { when: Date }) {
+            return [{ origin: 'SFO', when }];
+          },
+        );
+        await materializer.materialize(clashing, { when: day(2) });
+        const frame = store.withParams({ when: Last() }).getFeatures(clashing);
+        await expect(frame.toArray({ params: true })).rejects.toMatchObject({
+          code: 'AMBIGUOUS_COLUMN',
+          message: expect.stringContaining('`when`'),
+        });
+        await expect(frame.toArrow({ params: true })).rejects.toMatchObject({ code: 'AMBIGUOUS_COLUMN' });
+      });
+
+      it('reads features with different parameters together, stored and live', async () => {
+        const received: Record<string, unknown>[] = [];
+        const appOpens = store.feature(
+          { module: 'apps', entity: 'origin' },
+          async function appOpens(p: { when: Date; app: string }) {
+            received.push({ ...p });
+            return countByOrigin(p.when).map((r) => ({
+              origin: r.origin,
+              opens: r.departures * 10,
+              app: p.app,
+            }));
+          },
+        );
+        for (const d of [1, 2, 3]) await materializer.materialize(departures, { when: day(d) });
+        await materializer.materialize(appOpens, { when: day(2), app: 'ios' });
+        await materializer.materialize(appOpens, { when: day(3), app: 'web' });
+        const frame = store
+          .withParams({ when: Last(), app: 'ios' })
+          .getFeatures(departures, appOpens)
+          .filter({ origin: 'SFO' });
+        expect(await frame.resolvedParams()).toEqual({ when: day(2), app: 'ios' });
+        expect(await frame.toArray()).toEqual([{ origin: 'SFO', departures: 3, opens: 30, app: 'ios' }]);
+        expect(await frame.explain()).not.toContain('computes live');
+        expect(
+          await store
+            .withParams({ when: Last(), app: 'web' })
+            .getFeatures(appOpens, departures)
+            .resolvedParams(),
+        ).toEqual({ when: day(3), app: 'web' });
+        expect(
+          await store
+            .withParams({ app: 'ios', when: day(2) })
+            .getFeatures(departures, appOpens)
+            .filter({ origin: 'SFO' })
+            .toArray(),
+        ).toEqual([{ origin: 'SFO', departures: 3, opens: 30, app: 'ios' }]);
+
+        // Live: each feature is called with only the parameters it takes.
+        const before = calls.departures ?? 0;
+        const live = store
+          .withParams({ when: day(1), app: 'ios' })
+          .getFeatures(departures, appOpens)
+          .filter({ origin: 'SFO' });
+        expect(await live.explain()).toContain(`flights.departures({ when: ${day(1).toISOString()} })`);
+        expect(await live.toArray()).toEqual([{ origin: 'SFO', departures: 1, opens: 10, app: 'ios' }]);
+        expect(calls.departures).toBe(before);
+        expect(received.at(-1)).toEqual({ when: day(1), app: 'ios' });
+
+        // A parameter no requested feature takes, e.g. a typo, is refused with the closest name.
+        for (const spec of [{ whne: Last() }, { when: day(2), ap: 'ios' }]) {
+          const error = await store
+            .withParams(spec)
+            .getFeatures(departures, appOpens)
+            .toArray()
+            .catch((e: unknown) => e);
+          expect(error).toBeInstanceOf(FeatureStoreError);
+          expect((error as FeatureStoreError).code).toBe('UNKNOWN_PARAMETER');
+        }
+        await expect(store.withParams({ whne: Last() }).getFeatures(departures).toArray()).rejects.toThrow(
+          /did you mean `when`\?/i,
+        );
+      });
+
+      it("onMissing: 'error' refuses a read or call that would run feature code, and runs none", async () => {
+        await materializer.materialize(departures, { when: day(2) });
+        await materializer.materialize(meanDelay, { when: day(2) });
+        store.config.onMissing = 'error';
+        const before = { ...calls };
+        const frame = store.withParams({ when: day(3) }).getFeatures(departures, meanDelay);
+        expect(await frame.explain()).toMatch(
+          /would refuse \(onMissing: 'error'\).*flights\.departures, flights\.meanDelay/,
+        );
+        const error = await frame.toArray().catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(FeatureStoreError);
+        expect((error as FeatureStoreError).code).toBe('NOT_MATERIALIZED');
+        expect((error as FeatureStoreError).message).toContain('flights.departures, flights.meanDelay');
+        expect((error as FeatureStoreError).message).toContain(day(3).toISOString());
+        await expect(frame.toArrow()).rejects.toMatchObject({ code: 'NOT_MATERIALIZED' });
+        await expect(departures({ when: day(3) })).rejects.toMatchObject({
+          code: 'NOT_MATERIALIZED',
+          message: expect.stringContaining('flights.departures'),
+        });
+        expect(calls).toEqual(before);
+        // Materialized reads and calls are served; materialize() still computes.
+        expect(
+          await store
+            .withParams({ when: day(2) })
+            .getFeatures(departures, meanDelay)
+            .toArray(),
+        ).toHaveLength(countByOrigin(day(2)).length);
+        expect(await departures({ when: day(2) })).toHaveLength(countByOrigin(day(2)).length);
+        expect(calls).toEqual(before);
+        await materializer.materialize(departures, { when: day(3) });
+        expect(calls.departures).toBe((before.departures ?? 0) + 1);
+        store.config.onMissing = 'compute';
+        expect(await frame.explain()).toContain('computes live');
+        expect(await frame.filter({ origin: 'SFO' }).toArray()).toEqual([
+          { origin: 'SFO', departures: 3, mean_delay: 35 / 3 },
+        ]);
       });
     });
 

@@ -220,10 +220,15 @@ export function describeOnlineStore(name: string, factory: OnlineStoreFactory): 
       }
       const offline = resolveParams(
         { when: Last() },
-        features.map((feature) => ({ feature, paramsKeys: history.get(feature)!.map(paramsKey) })),
+        features.map((feature) => ({
+          feature,
+          materializations: history
+            .get(feature)!
+            .map((w) => ({ paramsKey: paramsKey(w), createdAt: new Date() })),
+        })),
       );
       const online = await resolveOnline(store, features, { when: Last() });
-      expect(online?.params).toEqual(offline);
+      expect(online?.params).toEqual(offline?.params);
       const listed = await store.list(features);
       for (const feature of features) {
         const whens = history.get(feature)!.slice(-3);

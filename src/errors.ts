@@ -27,7 +27,8 @@ export type FeatureStoreErrorCode =
   | 'NOT_SERVED'
   | 'TOO_OLD'
   | 'UNKNOWN_PARAMETER'
-  | 'NOT_MATERIALIZED';
+  | 'NOT_MATERIALIZED'
+  | 'STALE_MATERIALIZATION';
 
 /** Structured context carried by a {@link FeatureStoreError}. */
 export interface FeatureStoreErrorContext {

@@ -24,6 +24,7 @@ export {
   feature,
   type ParamsScope,
 } from './feature/feature-store.js';
+export type { OnStale } from './feature/freshness.js';
 export type { Params, ParamValue } from './feature/params.js';
 export type { StandardSchemaV1 } from './feature/standard-schema.js';
 export { registerFrameAdapter } from './frame/adapters.js';
@@ -32,10 +33,13 @@ export type { FrameAdapter } from './frame/frame-adapter.js';
 export type {
   FeatureDecorator,
   Materialization,
+  MaterializationStatus,
   MaterializeOptions,
   MaterializeParams,
   Materializer,
   MaterializerOptions,
+  StoredFeature,
+  StoredParam,
 } from './materializer/materializer.js';
 export { MaterializerBase, type PublishInput } from './materializer/materializer-base.js';
 export { LazyFrame, type PolarsFrame } from './query/lazy-frame.js';

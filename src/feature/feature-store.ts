@@ -23,6 +23,7 @@ import {
   type FeatureOptions,
   featureInfoOf,
 } from './feature.js';
+import { type OnStale, ownedBy, versionWith } from './freshness.js';
 import type { Params } from './params.js';
 import { docCommentAt, hashOf, reachedDeclarations, summaryOf } from './source-info.js';
 
@@ -60,6 +61,13 @@ export interface FeatureStoreConfig {
    * by a feature's own code while it runs (a job computing a derived feature).
    */
   onMissing?: 'compute' | 'error';
+  /**
+   * What a read (`getFeatures`) or decorated call does when the materialization it would serve was
+   * computed with another version than the code now running: `'warn'` (default: serve it and warn
+   * once per feature and version), `'serve'` (silently), `'compute'` (run the code instead) or
+   * `'error'` (throw `STALE_MATERIALIZATION`).
+   */
+  onStale: OnStale;
 }
 
 /** Parameters fixed for a read, waiting for the features to read. */
@@ -86,9 +94,10 @@ export interface ParamsScope {
  */
 export class FeatureStore {
   /** Store-wide settings; change them at any time. */
-  readonly config: FeatureStoreConfig = { interactive: false, onMissing: 'compute' };
+  readonly config: FeatureStoreConfig = { interactive: false, onMissing: 'compute', onStale: 'warn' };
 
   #features = new Map<string, Registered>();
+  #generation = 0;
   #decorators: { readonly decorator: FeatureDecorator; readonly modulePrefix: string | undefined }[] = [];
 
   /**
@@ -115,7 +124,9 @@ export class FeatureStore {
         { feature: info.name, details: { first: existing.info.definedAt, second: info.definedAt } },
       );
     }
+    ownedBy(info, this);
     if (existing !== undefined) {
+      this.#generation++;
       Object.assign(existing, {
         info,
         fn,
@@ -251,16 +262,36 @@ export class FeatureStore {
    * ```
    */
   versionOf(feature: Feature | string): string {
-    return this.#fullVersion(this.#entry(feature), new Set());
+    const entry = this.#entry(feature);
+    return versionWith(entry.info.version, this.lineageVersionsOf(entry.info.name));
   }
 
-  #fullVersion(entry: Registered, seen: Set<string>): string {
-    seen.add(entry.info.name);
-    const lineage = [...entry.lineage].sort().map((name) => {
-      const called = this.#features.get(name);
-      return [name, called === undefined || seen.has(name) ? null : this.#fullVersion(called, new Set(seen))];
-    });
-    return lineage.length === 0 ? entry.info.version : hashOf([entry.info.version, lineage]);
+  /**
+   * Every feature the feature's runs called in this process, directly or through others, with
+   * its own code version (`info.version`). @internal
+   */
+  lineageVersionsOf(name: string): Record<string, string> {
+    const found: Record<string, string> = {};
+    const visit = (entry: Registered) => {
+      for (const called of entry.lineage) {
+        const callee = this.#features.get(called);
+        if (callee === undefined || called === name || Object.hasOwn(found, called)) continue;
+        found[called] = callee.info.version;
+        visit(callee);
+      }
+    };
+    visit(this.#entry(name));
+    return found;
+  }
+
+  /** The code version of a registered feature, or `undefined`. @internal */
+  codeVersionOf(name: string): string | undefined {
+    return this.#features.get(name)?.info.version;
+  }
+
+  /** Changes whenever a feature is redefined. @internal */
+  get generation(): number {
+    return this.#generation;
   }
 
   /**

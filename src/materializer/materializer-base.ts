@@ -4,6 +4,8 @@ import { FeatureStoreError } from '../errors.js';
 import { attachmentsOf, covers, STORE_OF_FEATURE } from '../feature/attachments.js';
 import { keyOf } from '../feature/entity-key.js';
 import { type Feature, type FeatureFunction, type FeatureInfo, featureInfoOf } from '../feature/feature.js';
+import type { FeatureStore } from '../feature/feature-store.js';
+import { governStale, isStale, ownerOf } from '../feature/freshness.js';
 import {
   canonicalParams,
   checkParams,
@@ -20,14 +22,17 @@ import { type CompiledQuery, compileRead, type SqlDialect } from '../query/sql-c
 import { fresh, resolvedSources } from '../resolver/resolved-sources.js';
 import { isResolver, type ParamSpec, type Resolver, resolveParams, specKey } from '../resolver/resolvers.js';
 import { isSqlQuery, SqlQuery, type SqlSource } from '../sql/sql-query.js';
+import type { FeatureRecordInput } from './feature-catalog.js';
 import type {
   FeatureDecorator,
   Materialization,
+  MaterializationStatus,
   MaterializeParams,
   Materializer,
   MaterializerOptions,
   ReadPlan,
   ResolvedSources,
+  StoredFeature,
 } from './materializer.js';
 
 /** How many times a read is planned again when the tables it was planned on were replaced. */
@@ -44,6 +49,8 @@ export interface PublishInput {
   readonly kind: string;
   readonly key: readonly string[];
   readonly columns: readonly ColumnSpec[];
+  /** The version, lineage and metadata to record in the catalog (see `featureRecordText`). */
+  readonly record: FeatureRecordInput;
   /** The rows, batch by batch; consumed once. */
   readonly batches: AsyncIterable<RecordBatch>;
 }
@@ -90,7 +97,7 @@ export abstract class MaterializerBase implements Materializer {
         return next(params); // parameters no store can key: nothing can be stored for them
       }
       const materialization = (await this.#byFeature(feature.name)).find((m) => m.paramsKey === paramsKey);
-      return materialization === undefined
+      return materialization === undefined || governStale(feature, materialization) === 'compute'
         ? next(params)
         : this.readMaterialization(feature, materialization);
     },
@@ -164,10 +171,11 @@ export abstract class MaterializerBase implements Materializer {
         { feature: info.name, params: checked, cause },
       );
     }
+    const written = recordOf(feature, checked);
     if (isSqlQuery(result) && info.schema === undefined && this.#runsHere(result)) {
       // Same database: the query runs inside the engine and no row passes through Node.
       const record = await this.publishQuery!(
-        { feature: info, params: checked, paramsKey, kind: 'sql' },
+        { feature: info, params: checked, paramsKey, kind: 'sql', record: written },
         result,
         (columns) => keyOf(info, columns, checked),
       );
@@ -185,6 +193,7 @@ export abstract class MaterializerBase implements Materializer {
         kind: adapter.kind,
         key,
         columns,
+        record: written,
         batches: guarded(
           info.schema === undefined ? batches : validated(batches, info, checked, key),
           info,
@@ -203,11 +212,67 @@ export abstract class MaterializerBase implements Materializer {
     }
   }
 
-  /** The feature's materializations, ordered by parameters. */
-  async listMaterializations(feature: Feature | FeatureInfo | string): Promise<Materialization[]> {
-    const name = typeof feature === 'string' ? feature : featureInfoOf(feature).name;
-    return [...(await this.#byFeature(name))];
+  /**
+   * The feature's materializations, ordered by parameters, each with `stale` (computed with
+   * another version than the code this process runs; `undefined` when this process does not
+   * register the feature) and `age` (milliseconds from `createdAt` to the moment `age` is read).
+   *
+   * ### Example
+   * ```ts
+   * const stale = (await materializer.listMaterializations(departures)).filter((m) => m.stale);
+   * ```
+   */
+  async listMaterializations(feature: Feature | FeatureInfo | string): Promise<MaterializationStatus[]> {
+    const info = typeof feature === 'string' ? undefined : featureInfoOf(feature);
+    const name = info?.name ?? (feature as string);
+    const host = info === undefined ? undefined : ownerOf(info);
+    return (await this.#byFeature(name)).map((m) =>
+      // `age` is a getter, not a field: always current, and two listings of the same records compare equal.
+      Object.freeze(
+        Object.defineProperty({ ...m, stale: isStale(host, m) }, 'age', {
+          get: () => Date.now() - m.createdAt.getTime(),
+          enumerable: false,
+        }) as MaterializationStatus,
+      ),
+    );
   }
+
+  /**
+   * Every feature this store's catalog describes, at its latest materialized version, sorted by
+   * name: read from the store alone, so a tool that never imports the feature code can list them.
+   *
+   * ### Example
+   * ```ts
+   * for (const f of await materializer.listFeatures()) console.log(f.name, f.maintainer, f.summary);
+   * ```
+   */
+  async listFeatures(): Promise<StoredFeature[]> {
+    this.assertOpen();
+    const latest = new Map<string, StoredFeature>();
+    for (const f of await this.loadFeatures()) {
+      const seen = latest.get(f.name);
+      if (seen === undefined || seen.recordedAt < f.recordedAt) latest.set(f.name, f);
+    }
+    return [...latest.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /**
+   * What this store's catalog says of one feature (its latest materialized version): doc comment,
+   * maintainer, status, tags, entity key, parameters, value columns, the features it calls and
+   * where it is defined; `undefined` when the store never materialized it.
+   *
+   * ### Example
+   * ```ts
+   * const nFavorites = await materializer.describeFeature('events.nFavorites');
+   * nFavorites?.maintainer; // 'John Smith <john@example.com>'
+   * ```
+   */
+  async describeFeature(name: string): Promise<StoredFeature | undefined> {
+    return (await this.listFeatures()).find((f) => f.name === name);
+  }
+
+  /** Every stored feature version of the catalog. */
+  protected abstract loadFeatures(): Promise<StoredFeature[]>;
 
   /** @internal */
   async findMaterialization(feature: string, params: Params): Promise<Materialization | undefined> {
@@ -515,6 +580,18 @@ export abstract class MaterializerBase implements Materializer {
     }
     return (await this.#catalog).get(feature) ?? [];
   }
+}
+
+/** The version, lineage and metadata of the run that just computed `feature`. */
+function recordOf(feature: Feature, params: Params): FeatureRecordInput {
+  const store = (feature as { [STORE_OF_FEATURE]?: FeatureStore })[STORE_OF_FEATURE]!;
+  const { name } = featureInfoOf(feature);
+  return {
+    version: store.versionOf(feature),
+    lineage: store.lineageVersionsOf(name),
+    metadata: store.describeFeature(feature),
+    paramNames: Object.keys(params),
+  };
 }
 
 function groupByFeature(records: Materialization[]): Map<string, Materialization[]> {

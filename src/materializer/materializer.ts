@@ -23,12 +23,63 @@ export interface Materialization {
   readonly createdAt: Date;
   /** SHA-256 of the feature's source when it was computed. */
   readonly sourceHash: string;
+  /**
+   * The feature's version when it was computed (`store.versionOf`): its code and that of every
+   * feature it called. `''` for a record written before versions were recorded.
+   */
+  readonly version: string;
+  /** Every feature its run called, directly or through others, with that feature's code version then. */
+  readonly lineage: Readonly<Record<string, string>>;
   /** Adapter kind the function returned (`'rows'`, `'arrow'`, `'duckdb'`…): reads give back that kind. */
   readonly kind: string;
   /** Key column(s). */
   readonly key: readonly string[];
   /** All columns, key first as the function returned them. */
   readonly columns: readonly ColumnSpec[];
+}
+
+/** A catalog record as `listMaterializations` gives it: with its freshness. */
+export interface MaterializationStatus extends Materialization {
+  /**
+   * `true` when it was computed with another version than the code this process runs now (see
+   * `store.versionOf`); `undefined` when this process does not register the feature (e.g. a tool
+   * listing a store by name) or the record predates versions.
+   */
+  readonly stale: boolean | undefined;
+  /** Milliseconds from `createdAt` to now, computed each time it is read (a getter, not enumerable). */
+  readonly age: number;
+}
+
+/** A parameter of a stored feature: its name and what its `@param` tag says. */
+export interface StoredParam {
+  readonly name: string;
+  readonly description: string | undefined;
+}
+
+/**
+ * What a store's catalog keeps of one version of a feature, written when it is materialized: the
+ * doc comment merged with the options (see `store.describeFeature`) and the result's shape. Read
+ * back with `materializer.listFeatures()` / `describeFeature(name)`, without the feature's code.
+ */
+export interface StoredFeature {
+  readonly name: string;
+  readonly version: string;
+  readonly summary: string | undefined;
+  readonly description: string | undefined;
+  readonly maintainer: string | undefined;
+  readonly status: string | undefined;
+  readonly tags: readonly string[];
+  /** Key column(s) of its results. */
+  readonly entity: readonly string[];
+  readonly params: readonly StoredParam[];
+  /** Value columns (all but the key) with their types. */
+  readonly columns: readonly ColumnSpec[];
+  /** Features it called, with their code versions. */
+  readonly calls: Readonly<Record<string, string>>;
+  /** `file:line` where it was defined. */
+  readonly definedAt: string;
+  /** When this version was last materialized. */
+  readonly recordedAt: Date;
 }
 
 /** The parameters `materialize` takes for a feature: its function's, optional when it takes none. */
@@ -91,8 +142,12 @@ export interface Materializer {
     feature: Feature<F>,
     ...params: MaterializeParams<F>
   ): Promise<Materialization>;
-  /** The feature's materializations, oldest parameters first. */
-  listMaterializations(feature: Feature | FeatureInfo | string): Promise<Materialization[]>;
+  /** The feature's materializations, oldest parameters first, each with `stale` and `age`. */
+  listMaterializations(feature: Feature | FeatureInfo | string): Promise<MaterializationStatus[]>;
+  /** Every feature this store's catalog describes, at its latest materialized version, by name. */
+  listFeatures(): Promise<StoredFeature[]>;
+  /** What this store's catalog says of a feature (its latest materialized version), or `undefined`. */
+  describeFeature(name: string): Promise<StoredFeature | undefined>;
   /**
    * The store's own database as a source of SQL features (`materializer.source.sql\`…\``), if it
    * has one. SQL features on it are materialized inside the database.

@@ -227,9 +227,12 @@ export class LazyFrame {
    * note that the features will be computed live and why.
    */
   async explain(): Promise<string> {
-    const plan = await this.#route();
+    const plan = await this.#route(true);
     const header = `-- features: ${this.#features.map((f) => f.name).join(', ')}\n-- parameters: ${formatParams(plan.params)}`;
-    if (plan.kind === 'store') return `${header}\n${plan.materializer.explain(plan.plan)}`;
+    if (plan.kind === 'store') {
+      const stale = plan.stale === undefined ? '' : `\n-- stale materialization: ${plan.stale}`;
+      return `${header}${stale}\n${await plan.materializer.explain(plan.plan)}`;
+    }
     const refuses = this.#refuses(plan);
     const steps = [
       header,
@@ -259,8 +262,8 @@ export class LazyFrame {
     return new LazyFrame(this.#host, this.#features, this.#spec, query);
   }
 
-  #route(): Promise<ReadRoute> {
-    return planRead(this.#host, this.#features, this.#spec, this.#query);
+  #route(explaining = false): Promise<ReadRoute> {
+    return planRead(this.#host, this.#features, this.#spec, this.#query, explaining);
   }
 
   /** The route a read takes, refused when it would run feature code the store forbids. */

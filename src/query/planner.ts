@@ -1,6 +1,7 @@
 import { FeatureStoreError } from '../errors.js';
 import { keyOf } from '../feature/entity-key.js';
 import type { FeatureInfo } from '../feature/feature.js';
+import { governSources } from '../feature/freshness.js';
 import type { Params } from '../feature/params.js';
 import { adapterFor } from '../frame/adapters.js';
 import { type ColumnSpec, columnsOf, type Row, tableToRows } from '../frame/columns.js';
@@ -28,6 +29,8 @@ export type ReadRoute =
       readonly materializer: Materializer;
       readonly plan: ReadPlan;
       readonly params: Params;
+      /** Set when a stale materialization is served (see `store.config.onStale`), for `explain()`. */
+      readonly stale?: string | undefined;
     }
   | {
       readonly kind: 'live';
@@ -50,6 +53,7 @@ export async function planRead(
   features: readonly FeatureInfo[],
   spec: ParamSpec,
   query: QueryTree,
+  explaining = false,
 ): Promise<ReadRoute> {
   const names: string[] = new Array(features.length);
   const materializers: (Materializer | undefined)[] = new Array(features.length);
@@ -68,7 +72,21 @@ export async function planRead(
       for (let i = 0; i < features.length; i++) {
         sources[i] = { feature: features[i]!, materialization: resolved.materializations[i]! };
       }
-      return { kind: 'store', materializer: first, params: resolved.params, plan: { sources, query } };
+      const stale = governSources(sources, explaining);
+      if (stale.compute) {
+        const reason = `a materialization is stale and store.config.onStale is 'compute'${stale.note === undefined ? '' : `\n-- ${stale.note}`}`;
+        const calls = await liveCalls(materializers, features, spec, resolved.params);
+        // onStale 'compute' asked for the code to run: nothing is missing.
+        return {
+          kind: 'live',
+          params: resolved.params,
+          reason,
+          featureParams: calls.featureParams,
+          missing: [],
+        };
+      }
+      const plan = { sources, query };
+      return { kind: 'store', materializer: first, params: resolved.params, plan, stale: stale.note };
     }
     const exact = spec as Params;
     const calls = await liveCalls(materializers, features, spec, exact);

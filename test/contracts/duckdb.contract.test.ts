@@ -12,9 +12,14 @@ describeMaterializer('DuckDB in memory, schema "my features"', async () => {
 // A file named like the default schema: DuckDB names the catalog after the file.
 describeMaterializer('DuckDB file featurefn.duckdb', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'featurefn-contract-'));
-  const materializer = new DuckDBMaterializer({ path: join(dir, 'featurefn.duckdb') });
+  const path = join(dir, 'featurefn.duckdb');
+  const materializer = new DuckDBMaterializer({ path });
   return {
     materializer,
+    elsewhere: {
+      imports: `import { DuckDBMaterializer } from ${JSON.stringify(new URL('../../src/duckdb.ts', import.meta.url).href)};`,
+      create: `new DuckDBMaterializer({ path: ${JSON.stringify(path)} })`,
+    },
     cleanup: async () => {
       await materializer.close();
       rmSync(dir, { recursive: true, force: true });

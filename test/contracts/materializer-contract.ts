@@ -66,8 +66,16 @@ registerFrameAdapter({
   },
 });
 
-/** What a store's test file provides: a fresh materializer, and how to clean up after it. */
-export type MaterializerFactory = () => Promise<{ materializer: Materializer; cleanup(): Promise<void> }>;
+/**
+ * What a store's test file provides: a fresh materializer, and how to clean up after it; and, for
+ * a store another process can open, the TypeScript that opens the same store there (an import
+ * line and an expression), once this one is closed.
+ */
+export type MaterializerFactory = () => Promise<{
+  materializer: Materializer;
+  cleanup(): Promise<void>;
+  elsewhere?: { readonly imports: string; readonly create: string };
+}>;
 
 const day = (d: number) => new Date(Date.UTC(2001, 2, d));
 
@@ -107,13 +115,14 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
   describe(`materializer contract: ${name}`, () => {
     let materializer: Materializer;
     let cleanup: () => Promise<void>;
+    let elsewhere: { readonly imports: string; readonly create: string } | undefined;
     let store: FeatureStore;
     let calls: Record<string, number>;
     let departures: Feature<(p: { when: Date }) => Promise<{ origin: string; departures: number }[]>>;
     let meanDelay: Feature<(p: { when: Date }) => Promise<{ origin: string; mean_delay: number }[]>>;
 
     beforeEach(async () => {
-      ({ materializer, cleanup } = await factory());
+      ({ materializer, cleanup, elsewhere } = await factory());
       store = new FeatureStore();
       calls = {};
       const count = (n: string) => {
@@ -160,7 +169,11 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
         await materializer.materialize(meanDelay, { when: day(2) });
         const list = await materializer.listMaterializations(departures);
         expect(list.map((m) => m.params.when)).toEqual([day(1), day(3)]);
-        expect(await materializer.listMaterializations('flights.departures')).toEqual(list);
+        expect(list.map((m) => m.stale)).toEqual([false, false]);
+        // By name alone nothing says which code is running, so freshness is unknown.
+        expect(await materializer.listMaterializations('flights.departures')).toEqual(
+          list.map((m) => ({ ...m, stale: undefined })),
+        );
         expect(await materializer.listMaterializations(departures.info)).toEqual(list);
         expect(await materializer.listMaterializations('flights.unknown')).toEqual([]);
       });
@@ -1085,6 +1098,282 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
       await expect(materializer.materialize(departures, { when: day(1) })).rejects.toMatchObject({
         code: 'CLOSED',
       });
+    });
+
+    describe('versions and freshness', () => {
+      /** A store that allows redefinition, with `f` (computing `n`) materialized at day 1. */
+      async function materializedThen(n: number, options: { version?: string } = {}) {
+        const own = new FeatureStore();
+        own.config.interactive = true;
+        own.addDecorator(materializer.decorator);
+        const f = own.feature(
+          { module: 'fresh', entity: 'origin', ...options },
+          n === 1
+            ? async function level(_: { when: Date }) {
+                return [{ origin: 'SFO', n: 1 }];
+              }
+            : async function level(_: { when: Date }) {
+                return [{ origin: 'SFO', n: 2 }];
+              },
+        );
+        return { own, f };
+      }
+
+      it('records the version and lineage each materialization was computed with', async () => {
+        const own = new FeatureStore();
+        own.addDecorator(materializer.decorator);
+        const inner = own.feature(
+          { module: 'fresh', entity: 'origin' },
+          async function inner(_: { when: Date }) {
+            return [{ origin: 'SFO', a: 1 }];
+          },
+        );
+        const outer = own.feature(
+          { module: 'fresh', entity: 'origin' },
+          async function outer(p: { when: Date }) {
+            return (await inner(p)).map((r) => ({ origin: r.origin, b: r.a + 1 }));
+          },
+        );
+        const record = await materializer.materialize(outer, { when: day(1) });
+        expect(record.version).toBe(own.versionOf(outer));
+        expect(record.version).not.toBe(outer.info.version);
+        expect(record.lineage).toEqual({ 'fresh.inner': inner.info.version });
+        const [listed] = await materializer.listMaterializations(outer);
+        expect(listed).toMatchObject({ version: record.version, lineage: record.lineage, stale: false });
+        expect(listed!.age).toBeGreaterThanOrEqual(0);
+        expect(listed!.age).toBeLessThan(60_000);
+      });
+
+      it('a changed body, a changed called feature or a changed version option makes earlier ones stale', async () => {
+        // The body.
+        const { own, f } = await materializedThen(1);
+        await materializer.materialize(f, { when: day(1) });
+        expect((await materializer.listMaterializations(f)).map((m) => m.stale)).toEqual([false]);
+        own.feature({ module: 'fresh', entity: 'origin' }, async function level(_: { when: Date }) {
+          return [{ origin: 'SFO', n: 3 }];
+        });
+        expect((await materializer.listMaterializations(f)).map((m) => m.stale)).toEqual([true]);
+        expect((await materializer.listMaterializations('fresh.level')).map((m) => m.stale)).toEqual([
+          undefined,
+        ]);
+
+        // A called feature.
+        const inner = own.feature(
+          { module: 'fresh', entity: 'origin' },
+          async function inner(_: { when: Date }) {
+            return [{ origin: 'SFO', a: 1 }];
+          },
+        );
+        const outer = own.feature(
+          { module: 'fresh', entity: 'origin' },
+          async function outer(p: { when: Date }) {
+            return (await inner(p)).map((r) => ({ origin: r.origin, b: r.a + 1 }));
+          },
+        );
+        await materializer.materialize(outer, { when: day(1) });
+        expect((await materializer.listMaterializations(outer)).map((m) => m.stale)).toEqual([false]);
+        own.feature({ module: 'fresh', entity: 'origin' }, async function inner(_: { when: Date }) {
+          return [{ origin: 'SFO', a: 10 }];
+        });
+        expect((await materializer.listMaterializations(outer)).map((m) => m.stale)).toEqual([true]);
+
+        // The version option, with the very same function.
+        const body = async function versioned(_: { when: Date }) {
+          return [{ origin: 'SFO', n: 1 }];
+        };
+        const v = own.feature({ module: 'fresh', entity: 'origin' }, body);
+        await materializer.materialize(v, { when: day(1) });
+        own.feature({ module: 'fresh', entity: 'origin' }, body);
+        expect((await materializer.listMaterializations(v)).map((m) => m.stale)).toEqual([false]);
+        own.feature({ module: 'fresh', entity: 'origin', version: '2' }, body);
+        expect((await materializer.listMaterializations(v)).map((m) => m.stale)).toEqual([true]);
+      });
+
+      /** `f` materialized with n = 1, then redefined to compute n = 2. */
+      async function staleSetup() {
+        const { own, f } = await materializedThen(1);
+        await materializer.materialize(f, { when: day(1) });
+        own.feature({ module: 'fresh', entity: 'origin' }, async function level(_: { when: Date }) {
+          return [{ origin: 'SFO', n: 2 }];
+        });
+        const read = () => own.withParams({ when: Last() }).getFeatures(f).toArray();
+        const call = async () => (await f({ when: day(1) })) as Row[];
+        return { own, f, read, call };
+      }
+
+      function countWarnings() {
+        const seen: string[] = [];
+        const listener = (warning: Error) => {
+          if (warning.name === 'StaleMaterializationWarning') seen.push(warning.message);
+        };
+        process.on('warning', listener);
+        return { seen, stop: () => process.off('warning', listener) };
+      }
+
+      it("onStale 'warn' (default) serves the stored values and warns once per feature and version", async () => {
+        const { own, read, call } = await staleSetup();
+        expect(own.config.onStale).toBe('warn');
+        const warnings = countWarnings();
+        try {
+          for (let i = 0; i < 3; i++) {
+            expect(await read()).toEqual([{ origin: 'SFO', n: 1 }]);
+            expect(await call()).toEqual([{ origin: 'SFO', n: 1 }]);
+          }
+          await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on the next tick
+          expect(warnings.seen).toHaveLength(1);
+          expect(warnings.seen[0]).toMatch(
+            /fresh\.level.*version [0-9a-f]{12}.*version [0-9a-f]{12}.*re-materialize/s,
+          );
+        } finally {
+          warnings.stop();
+        }
+      });
+
+      it("onStale 'serve' serves silently, 'compute' runs the code, 'error' refuses", async () => {
+        const { own, f, read, call } = await staleSetup();
+        const warnings = countWarnings();
+        try {
+          own.config.onStale = 'serve';
+          expect(await read()).toEqual([{ origin: 'SFO', n: 1 }]);
+          expect(await call()).toEqual([{ origin: 'SFO', n: 1 }]);
+          expect(await own.withParams({ when: Last() }).getFeatures(f).explain()).toMatch(
+            /stale materialization: fresh\.level \(onStale 'serve': served\)/,
+          );
+          await new Promise((resolve) => setImmediate(resolve));
+          expect(warnings.seen).toEqual([]);
+        } finally {
+          warnings.stop();
+        }
+
+        own.config.onStale = 'compute';
+        expect(await read()).toEqual([{ origin: 'SFO', n: 2 }]);
+        expect(await call()).toEqual([{ origin: 'SFO', n: 2 }]);
+        expect(await own.withParams({ when: Last() }).getFeatures(f).explain()).toMatch(
+          /computes live: .*stale/,
+        );
+
+        own.config.onStale = 'error';
+        expect(await own.withParams({ when: Last() }).getFeatures(f).explain()).toMatch(/the read will fail/);
+        for (const attempt of [read, call]) {
+          const error = await attempt().catch((e: unknown) => e);
+          expect(error).toBeInstanceOf(FeatureStoreError);
+          expect((error as FeatureStoreError).code).toBe('STALE_MATERIALIZATION');
+          expect((error as FeatureStoreError).message).toMatch(
+            /fresh\.level.*version .* but the code now running is version/s,
+          );
+        }
+
+        // Materialized again with the current code: fresh, served whatever the mode.
+        await materializer.materialize(f, { when: day(1) });
+        expect(await read()).toEqual([{ origin: 'SFO', n: 2 }]);
+      });
+
+      it('keeps each feature’s metadata in the catalog, read back by another process without the feature code', async () => {
+        const { documentedStore, nFavorites, lastLogin, undocumented } = await import(
+          './fixtures/documented-features.js'
+        );
+        const detach = documentedStore.addDecorator(materializer.decorator);
+        try {
+          await materializer.materialize(nFavorites, { when: day(1), app: 'ios' });
+          await materializer.materialize(lastLogin, { when: day(1) });
+          await materializer.materialize(undocumented, { when: day(1) });
+        } finally {
+          detach();
+        }
+        const expected = {
+          'events.nFavorites': {
+            name: 'events.nFavorites',
+            version: documentedStore.versionOf(nFavorites),
+            summary: 'How many favorites each user made up to `when`, counted over every app.',
+            description:
+              'How many favorites each user made up to `when`,\ncounted over every app.\n\nDeleted favorites are not counted.',
+            maintainer: 'John Smith <john@example.com>',
+            status: 'production',
+            tags: ['PII', 'appteam'],
+            entity: ['user_id'],
+            params: [
+              { name: 'app', description: "which app's favorites" },
+              { name: 'when', description: 'the point in time to count up to' },
+            ],
+            columns: [
+              { name: 'favorites', type: 'int32' },
+              { name: 'ratio', type: 'float64' },
+            ],
+            calls: {},
+            definedAt: nFavorites.info.definedAt,
+          },
+          'events.lastLogin': {
+            name: 'events.lastLogin',
+            summary: "Users' last login, on one line.",
+            description: "Users' last login, on one line.",
+            maintainer: 'Ana <ana@example.com>',
+            status: undefined,
+            tags: [],
+            entity: ['user_id'],
+            params: [{ name: 'when', description: undefined }],
+          },
+          'events.undocumented': {
+            name: 'events.undocumented',
+            summary: undefined,
+            description: undefined,
+            maintainer: undefined,
+            status: undefined,
+            tags: [],
+            params: [{ name: 'when', description: undefined }],
+            calls: {},
+          },
+        };
+        const here = await materializer.listFeatures();
+        expect(here.map((f) => f.name)).toEqual([
+          'events.lastLogin',
+          'events.nFavorites',
+          'events.undocumented',
+        ]);
+        expect(await materializer.describeFeature('events.nFavorites')).toMatchObject(
+          expected['events.nFavorites'],
+        );
+        expect(await materializer.describeFeature('events.unknown')).toBeUndefined();
+        if (elsewhere === undefined) return; // a store no other process can open (DuckDB in memory)
+
+        await materializer.close(); // a DuckDB file is open in one process at a time
+        const { execFileSync } = await import('node:child_process');
+        const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+        const { join } = await import('node:path');
+        const { fileURLToPath } = await import('node:url');
+        const root = fileURLToPath(new URL('../../', import.meta.url));
+        const dir = mkdtempSync(join(root, 'node_modules', '.featurefn-tool-'));
+        try {
+          const script = join(dir, 'tool.mts'); // .mts: an ES module wherever it lies
+          writeFileSync(
+            script,
+            `${elsewhere.imports}\n` +
+              `const m = ${elsewhere.create};\n` +
+              'const out = { list: await m.listFeatures(), one: await m.describeFeature(process.argv[2]) };\n' +
+              'await m.close();\n' +
+              'console.log(JSON.stringify(out));\n',
+          );
+          const output = execFileSync(join(root, 'node_modules/.bin/tsx'), [script, 'events.nFavorites'], {
+            encoding: 'utf8',
+          });
+          const { list, one } = JSON.parse(output) as {
+            list: Record<string, unknown>[];
+            one: Record<string, unknown>;
+          };
+          const plain = (v: unknown) => JSON.parse(JSON.stringify(v));
+          expect(list.map((f) => f.name)).toEqual([
+            'events.lastLogin',
+            'events.nFavorites',
+            'events.undocumented',
+          ]);
+          expect(one).toMatchObject(plain(expected['events.nFavorites']));
+          for (const f of list) {
+            expect(f).toMatchObject(plain(expected[f.name as keyof typeof expected]));
+            expect(f).toEqual(plain(here.find((h) => h.name === f.name)));
+          }
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }, 120_000); // a tsx process starting on a loaded machine
     });
   });
 }

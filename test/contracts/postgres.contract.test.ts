@@ -12,6 +12,10 @@ describe.skipIf(!pg.available)(`PostgreSQL store${pg.reason}`, () => {
     const materializer = new PostgresMaterializer({ connection: postgresUrl(), schema, poolSize: 4 });
     return {
       materializer,
+      elsewhere: {
+        imports: `import { PostgresMaterializer } from ${JSON.stringify(new URL('../../src/postgres.ts', import.meta.url).href)};`,
+        create: `new PostgresMaterializer({ connection: ${JSON.stringify(postgresUrl())}, schema: ${JSON.stringify(schema)} })`,
+      },
       cleanup: async () => {
         await materializer.close();
         await dropSchema(schema);

@@ -10,8 +10,14 @@ import { type Duration, parseDuration } from '../../duration.js';
 import { FeatureStoreError } from '../../errors.js';
 import type { FeatureInfo } from '../../feature/feature.js';
 import { type ColumnSpec, type Row, tableFromColumns } from '../../frame/columns.js';
+import { featureRecordText, storedFeatureOf } from '../../materializer/feature-catalog.js';
 import { type KeySummary, KeyTracker } from '../../materializer/key-tracker.js';
-import type { Materialization, MaterializerOptions, ReadPlan } from '../../materializer/materializer.js';
+import type {
+  Materialization,
+  MaterializerOptions,
+  ReadPlan,
+  StoredFeature,
+} from '../../materializer/materializer.js';
 import { MaterializerBase, type PublishInput } from '../../materializer/materializer-base.js';
 import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
 import type { SqlQuery, SqlSource } from '../../sql/sql-query.js';
@@ -52,8 +58,8 @@ export interface DuckDBMaterializerOptions extends MaterializerOptions {
   retainReplaced?: Duration;
 }
 
-/** Catalog layout version; a later release migrates older catalogs from it. */
-export const DUCKDB_FORMAT_VERSION = 1;
+/** Catalog layout version; older catalogs are upgraded in place (see `upgradeCatalog`), newer refused. */
+export const DUCKDB_FORMAT_VERSION = 2;
 
 /** One connection used by one statement at a time, with its prepared statements. */
 class Session {
@@ -161,7 +167,7 @@ export class DuckDBMaterializer extends MaterializerBase {
     this.#seen = publicationCount(instance, this.schema);
     const result = await reader.run((c) =>
       c.runAndReadAll(
-        `SELECT id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at
+        `SELECT id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at, version, lineage
          FROM ${this.#catalog} WHERE status = 'complete'
          QUALIFY row_number() OVER (PARTITION BY feature_name, params_key ORDER BY id DESC) = 1`,
       ),
@@ -177,8 +183,27 @@ export class DuckDBMaterializer extends MaterializerBase {
         rows: Number(r.rows),
         sourceHash: r.source_hash as string,
         createdAt: r.created_at as Date,
+        version: (r.version as string | null) ?? '',
+        lineage: JSON.parse((r.lineage as string | null) ?? '{}') as Record<string, string>,
       }),
     );
+  }
+
+  protected async loadFeatures(): Promise<StoredFeature[]> {
+    const { reader } = await this.#open();
+    const result = await reader.run((c) =>
+      c.runAndReadAll(`SELECT feature_name, version, metadata, recorded_at FROM ${this.#prefix}.features`),
+    );
+    return result
+      .getRowObjectsJS()
+      .map((r) =>
+        storedFeatureOf(
+          r.feature_name as string,
+          r.version as string,
+          r.metadata as string,
+          r.recorded_at as Date,
+        ),
+      );
   }
 
   protected async publish(input: PublishInput): Promise<Materialization> {
@@ -279,8 +304,8 @@ export class DuckDBMaterializer extends MaterializerBase {
         // Every catalog text is bound, never spliced: the record goes in first, then the rest
         // of the swap rides with the commit.
         await c.run(
-          `INSERT INTO ${this.#catalog} (id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at, status)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'complete')`,
+          `INSERT INTO ${this.#catalog} (id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at, status, version, lineage)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'complete', $10, $11)`,
           [
             BigInt(id),
             input.feature.name,
@@ -291,8 +316,16 @@ export class DuckDBMaterializer extends MaterializerBase {
             BigInt(summary.rows),
             input.feature.sourceHash,
             timestampOf(createdAt.getTime()),
+            input.record.version,
+            JSON.stringify(input.record.lineage),
           ],
         );
+        await c.run(`INSERT OR REPLACE INTO ${this.#prefix}.features VALUES ($1, $2, $3, $4)`, [
+          input.feature.name,
+          input.record.version,
+          featureRecordText(input.record, key, columns),
+          timestampOf(createdAt.getTime()),
+        ]);
         finish.push('COMMIT');
         await c.run(finish.join(';\n'));
         if (countPublication(instance, this.schema) === this.#seen) this.#seen++;
@@ -311,6 +344,8 @@ export class DuckDBMaterializer extends MaterializerBase {
           rows: summary.rows,
           sourceHash: input.feature.sourceHash,
           createdAt,
+          version: input.record.version,
+          lineage: input.record.lineage,
         });
       } catch (error) {
         await c.run('ROLLBACK').catch(() => undefined); // nothing to roll back if BEGIN itself failed
@@ -503,9 +538,8 @@ export class DuckDBMaterializer extends MaterializerBase {
          )`,
       );
       await c.run(retiredTableDefinition(schema));
-      await c.run(`INSERT INTO ${schema}.meta VALUES ('format_version', $1) ON CONFLICT DO NOTHING`, [
-        String(DUCKDB_FORMAT_VERSION),
-      ]);
+      // A new catalog starts at format 1 (the layout above) and is upgraded like any other.
+      await c.run(`INSERT INTO ${schema}.meta VALUES ('format_version', '1') ON CONFLICT DO NOTHING`);
       const version = Number(
         (
           await c.runAndReadAll(`SELECT value FROM ${schema}.meta WHERE name = 'format_version'`)
@@ -517,6 +551,7 @@ export class DuckDBMaterializer extends MaterializerBase {
           `"${this.path}" holds a featurefn catalog of format ${version}, newer than this release reads (${DUCKDB_FORMAT_VERSION}). Upgrade featurefn.`,
         );
       }
+      if (version < DUCKDB_FORMAT_VERSION) await upgradeCatalog(c, schema, version);
     });
     const reader = new Session(await instance.connect());
     await writer.run(async (c) => {
@@ -538,6 +573,41 @@ export class DuckDBMaterializer extends MaterializerBase {
       await this.#dropRetired(c);
     });
     return { instance, writer, reader };
+  }
+}
+
+/**
+ * CATALOG FORMAT UPGRADES: the one place where the catalog's layout changes. Brings a catalog of
+ * format `from` to {@link DUCKDB_FORMAT_VERSION} in one transaction; every step is idempotent.
+ */
+async function upgradeCatalog(c: DuckDBConnection, schema: string, from: number): Promise<void> {
+  await c.run('BEGIN TRANSACTION');
+  try {
+    if (from < 2) {
+      // 2: each materialization's version and lineage; metadata per feature and version.
+      await c.run(`ALTER TABLE ${schema}.catalog ADD COLUMN IF NOT EXISTS version VARCHAR DEFAULT ''`);
+      await c.run(`ALTER TABLE ${schema}.catalog ADD COLUMN IF NOT EXISTS lineage VARCHAR DEFAULT '{}'`);
+      await c.run(
+        `CREATE TABLE IF NOT EXISTS ${schema}.features (
+           feature_name VARCHAR NOT NULL,
+           version VARCHAR NOT NULL,
+           metadata VARCHAR NOT NULL,
+           recorded_at TIMESTAMP NOT NULL,
+           PRIMARY KEY (feature_name, version)
+         )`,
+      );
+    }
+    await c.run(`UPDATE ${schema}.meta SET value = $1 WHERE name = 'format_version'`, [
+      String(DUCKDB_FORMAT_VERSION),
+    ]);
+    await c.run('COMMIT');
+  } catch (error) {
+    await c.run('ROLLBACK').catch(() => undefined);
+    throw new FeatureStoreError(
+      'STORE_ERROR',
+      `DuckDB could not upgrade the featurefn catalog from format ${from} to ${DUCKDB_FORMAT_VERSION}: ${String(error)}. Nothing was changed.`,
+      { cause: error },
+    );
   }
 }
 

@@ -20,7 +20,13 @@ import type { FeatureInfo } from '../../feature/feature.js';
 import type { Params } from '../../feature/params.js';
 import { formatParams } from '../../format.js';
 import { type ColumnSpec, type Row, tableFromColumns } from '../../frame/columns.js';
-import type { Materialization, MaterializerOptions, ReadPlan } from '../../materializer/materializer.js';
+import { featureRecordText, storedFeatureOf } from '../../materializer/feature-catalog.js';
+import type {
+  Materialization,
+  MaterializerOptions,
+  ReadPlan,
+  StoredFeature,
+} from '../../materializer/materializer.js';
 import { MaterializerBase, type PublishInput } from '../../materializer/materializer-base.js';
 import {
   type BoundValue,
@@ -89,8 +95,8 @@ export interface PostgresMaterializerOptions extends MaterializerOptions {
 /** Kysely's view of the store's tables: any table, any column. */
 type KyselyTables = Record<string, Record<string, unknown>>;
 
-/** Catalog layout version; a later release migrates older catalogs from it. */
-export const POSTGRES_FORMAT_VERSION = 1;
+/** Catalog layout version; older catalogs are upgraded in place (see `#upgradeCatalog`), newer refused. */
+export const POSTGRES_FORMAT_VERSION = 2;
 
 const int8Parser = (text: string): number | bigint => {
   const n = Number(text);
@@ -339,7 +345,7 @@ export class PostgresMaterializer extends MaterializerBase {
     try {
       ({ rows } = await this.#pool.query(
         `SELECT id::text AS id, feature_name, params_key, kind, key_columns, "columns", row_count::float8 AS row_count,
-                source_hash, created_at
+                source_hash, created_at, version, lineage
          FROM ${this.#catalog} WHERE status = 'complete'`,
       ));
     } catch (error) {
@@ -356,8 +362,29 @@ export class PostgresMaterializer extends MaterializerBase {
         rows: r.row_count as number,
         sourceHash: r.source_hash as string,
         createdAt: r.created_at as Date,
+        version: r.version as string,
+        lineage: r.lineage as Record<string, string>,
       }),
     );
+  }
+
+  protected async loadFeatures(): Promise<StoredFeature[]> {
+    await this.#open();
+    try {
+      const { rows } = await this.#pool.query<Record<string, unknown>>(
+        `SELECT feature_name, version, metadata::text AS metadata, recorded_at FROM ${quoteIdentifier(this.schema)}.features`,
+      );
+      return rows.map((r) =>
+        storedFeatureOf(
+          r.feature_name as string,
+          r.version as string,
+          r.metadata as string,
+          r.recorded_at as Date,
+        ),
+      );
+    } catch (error) {
+      throw this.#storeError('reading the catalog of features', error);
+    }
   }
 
   protected async publish(input: PublishInput): Promise<Materialization> {
@@ -563,8 +590,8 @@ export class PostgresMaterializer extends MaterializerBase {
     );
     const { rows: inserted } = await client.query<{ created_at: Date }>({
       text: `INSERT INTO ${this.#catalog}
-               (id, feature_name, params_key, params, source_hash, row_count, created_at, status, kind, key_columns, "columns")
-             VALUES ($1, $2, $3, $4, $5, $6, date_trunc('milliseconds', clock_timestamp()), 'complete', $7, $8, $9)
+               (id, feature_name, params_key, params, source_hash, row_count, created_at, status, kind, key_columns, "columns", version, lineage)
+             VALUES ($1, $2, $3, $4, $5, $6, date_trunc('milliseconds', clock_timestamp()), 'complete', $7, $8, $9, $10, $11)
              RETURNING created_at`,
       values: [
         id,
@@ -576,6 +603,19 @@ export class PostgresMaterializer extends MaterializerBase {
         input.kind,
         JSON.stringify(input.key),
         JSON.stringify(input.columns),
+        input.record.version,
+        JSON.stringify(input.record.lineage),
+      ],
+    });
+    await client.query({
+      text: `INSERT INTO ${quoteIdentifier(this.schema)}.features (feature_name, version, metadata, recorded_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (feature_name, version) DO UPDATE SET metadata = EXCLUDED.metadata, recorded_at = EXCLUDED.recorded_at`,
+      values: [
+        input.feature.name,
+        input.record.version,
+        featureRecordText(input.record, input.key, input.columns),
+        inserted[0]!.created_at,
       ],
     });
     // Delivered at commit, to every process listening on this schema's channel.
@@ -593,6 +633,8 @@ export class PostgresMaterializer extends MaterializerBase {
       rows,
       sourceHash: input.feature.sourceHash,
       createdAt: inserted[0]!.created_at,
+      version: input.record.version,
+      lineage: input.record.lineage,
     });
   }
 
@@ -726,6 +768,7 @@ export class PostgresMaterializer extends MaterializerBase {
             `(${POSTGRES_FORMAT_VERSION}). Upgrade featurefn.`,
         );
       }
+      if (version !== undefined && version < POSTGRES_FORMAT_VERSION) await this.#upgradeCatalog();
       await ensureRetiredTable(this.#pool, this.schema);
       await this.#listener.start();
     } catch (error) {
@@ -780,9 +823,58 @@ export class PostgresMaterializer extends MaterializerBase {
          )`,
       );
       await client.query({
+        // A new catalog starts at format 1 (the layout above) and is upgraded like any other.
         text: `INSERT INTO ${schema}.meta (name, value) VALUES ('format_version', $1) ON CONFLICT DO NOTHING`,
-        values: [String(POSTGRES_FORMAT_VERSION)],
+        values: ['1'],
       });
+      await transaction.commit();
+    } finally {
+      await transaction.end();
+    }
+  }
+
+  /**
+   * CATALOG FORMAT UPGRADES: the one place where the catalog's layout changes. Brings the schema's
+   * catalog to {@link POSTGRES_FORMAT_VERSION} in one transaction, under the schema's lock (so two
+   * processes upgrading at once do it once); every step is idempotent.
+   */
+  async #upgradeCatalog(): Promise<void> {
+    const schema = quoteIdentifier(this.schema);
+    const transaction = await Transaction.begin(await this.#pool.connect());
+    const { client } = transaction;
+    try {
+      await client.query({
+        text: 'SELECT pg_advisory_xact_lock(hashtext($1), 0)',
+        values: [`featurefn:${this.schema}`],
+      });
+      const { rows } = await client.query<{ value: string }>(
+        `SELECT value FROM ${schema}.meta WHERE name = 'format_version'`,
+      );
+      const from = Number(rows[0]!.value);
+      if (from < 2) {
+        // 2: each materialization's version and lineage; metadata per feature and version.
+        await client.query(
+          `ALTER TABLE ${this.#catalog} ADD COLUMN IF NOT EXISTS version text NOT NULL DEFAULT ''`,
+        );
+        await client.query(
+          `ALTER TABLE ${this.#catalog} ADD COLUMN IF NOT EXISTS lineage jsonb NOT NULL DEFAULT '{}'`,
+        );
+        await client.query(
+          `CREATE TABLE IF NOT EXISTS ${schema}.features (
+             feature_name text NOT NULL,
+             version text NOT NULL,
+             metadata jsonb NOT NULL,
+             recorded_at timestamptz NOT NULL,
+             PRIMARY KEY (feature_name, version)
+           )`,
+        );
+      }
+      if (from < POSTGRES_FORMAT_VERSION) {
+        await client.query({
+          text: `UPDATE ${schema}.meta SET value = $1 WHERE name = 'format_version'`,
+          values: [String(POSTGRES_FORMAT_VERSION)],
+        });
+      }
       await transaction.commit();
     } finally {
       await transaction.end();

@@ -1,0 +1,162 @@
+/**
+ * A catalog written by the previous release (format 1) is upgraded in place when the current code
+ * opens it, and still read; one newer than the code knows is refused, never misread. The format-1
+ * DDL below is copied from that release: it is the fixture, not the code's.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { FeatureStore, FeatureStoreError, Last, type Materializer } from 'featurefn';
+import { DuckDBMaterializer } from 'featurefn/duckdb';
+import { PostgresMaterializer } from 'featurefn/postgres';
+import pg from 'pg';
+import { afterEach, describe, expect, it } from 'vitest';
+import { canonicalParams } from '../../src/feature/params.js';
+import { dropSchema, postgresUrl, requirePostgres, uniqueSchema } from '../support/postgres.js';
+
+const when = new Date(Date.UTC(2001, 2, 1));
+const paramsKey = canonicalParams({ when });
+const columns = JSON.stringify([
+  { name: 'origin', type: 'string' },
+  { name: 'n', type: 'int32' },
+]);
+
+/** Reads the old record, materializes with the new code, and lists the feature's metadata. */
+async function readsAndWrites(open: () => Materializer): Promise<void> {
+  const materializer = open();
+  try {
+    const [old] = await materializer.listMaterializations('flights.departures');
+    expect(old).toMatchObject({ id: '1', rows: 2, version: '', lineage: {}, stale: undefined });
+    const store = new FeatureStore();
+    store.addDecorator(materializer.decorator);
+    const departures = store.feature(
+      { module: 'flights', entity: 'origin' },
+      async function departures(_: { when: Date }) {
+        return [{ origin: 'SFO', n: 3 }];
+      },
+    );
+    // A record from before versions: freshness unknown, served as it is.
+    store.config.onStale = 'error';
+    const rows = await store.withParams({ when: Last() }).getFeatures(departures).toArray();
+    expect(rows.sort((a, b) => String(a.origin).localeCompare(String(b.origin)))).toEqual([
+      { origin: 'LAX', n: 1 },
+      { origin: 'SFO', n: 2 },
+    ]);
+    const record = await materializer.materialize(departures, { when });
+    expect(record.version).toBe(store.versionOf(departures));
+    expect((await materializer.listFeatures()).map((f) => f.name)).toEqual(['flights.departures']);
+  } finally {
+    await materializer.close();
+  }
+  // Opening an upgraded catalog again changes nothing.
+  const again = open();
+  try {
+    expect(await again.listMaterializations('flights.departures')).toHaveLength(1);
+  } finally {
+    await again.close();
+  }
+}
+
+async function refusedAsNewer(open: () => Materializer): Promise<void> {
+  const materializer = open();
+  try {
+    const error = await materializer.listMaterializations('flights.departures').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(FeatureStoreError);
+    expect((error as FeatureStoreError).message).toMatch(/format 99, newer than this release reads/);
+  } finally {
+    await materializer.close();
+  }
+}
+
+describe('a DuckDB catalog of format 1', () => {
+  let dir: string | undefined;
+  afterEach(() => {
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function oldStore(format = '1'): Promise<string> {
+    dir = mkdtempSync(join(tmpdir(), 'featurefn-upgrade-'));
+    const path = join(dir, 'store.duckdb');
+    const instance = await DuckDBInstance.create(path);
+    const c = await instance.connect();
+    for (const sql of [
+      'CREATE SCHEMA featurefn',
+      'CREATE TABLE featurefn.meta (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)',
+      `CREATE TABLE featurefn.catalog (
+         id BIGINT PRIMARY KEY, feature_name VARCHAR NOT NULL, params_key VARCHAR NOT NULL,
+         kind VARCHAR NOT NULL, "key" VARCHAR NOT NULL, "columns" VARCHAR NOT NULL, "rows" BIGINT NOT NULL,
+         source_hash VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL, status VARCHAR NOT NULL)`,
+      'CREATE TABLE featurefn.m_1 (origin VARCHAR, n INTEGER)',
+      "INSERT INTO featurefn.m_1 VALUES ('SFO', 2), ('LAX', 1)",
+    ])
+      await c.run(sql);
+    await c.run("INSERT INTO featurefn.meta VALUES ('format_version', $1)", [format]);
+    await c.run(
+      `INSERT INTO featurefn.catalog VALUES (1, 'flights.departures', $1, 'rows', '["origin"]', $2, 2, 'abc', TIMESTAMP '2001-03-02 00:00:00', 'complete')`,
+      [paramsKey, columns],
+    );
+    c.closeSync();
+    instance.closeSync();
+    return path;
+  }
+
+  it('is upgraded in place and read', async () => {
+    const path = await oldStore();
+    await readsAndWrites(() => new DuckDBMaterializer({ path }));
+  });
+
+  it('of a newer format is refused', async () => {
+    const path = await oldStore('99');
+    await refusedAsNewer(() => new DuckDBMaterializer({ path }));
+  });
+});
+
+const server = await requirePostgres();
+
+describe.skipIf(!server.available)(`a PostgreSQL catalog of format 1${server.reason}`, () => {
+  let schema: string | undefined;
+  afterEach(async () => {
+    if (schema !== undefined) await dropSchema(schema);
+  });
+
+  async function oldSchema(format = '1'): Promise<string> {
+    schema = uniqueSchema('up');
+    const client = new pg.Client({ connectionString: postgresUrl() });
+    await client.connect();
+    try {
+      const s = `"${schema}"`;
+      await client.query(`CREATE SCHEMA ${s}`);
+      await client.query(`CREATE SEQUENCE ${s}.materialization_id`);
+      await client.query(`SELECT setval('${schema}.materialization_id', 1)`);
+      await client.query(`CREATE TABLE ${s}.meta (name text PRIMARY KEY, value text NOT NULL)`);
+      await client.query(
+        `CREATE TABLE ${s}.catalog (
+           id bigint PRIMARY KEY, feature_name text NOT NULL, params_key text NOT NULL, params jsonb NOT NULL,
+           source_hash text NOT NULL, row_count bigint NOT NULL, created_at timestamptz NOT NULL,
+           status text NOT NULL, kind text NOT NULL, key_columns jsonb NOT NULL, "columns" jsonb NOT NULL,
+           UNIQUE (feature_name, params_key))`,
+      );
+      await client.query(`CREATE TABLE ${s}.m_1 (origin text, n integer)`);
+      await client.query(`INSERT INTO ${s}.m_1 VALUES ('SFO', 2), ('LAX', 1)`);
+      await client.query(`INSERT INTO ${s}.meta VALUES ('format_version', $1)`, [format]);
+      await client.query(
+        `INSERT INTO ${s}.catalog VALUES (1, 'flights.departures', $1, '{}', 'abc', 2, '2001-03-02T00:00:00Z', 'complete', 'rows', '["origin"]', $2)`,
+        [paramsKey, columns],
+      );
+    } finally {
+      await client.end();
+    }
+    return schema;
+  }
+
+  it('is upgraded in place and read', async () => {
+    const name = await oldSchema();
+    await readsAndWrites(() => new PostgresMaterializer({ connection: postgresUrl(), schema: name }));
+  });
+
+  it('of a newer format is refused', async () => {
+    const name = await oldSchema('99');
+    await refusedAsNewer(() => new PostgresMaterializer({ connection: postgresUrl(), schema: name }));
+  });
+});

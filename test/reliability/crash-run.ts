@@ -50,6 +50,7 @@ export async function checkStore(
   spec: StoreSpec,
   confirmed: ReadonlyMap<string, bigint>,
   toRead: ReadonlySet<string>,
+  scale = 1,
 ): Promise<CheckResult> {
   const violations: string[] = [];
   const tables = await inspectStore(spec);
@@ -65,15 +66,15 @@ export async function checkStore(
     store.config.onMissing = 'error';
     // The child's functions went through tsx, these through vitest: same code, other source text.
     store.config.onStale = 'serve';
-    const features = registerWorkload(store);
+    const features = registerWorkload(store, scale);
     store.addDecorator(materializer.decorator);
     for (const name of ['alpha', 'beta'] as const) {
       for (const record of await materializer.listMaterializations(features[name])) {
         const day = dayOf(record.params.when);
         present.set(pairOf(name, day), BigInt(record.id));
-        if (record.rows !== rowCount(day))
+        if (record.rows !== rowCount(day, scale))
           violations.push(
-            `${pairOf(name, day)} id ${record.id} has ${record.rows} rows, not ${rowCount(day)}`,
+            `${pairOf(name, day)} id ${record.id} has ${record.rows} rows, not ${rowCount(day, scale)}`,
           );
       }
     }
@@ -90,7 +91,7 @@ export async function checkStore(
         .getFeatures(features[name])
         .toArray();
       reads++;
-      if (checksumOf(name, rows) !== expectedChecksum(name, day))
+      if (checksumOf(name, rows) !== expectedChecksum(name, day, scale))
         violations.push(`${pair} id ${present.get(pair)} reads back ${rows.length} rows that differ`);
     }
     const both = DAYS.map((_, day) => day).filter(
@@ -110,7 +111,7 @@ export async function checkStore(
       const latest = Math.max(...both);
       const day = rows[0] === undefined ? -1 : dayOf(rows[0].when);
       if (day !== latest) violations.push(`Last() resolved to day ${day}, not ${latest}`);
-      else if (checksumOf('join', rows) !== expectedJoinChecksum(day))
+      else if (checksumOf('join', rows) !== expectedJoinChecksum(day, scale))
         violations.push(`Last() read of day ${day} (${rows.length} rows) differs from what was published`);
     }
   } catch (error) {

@@ -5,7 +5,7 @@
  * Usage: node --import tsx crash-writer.ts '<StoreSpec as JSON>' <first day> <publications> [scale]
  * - `{"ready":true}` once imports are done (before the store is opened);
  * - `{"begin":"alpha","day":2}` before each `materialize`;
- * - `{"confirmed":"alpha","day":2,"id":"17","rows":120000}` once it resolved;
+ * - `{"confirmed":"alpha","day":2,"id":"17","rows":120000,"at":<ms>}` once it resolved;
  * - `{"done":true}` after `<publications>` of them (`0`: never stop), then it exits 0.
  * It cycles through (alpha, day), (beta, day), (alpha, day + 1)… from `<first day>`.
  */
@@ -25,7 +25,7 @@ for (let i = 0; total === 0 || i < total; i++) {
   const name = i % 2 === 0 ? 'alpha' : 'beta';
   say({ begin: name, day });
   const record = await materializer.materialize(features[name], { when: whenOf(day) });
-  say({ confirmed: name, day, id: record.id, rows: record.rows });
+  say({ confirmed: name, day, id: record.id, rows: record.rows, at: Date.now() });
 }
 await materializer.close();
 say({ done: true });

@@ -13,7 +13,7 @@ import { checkStore } from './crash-run.js';
 import type { ReaderFigures } from './last-reader.js';
 import { DAYS, type StoreSpec } from './workload.js';
 
-const SCALE = 0.1; // 5,000 to 13,000 rows a result: many publications in a few seconds
+const SCALE = 0.1; // 5,000 to 11,000 rows a result: many publications in a few seconds
 const pg = await requirePostgres();
 
 /** When both features were first confirmed at `day` (ms since the epoch). */

@@ -1,5 +1,5 @@
 /**
- * Crash injection on the DuckDB store: a process materializing 50,000 to 130,000-row results into a
+ * Crash injection on the DuckDB store: a process materializing 50,000 to 110,000-row results into a
  * file is SIGKILLed at 50 seeded random moments; after each kill a new process opens the file and
  * finds every confirmed publication whole, nothing partial, no orphan table, and publishes again.
  */
@@ -23,7 +23,6 @@ describe('crash injection: DuckDB file', () => {
       {
         runs: RUNS,
         seed: 9_100,
-        maxDelayMs: 2_000,
       },
     );
     report('crash injection, DuckDB', { ...figures, fileMB: (statSync(path).size / 2 ** 20).toFixed(1) });

@@ -134,18 +134,21 @@ export type CrashFigures = {
   reads: number;
   /** Runs after a crash whose child went on to confirm a publication (the re-run succeeds). */
   rerunsConfirmed: number;
+  /** Mean time of one publication (begin to confirmation). */
+  meanPublicationMs: number;
   violations: number;
 };
 
 /**
- * `runs` times: starts the writer child on `spec` from a seeded day, kills it after a seeded delay
- * (0 to `maxDelayMs` after its imports), waits for its database sessions to end, and checks the
+ * `runs` times: starts the writer child on `spec` from a seeded day, kills it during or just after
+ * one of its first three publications (a seeded fraction, 0 to 1.3, of the mean publication time,
+ * after it began), waits for its database sessions to end, and checks the
  * store. Then one last child materializes every pair to the end, and everything is read back.
  * Stops at the first run with a violation; the returned `violations` say which run and why.
  */
 export async function crashRuns(
   spec: StoreSpec,
-  options: { runs: number; seed: number; maxDelayMs: number },
+  options: { runs: number; seed: number },
 ): Promise<{ figures: CrashFigures; violations: string[] }> {
   const confirmed = new Map<string, bigint>();
   const figures: CrashFigures = {
@@ -156,6 +159,7 @@ export async function crashRuns(
     committedUnconfirmed: 0,
     reads: 0,
     rerunsConfirmed: 0,
+    meanPublicationMs: 0,
     violations: 0,
   };
   const childSpec = (run: number): StoreSpec =>
@@ -175,13 +179,20 @@ export async function crashRuns(
     return inFlight;
   };
 
+  // Mean time of one publication so far: kill points are drawn as a fraction of it, so that they
+  // spread over every phase of a publication however loaded the machine is.
+  let publicationMs = 1_000;
+  let publications = 0;
   for (let run = 0; run < options.runs; run++) {
     const random = seeded(options.seed + run);
     const first = random.int(0, DAYS.length - 1);
-    const delay = random.int(0, options.maxDelayMs);
-    const where = `run ${run} (seed ${options.seed + run}, first day ${first}, killed ${delay} ms after start)`;
+    const target = random.int(0, 2);
+    const fraction = random.float(0, 1.3);
+    const delay = Math.round(fraction * publicationMs);
+    const where = `run ${run} (seed ${options.seed + run}, first day ${first}, killed ${delay} ms into publication ${target})`;
     const child = startChild('crash-writer.ts', [JSON.stringify(childSpec(run)), String(first), '0']);
-    await child.line((l) => l.ready === true);
+    let begun = 0;
+    await child.line((l) => l.begin !== undefined && begun++ === target);
     await Promise.race([sleep(delay), child.exited]);
     if (child.process.exitCode !== null)
       return { figures, violations: [`${where}: the writer failed on its own: ${child.stderr()}`] };
@@ -189,17 +200,20 @@ export async function crashRuns(
     figures.runs++;
     figures.kills++;
     if (spec.engine === 'postgres') await backendsGone(appOf(spec.schema, run));
+    for (const [i, line] of child.lines.entries()) {
+      const next = child.lines[i + 1];
+      if (line.begin === undefined || next?.confirmed === undefined) continue;
+      publicationMs += ((next.at as number) - (line.at as number) - publicationMs) / ++publications;
+    }
+    figures.meanPublicationMs = Math.round(publicationMs);
     const touched = new Set<string>();
     const before = figures.confirmed;
     const inFlight = absorb(child, touched);
     if (run > 0 && figures.confirmed > before) figures.rerunsConfirmed++;
-    // Read back the last publication this run confirmed and the one it was killed in (to bound
-    // the time, the others only have their records checked; the final run reads everything).
-    const toRead = new Set([...touched].slice(-1));
-    if (inFlight !== undefined) {
-      figures.killsMidPublication++;
-      toRead.add(inFlight);
-    }
+    // Read back the publication it was killed in, else the last it confirmed (to bound the time,
+    // the others only have their records checked; the final run reads everything back).
+    const toRead = new Set(inFlight === undefined ? [...touched].slice(-1) : [inFlight]);
+    if (inFlight !== undefined) figures.killsMidPublication++;
     const previous = inFlight === undefined ? undefined : confirmed.get(inFlight);
     const result = await checkStore(spec, confirmed, toRead);
     figures.reads += result.reads;

@@ -4,7 +4,7 @@
  * anywhere and then check what it confirmed.
  * Usage: node --import tsx crash-writer.ts '<StoreSpec as JSON>' <first day> <publications> [scale]
  * - `{"ready":true}` once imports are done (before the store is opened);
- * - `{"begin":"alpha","day":2}` before each `materialize`;
+ * - `{"begin":"alpha","day":2,"at":<ms>}` before each `materialize`;
  * - `{"confirmed":"alpha","day":2,"id":"17","rows":120000,"at":<ms>}` once it resolved;
  * - `{"done":true}` after `<publications>` of them (`0`: never stop), then it exits 0.
  * It cycles through (alpha, day), (beta, day), (alpha, day + 1)… from `<first day>`.
@@ -23,7 +23,7 @@ const total = Number(count);
 for (let i = 0; total === 0 || i < total; i++) {
   const day = (Number(first) + Math.floor(i / 2)) % DAYS.length;
   const name = i % 2 === 0 ? 'alpha' : 'beta';
-  say({ begin: name, day });
+  say({ begin: name, day, at: Date.now() });
   const record = await materializer.materialize(features[name], { when: whenOf(day) });
   say({ confirmed: name, day, id: record.id, rows: record.rows, at: Date.now() });
 }

@@ -1,6 +1,6 @@
 /**
  * The workload the crash, fault and concurrency tests share: two features over the same keys whose
- * results are seeded synthetic data, a pure function of the feature and `when` (50,000 to 130,000
+ * results are seeded synthetic data, a pure function of the feature and `when` (50,000 to 110,000
  * rows), so any process can tell what a publication must hold and check what it reads against it.
  */
 import { createHash } from 'node:crypto';
@@ -12,7 +12,7 @@ import { seeded } from '../support/seeded.js';
 export const DAYS = ['2001-01-01', '2001-01-02', '2001-01-03', '2001-01-04', '2001-01-05', '2001-01-06'];
 
 /** Rows of each day's results, so some loads are long, and some reach DuckDB's index threshold. */
-const ROWS = [50_000, 70_000, 110_000, 50_000, 130_000, 60_000];
+const ROWS = [50_000, 60_000, 110_000, 50_000, 80_000, 50_000];
 
 /** Where the store is: a DuckDB file, or a PostgreSQL schema (`app` names the child's connections). */
 export type StoreSpec =

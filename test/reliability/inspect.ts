@@ -3,6 +3,7 @@
  * materializer cannot tidy it up first: its tables, catalog records and retired ids.
  */
 import { DuckDBInstance } from '@duckdb/node-api';
+import pg from 'pg';
 import { adminClient } from '../support/postgres.js';
 import type { StoreSpec } from './workload.js';
 
@@ -43,7 +44,7 @@ export function duplicateRecords({ catalog }: StoreTables): string[] {
 
 /** Reads the store's tables, catalog and retired ids (empty when the store was never created). */
 export async function inspectStore(spec: StoreSpec): Promise<StoreTables> {
-  return spec.engine === 'duckdb' ? inspectDuckDB(spec.path) : inspectPostgres(spec.schema);
+  return spec.engine === 'duckdb' ? inspectDuckDB(spec.path) : inspectPostgres(spec.url, spec.schema);
 }
 
 async function inspectDuckDB(path: string): Promise<StoreTables> {
@@ -71,8 +72,9 @@ async function inspectDuckDB(path: string): Promise<StoreTables> {
   }
 }
 
-async function inspectPostgres(schema: string): Promise<StoreTables> {
-  const client = await adminClient();
+async function inspectPostgres(url: string, schema: string): Promise<StoreTables> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
   try {
     const { rows: tables } = await client.query<{ name: string }>({
       text: 'SELECT tablename AS name FROM pg_tables WHERE schemaname = $1 ORDER BY 1',

@@ -4,13 +4,14 @@
  * FeatureStoreError that says the connection was lost (never a raw pg error); later calls recover
  * on new connections; nothing published is lost or altered, and no table is left behind.
  */
-import { FeatureStore, FeatureStoreError, Last, type Materializer } from 'featurefn';
+import { FeatureStore, type FeatureStoreError, Last, type Materializer } from 'featurefn';
 import { PostgresMaterializer } from 'featurefn/postgres';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adminClient, dropSchema, postgresUrl, requirePostgres, uniqueSchema } from '../support/postgres.js';
 import { seeded } from '../support/seeded.js';
 import { report, sleep } from './children.js';
+import { checkFailure, printSamples } from './failures.js';
 import { inspectStore, orphans } from './inspect.js';
 import {
   checksumOf,
@@ -23,22 +24,6 @@ import {
 
 const server = await requirePostgres();
 const SEED = 9_300;
-/** Distinct failure messages (digits masked), printed once for RELIABILITY.md. */
-const samples = new Set<string>();
-
-/** A clear error for a lost connection: ours, with a code, saying what happened, not kilobytes long. */
-function checkFailure(error: unknown, problems: string[]): void {
-  if (error instanceof Error) samples.add(error.message.replace(/\d+/g, 'N').slice(0, 240));
-  if (!(error instanceof FeatureStoreError)) {
-    problems.push(`raw error: ${String(error).slice(0, 300)}`);
-  } else if (
-    error.code !== 'STORE_ERROR' ||
-    !/connection|server/.test(error.message) ||
-    error.message.length > 1_000
-  ) {
-    problems.push(`unclear error ${error.code}: ${error.message.slice(0, 300)}`);
-  }
-}
 
 describe.skipIf(!server.available)(`PostgreSQL faults: backends terminated${server.reason}`, () => {
   const schema = uniqueSchema('faults');
@@ -58,8 +43,7 @@ describe.skipIf(!server.available)(`PostgreSQL faults: backends terminated${serv
     });
   });
   afterAll(async () => {
-    for (const sample of samples)
-      process.stdout.write(`[reliability] PostgreSQL faults, an error seen: ${sample}\n`);
+    printSamples('PostgreSQL faults');
     await materializer.close();
     await admin.end();
     await dropSchema(schema);

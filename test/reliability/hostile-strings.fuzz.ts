@@ -7,6 +7,7 @@
 import fc from 'fast-check';
 import { FeatureStore, FeatureStoreError, type Materializer } from 'featurefn';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { report } from './children.js';
 import { stores } from './stores.js';
 
 const SEED = 20260101;
@@ -45,14 +46,19 @@ for (const [name, available, factory] of stores) {
       await cleanup();
     });
 
+    const figures = { inputs: 0, storedExactly: 0, refused: 0 };
     const exactOrRefused = async (run: () => Promise<void>) => {
+      figures.inputs++;
       try {
         await run();
+        figures.storedExactly++;
       } catch (error) {
         if (!(error instanceof FeatureStoreError)) throw error;
         expect(error.message.length).toBeLessThan(1200);
+        figures.refused++;
       }
     };
+    afterAll(() => report(`hostile strings, ${name}`, figures));
 
     it('parameter values, key values and string values: stored exactly or refused', async () => {
       await fc.assert(

@@ -12,7 +12,7 @@ import { seeded } from '../support/seeded.js';
 export const DAYS = ['2001-01-01', '2001-01-02', '2001-01-03', '2001-01-04', '2001-01-05', '2001-01-06'];
 
 /** Rows of each day's results, so some loads are long, and some reach DuckDB's index threshold. */
-const ROWS = [50_000, 60_000, 110_000, 50_000, 80_000, 50_000];
+const ROWS = [50_000, 50_000, 110_000, 50_000, 60_000, 50_000];
 
 /** Where the store is: a DuckDB file, or a PostgreSQL schema (`app` names the child's connections). */
 export type StoreSpec =

@@ -28,5 +28,5 @@ describe('crash injection: DuckDB file', () => {
     report('crash injection, DuckDB', { ...figures, fileMB: (statSync(path).size / 2 ** 20).toFixed(1) });
     expect(violations).toEqual([]);
     expect(figures.kills).toBe(RUNS);
-  }, 1_200_000); // a guard against a hang: about 4 minutes on an idle 2-core machine
+  }, 1_200_000); // a guard against a hang, not a time budget
 });

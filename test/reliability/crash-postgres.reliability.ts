@@ -24,5 +24,5 @@ describe.skipIf(!pg.available)(`crash injection: PostgreSQL schema${pg.reason}`,
     report('crash injection, PostgreSQL', figures);
     expect(violations).toEqual([]);
     expect(figures.kills).toBe(RUNS);
-  }, 1_200_000); // a guard against a hang: about 4 minutes on an idle 2-core machine
+  }, 1_200_000); // a guard against a hang, not a time budget
 });

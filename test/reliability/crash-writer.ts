@@ -6,10 +6,12 @@
  * - `{"ready":true}` once imports are done (before the store is opened);
  * - `{"begin":"alpha","day":2,"at":<ms>}` before each `materialize`;
  * - `{"confirmed":"alpha","day":2,"id":"17","rows":120000,"at":<ms>}` once it resolved;
+ * - `{"failed":"alpha","day":2,"code":"STORE_ERROR","message":"…"}` when the database failed it
+ *   with a FeatureStoreError (tried again, three times at most);
  * - `{"done":true}` after `<publications>` of them (`0`: never stop), then it exits 0.
  * It cycles through (alpha, day), (beta, day), (alpha, day + 1)… from `<first day>`.
  */
-import { FeatureStore } from 'featurefn';
+import { FeatureStore, FeatureStoreError, type Materialization } from 'featurefn';
 import { DAYS, openStore, registerWorkload, type StoreSpec, whenOf } from './workload.js';
 
 const [spec, first, count, scale] = process.argv.slice(2) as [string, string, string, string | undefined];
@@ -24,7 +26,17 @@ for (let i = 0; total === 0 || i < total; i++) {
   const day = (Number(first) + Math.floor(i / 2)) % DAYS.length;
   const name = i % 2 === 0 ? 'alpha' : 'beta';
   say({ begin: name, day, at: Date.now() });
-  const record = await materializer.materialize(features[name], { when: whenOf(day) });
+  let record: Materialization | undefined;
+  for (let attempt = 1; record === undefined; attempt++) {
+    try {
+      record = await materializer.materialize(features[name], { when: whenOf(day) });
+    } catch (error) {
+      // The database may fail a publication (a shared server out of locks, say): it must say so
+      // with a FeatureStoreError and store nothing; the parent checks both. Then try again.
+      if (!(error instanceof FeatureStoreError) || attempt === 3) throw error;
+      say({ failed: name, day, code: error.code, message: error.message.slice(0, 300) });
+    }
+  }
   say({ confirmed: name, day, id: record.id, rows: record.rows, at: Date.now() });
 }
 await materializer.close();

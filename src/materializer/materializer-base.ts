@@ -37,6 +37,8 @@ import type {
 
 /** How many times a read is planned again when the tables it was planned on were replaced. */
 const REPLACED_READ_ATTEMPTS = 5;
+/** Errors of a resolution that a publication since the catalog was loaded could answer. */
+const NOTHING_YET: ReadonlySet<string> = new Set(['NO_CONSISTENT_MATERIALIZATION', 'TOO_OLD']);
 /** Resolutions kept between catalog changes. */
 const MAX_RESOLUTIONS = 1000;
 
@@ -75,6 +77,8 @@ export abstract class MaterializerBase implements Materializer {
   #lastResolution:
     | { features: readonly string[]; held: HeldSpec; resolved: ResolvedSources | undefined }
     | undefined;
+  /** Catalog loads started so far: tells a resolution whether it saw the store or memory. */
+  #loads = 0;
   #closed = false;
   readonly #timeout: Duration | undefined;
 
@@ -293,14 +297,18 @@ export abstract class MaterializerBase implements Materializer {
       this.#lastResolution = { features, held: holdSpec(spec), resolved };
       return resolved;
     }
-    const catalogs = await Promise.all(features.map((feature) => this.#byFeature(feature)));
-    const resolved = resolvedSources(
-      resolveParams(
-        spec,
-        catalogs.map((materializations, i) => ({ feature: features[i]!, materializations })),
-      ),
-      catalogs,
-    );
+    const loads = this.#loads;
+    let resolved: ResolvedSources | undefined;
+    try {
+      resolved = await this.#resolve(features, spec);
+    } catch (error) {
+      if (!(error instanceof FeatureStoreError) || !NOTHING_YET.has(error.code) || this.#loads !== loads)
+        throw error;
+      // Found nothing in a catalog held in memory: ask the store itself before saying so. A reader
+      // retrying in a loop that does no other I/O would otherwise never hear of a publication.
+      this.invalidate();
+      return this.#resolve(features, spec);
+    }
     if (version === this.#version) {
       // Exact values in specs are unbounded; a busy reader keeps only the recent ones.
       if (this.#resolutions.size >= MAX_RESOLUTIONS) this.#resolutions.clear();
@@ -308,6 +316,17 @@ export abstract class MaterializerBase implements Materializer {
       this.#lastResolution = { features, held: holdSpec(spec), resolved };
     }
     return resolved;
+  }
+
+  async #resolve(features: readonly string[], spec: ParamSpec): Promise<ResolvedSources | undefined> {
+    const catalogs = await Promise.all(features.map((feature) => this.#byFeature(feature)));
+    return resolvedSources(
+      resolveParams(
+        spec,
+        catalogs.map((materializations, i) => ({ feature: features[i]!, materializations })),
+      ),
+      catalogs,
+    );
   }
 
   /** @internal */
@@ -572,6 +591,7 @@ export abstract class MaterializerBase implements Materializer {
   async #byFeature(feature: string): Promise<readonly Materialization[]> {
     this.assertOpen();
     if (this.#catalog === undefined) {
+      this.#loads++;
       const loading = this.loadCatalog().then(groupByFeature);
       this.#catalog = loading;
       loading.catch(() => {
@@ -580,6 +600,24 @@ export abstract class MaterializerBase implements Materializer {
     }
     return (await this.#catalog).get(feature) ?? [];
   }
+}
+
+/**
+ * `schema` if a store can keep its tables there; else refuses it with `INVALID_SCHEMA` (an empty
+ * name, or one with a NUL, which no database can name). @internal
+ */
+export function checkSchemaName(schema: unknown, store: string): string {
+  if (typeof schema === 'string' && schema.length > 0 && !schema.includes('\u0000')) return schema;
+  throw new FeatureStoreError(
+    'INVALID_SCHEMA',
+    `the ${store} store cannot use the schema name ${describeValue(schema)}: ` +
+      (typeof schema !== 'string'
+        ? 'it must be a string.'
+        : schema.length === 0
+          ? 'it is empty. Give a name such as "featurefn".'
+          : 'it contains a NUL character, which no schema name can hold. Remove it.'),
+    { details: { schema } },
+  );
 }
 
 /** The version, lineage and metadata of the run that just computed `feature`. */

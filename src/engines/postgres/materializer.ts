@@ -27,7 +27,11 @@ import type {
   ReadPlan,
   StoredFeature,
 } from '../../materializer/materializer.js';
-import { MaterializerBase, type PublishInput } from '../../materializer/materializer-base.js';
+import {
+  checkSchemaName,
+  MaterializerBase,
+  type PublishInput,
+} from '../../materializer/materializer-base.js';
 import {
   type BoundValue,
   type CompiledQuery,
@@ -215,12 +219,12 @@ export class PostgresMaterializer extends MaterializerBase {
         'PostgresMaterializer needs a connection: a URL such as "postgres://user@host:5432/db", a pg PoolConfig or a pg Pool.',
       );
     }
-    this.schema = options.schema ?? 'featurefn';
+    this.schema = checkSchemaName(options.schema ?? 'featurefn', 'PostgreSQL');
     this.#maxPrepared = options.maxPreparedStatements ?? 200;
     this.#retainMs = parseDuration(options.retainReplaced ?? '10 minutes', 'retainReplaced');
-    if (this.schema.length === 0 || Buffer.byteLength(this.schema) > MAX_IDENTIFIER_BYTES) {
+    if (Buffer.byteLength(this.schema) > MAX_IDENTIFIER_BYTES) {
       throw new FeatureStoreError(
-        'STORE_ERROR',
+        'INVALID_SCHEMA',
         `the schema name "${this.schema}" must be 1 to ${MAX_IDENTIFIER_BYTES} bytes long, as PostgreSQL names are.`,
       );
     }

@@ -75,6 +75,8 @@ export type MaterializerFactory = () => Promise<{
   materializer: Materializer;
   cleanup(): Promise<void>;
   elsewhere?: { readonly imports: string; readonly create: string };
+  /** Another materializer on the same store (closed by the caller), for a store two can share. */
+  another?: () => Materializer;
 }>;
 
 const day = (d: number) => new Date(Date.UTC(2001, 2, d));
@@ -116,13 +118,14 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
     let materializer: Materializer;
     let cleanup: () => Promise<void>;
     let elsewhere: { readonly imports: string; readonly create: string } | undefined;
+    let another: (() => Materializer) | undefined;
     let store: FeatureStore;
     let calls: Record<string, number>;
     let departures: Feature<(p: { when: Date }) => Promise<{ origin: string; departures: number }[]>>;
     let meanDelay: Feature<(p: { when: Date }) => Promise<{ origin: string; mean_delay: number }[]>>;
 
     beforeEach(async () => {
-      ({ materializer, cleanup, elsewhere } = await factory());
+      ({ materializer, cleanup, elsewhere, another } = await factory());
       store = new FeatureStore();
       calls = {};
       const count = (n: string) => {
@@ -147,6 +150,51 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
 
     afterEach(async () => {
       await cleanup();
+    });
+
+    describe('a cold catalog', () => {
+      it('lets a reader retrying Last() in a tight loop see a publication made after its first try', async () => {
+        if (another === undefined && elsewhere === undefined) return; // in memory: no other store reaches it
+        store.config.onStale = 'serve'; // the other writer's code is another version
+        const read = () => store.withParams({ when: Last() }).getFeatures(departures).toArray();
+        await expect(read()).rejects.toMatchObject({ code: 'NO_CONSISTENT_MATERIALIZATION' });
+        let published: number;
+        if (another !== undefined) {
+          const writer = another();
+          try {
+            published = (await writer.materialize(departures, { when: day(2) })).rows;
+          } finally {
+            await writer.close();
+          }
+        } else {
+          // Another process, run synchronously: this process reads nothing meanwhile, so a
+          // notification of the publication can only be read by a later read's own I/O.
+          published = Number(
+            await runElsewhere(
+              elsewhere!,
+              "import { FeatureStore } from 'featurefn';\n" +
+                'const store = new FeatureStore();\n' +
+                "const f = store.feature({ module: 'flights', entity: 'origin' }, async function departures(_: { when: Date }) {\n" +
+                "  return [{ origin: 'SFO', departures: 1 }, { origin: 'LAX', departures: 2 }];\n" +
+                '});\n' +
+                'console.log((await m.materialize(f, { when: new Date(Date.UTC(2001, 2, 2)) })).rows);\n',
+            ),
+          );
+        }
+        // No I/O between tries: only the read itself may ask the store.
+        let rows: Row[] | undefined;
+        let failures = 0;
+        while (rows === undefined && failures < 200) {
+          try {
+            rows = await read();
+          } catch (error) {
+            if ((error as FeatureStoreError).code !== 'NO_CONSISTENT_MATERIALIZATION') throw error;
+            failures++;
+          }
+        }
+        expect(failures).toBe(0);
+        expect(rows).toHaveLength(published);
+      });
     });
 
     describe('materialize and list', () => {
@@ -1376,6 +1424,34 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
       }, 120_000); // a tsx process starting on a loaded machine
     });
   });
+}
+
+/**
+ * Runs `body` in another process, synchronously, with `m` a materializer made by `elsewhere` (closed
+ * after `body`); resolves to what it printed.
+ */
+async function runElsewhere(
+  elsewhere: { readonly imports: string; readonly create: string },
+  body: string,
+): Promise<string> {
+  const { execFileSync } = await import('node:child_process');
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { fileURLToPath } = await import('node:url');
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const dir = mkdtempSync(join(root, 'node_modules', '.featurefn-writer-'));
+  try {
+    const script = join(dir, 'writer.mts');
+    const featurefn = JSON.stringify(new URL('../../src/index.ts', import.meta.url).href);
+    writeFileSync(
+      script,
+      `${elsewhere.imports}\n${body.replaceAll("from 'featurefn'", `from ${featurefn}`).replace(/^/, `const m = ${elsewhere.create};\n`)}` +
+        'await m.close();\n',
+    );
+    return execFileSync(join(root, 'node_modules/.bin/tsx'), [script], { encoding: 'utf8' }).trim();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 const byId = (a: Row, b: Row) => String(a.id).localeCompare(String(b.id));

@@ -356,6 +356,7 @@ export class DuckDBMaterializer extends MaterializerBase {
         const table = `${this.#prefix}.${quoteIdentifier(name)}`;
         const { columns, key, summary: streamed } = await load(c, name, table);
         const summary = streamed ?? (await this.#keySummary(c, table, key));
+        this.checkRows(input, summary.rows);
         if (summary.nulls > 0) throw this.nullKeyError({ ...input, key }, summary.nulls);
         if (summary.duplicate !== undefined)
           throw this.duplicateKeyError({ ...input, key }, summary.duplicate);
@@ -430,6 +431,31 @@ export class DuckDBMaterializer extends MaterializerBase {
         );
       }
     });
+  }
+
+  protected async retire(records: readonly Materialization[]): Promise<string[]> {
+    const { instance, writer } = await this.#open();
+    const ids = records.map((r) => BigInt(r.id));
+    const removed = await this.#guard('retiring materializations', () =>
+      writer.run(async (c) => {
+        try {
+          // Ids are the store's own numbers, never user input.
+          const deleted = await c.runAndReadAll(
+            `BEGIN TRANSACTION; DELETE FROM ${this.#catalog} WHERE id IN (${ids.join(', ')}) RETURNING CAST(id AS VARCHAR)`,
+          );
+          const gone = deleted.getRows().map(([id]) => String(id));
+          const finish = gone.length > 0 ? [retireStatement(this.#prefix, gone, Date.now())] : [];
+          await c.run([...finish, 'COMMIT'].join(';\n'));
+          return gone;
+        } catch (error) {
+          await c.run('ROLLBACK').catch(() => undefined);
+          throw error;
+        }
+      }),
+    );
+    // Other stores on this instance plan their next reads again (see `publicationCount`).
+    if (removed.length > 0) countPublication(instance, this.schema);
+    return removed;
   }
 
   /** Counts rows, null keys and duplicated keys of a stored table, in one scan (and one more for a duplicate). */

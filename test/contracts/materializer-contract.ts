@@ -197,6 +197,125 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
       });
     });
 
+    describe('no silent loss of a column', () => {
+      const shapes: Record<number, Row[]> = {
+        1: [{ origin: 'SFO', n: 1, label: 'a' }],
+        2: [],
+        3: [{ origin: 'SFO', n: 3 }],
+        4: [{ origin: 'SFO', n: 4, label: 5 }],
+      };
+      let shaped: Feature<(p: { when: Date }) => Promise<Row[]>>;
+      beforeEach(() => {
+        shaped = store.feature(
+          { module: 'shapes', entity: 'origin' },
+          async function shaped({ when }: { when: Date }) {
+            return shapes[when.getUTCDate()]!;
+          },
+        );
+      });
+      const last = () => store.withParams({ when: Last() }).getFeatures(shaped).toArray();
+
+      it('refuses a result with no rows with EMPTY_RESULT, storing nothing', async () => {
+        await materializer.materialize(shaped, { when: day(1) });
+        const error = await materializer.materialize(shaped, { when: day(2) }).catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(FeatureStoreError);
+        expect((error as FeatureStoreError).code).toBe('EMPTY_RESULT');
+        expect((error as FeatureStoreError).message).toMatch(/allowEmpty/);
+        expect((await materializer.listMaterializations(shaped)).map((m) => m.params.when)).toEqual([day(1)]);
+        expect(await last()).toEqual([{ origin: 'SFO', n: 1, label: 'a' }]);
+      });
+
+      it('stores an empty result when allowed, with the columns the feature had, and Last() keeps them', async () => {
+        await materializer.materialize(shaped, { when: day(1) });
+        const record = await materializer.materialize(shaped, { when: day(2) }, { allowEmpty: true });
+        expect(record.rows).toBe(0);
+        expect(record.columns.map((c) => c.name)).toEqual(['origin', 'n', 'label']);
+        expect(await last()).toEqual([]);
+        const arrow = await store.withParams({ when: Last() }).getFeatures(shaped).toArrow();
+        expect(arrow.schema.fields.map((f) => f.name)).toEqual(['origin', 'n', 'label']);
+      });
+
+      it('refuses changed value columns with COLUMNS_CHANGED naming them, storing nothing', async () => {
+        await materializer.materialize(shaped, { when: day(1) });
+        for (const [d, pattern] of [
+          [3, /column "label" \(string\) is missing/],
+          [4, /column "label" was string and is now/],
+        ] as const) {
+          const error = await materializer.materialize(shaped, { when: day(d) }).catch((e: unknown) => e);
+          expect((error as FeatureStoreError).code).toBe('COLUMNS_CHANGED');
+          expect((error as FeatureStoreError).message).toMatch(pattern);
+        }
+        expect((await materializer.listMaterializations(shaped)).length).toBe(1);
+      });
+
+      it('stores changed columns when allowed, and reads give every column, as nulls where one lacks it', async () => {
+        await materializer.materialize(shaped, { when: day(1) });
+        await materializer.materialize(shaped, { when: day(3) }, { allowColumnChange: true });
+        expect(await last()).toEqual([{ origin: 'SFO', n: 3, label: null }]);
+        expect(
+          await store.withParams({ when: Last() }).getFeatures(shaped).filter({ label: null }).toArray(),
+        ).toEqual([{ origin: 'SFO', n: 3, label: null }]);
+        expect(
+          await store
+            .withParams({ when: day(1) })
+            .getFeatures(shaped)
+            .toArray(),
+        ).toEqual([{ origin: 'SFO', n: 1, label: 'a' }]);
+      });
+    });
+
+    describe('unpublish and prune', () => {
+      it('unpublish(id) retires a publication, so Last() moves back, and returns it', async () => {
+        await materializer.materialize(departures, { when: day(1) });
+        const bad = await materializer.materialize(departures, { when: day(2) });
+        const read = () => store.withParams({ when: Last() }).getFeatures(departures).toArray();
+        expect((await read()).length).toBe(countByOrigin(day(2)).length);
+        expect((await materializer.unpublish(bad.id))?.id).toBe(bad.id);
+        expect((await read()).sort(byOrigin)).toEqual(countByOrigin(day(1)).sort(byOrigin));
+        expect((await materializer.listMaterializations(departures)).map((m) => m.params.when)).toEqual([
+          day(1),
+        ]);
+        expect(await materializer.unpublish(bad.id)).toBeUndefined();
+        expect(await materializer.unpublish('987654321')).toBeUndefined();
+      });
+
+      it('keeps a read planned before an unpublish whole', async () => {
+        await materializer.materialize(departures, { when: day(1) });
+        const record = await materializer.materialize(departures, { when: day(2) });
+        const frame = store.withParams({ when: day(2) }).getFeatures(departures);
+        expect((await frame.toArray()).length).toBe(record.rows);
+        await materializer.unpublish(record.id);
+        // Its table is kept for retainReplaced: a read already resolved to it still finishes.
+        const plan = {
+          sources: [{ feature: departures.info, materialization: record }],
+          query: { kind: 'source', feature: departures.info.name },
+        };
+        expect((await materializer.read(plan as never, 'rows')).length).toBe(record.rows);
+      });
+
+      it('prune keeps the newest per feature and other parameters, and what is younger than olderThan', async () => {
+        for (const d of [1, 2, 3, 4]) await materializer.materialize(departures, { when: day(d) });
+        for (const d of [1, 2]) await materializer.materialize(meanDelay, { when: day(d) });
+        expect(await materializer.prune({ keep: 2, olderThan: '1 hour' })).toEqual([]);
+        const retired = await materializer.prune({ keep: 2 });
+        expect(retired.map((m) => [m.featureName, m.params.when])).toEqual([
+          ['flights.departures', day(1)],
+          ['flights.departures', day(2)],
+        ]);
+        expect((await materializer.listMaterializations(departures)).map((m) => m.params.when)).toEqual([
+          day(3),
+          day(4),
+        ]);
+        expect((await materializer.listMaterializations(meanDelay)).length).toBe(2);
+        expect((await store.withParams({ when: Last() }).getFeatures(departures).toArray()).length).toBe(
+          countByOrigin(day(4)).length,
+        );
+        expect(await materializer.prune({ keep: 2 })).toEqual([]);
+        const error = await materializer.prune({ keep: -1 }).catch((e: unknown) => e);
+        expect((error as FeatureStoreError).code).toBe('INVALID_OPTION');
+      });
+    });
+
     describe('materialize and list', () => {
       it('returns the new record with parameters, row count, creation time and source hash', async () => {
         const before = Date.now();

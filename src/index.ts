@@ -38,6 +38,7 @@ export type {
   MaterializeParams,
   Materializer,
   MaterializerOptions,
+  PruneOptions,
   StoredFeature,
   StoredParam,
 } from './materializer/materializer.js';

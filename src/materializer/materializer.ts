@@ -96,6 +96,29 @@ export interface MaterializeOptions {
    * `timeout`, itself none by default.
    */
   timeout?: Duration | undefined;
+  /**
+   * Store a result with no rows. By default it is refused (`EMPTY_RESULT`): a point in time after
+   * the data ends, or a source that returned nothing, would otherwise replace real values with none.
+   */
+  allowEmpty?: boolean | undefined;
+  /**
+   * Store a result whose value columns (names or types) differ from the feature's earlier
+   * materializations. By default it is refused (`COLUMNS_CHANGED`, naming the columns). When
+   * allowed, reads still give every column the feature's materializations have, as nulls where
+   * one lacks it.
+   */
+  allowColumnChange?: boolean | undefined;
+}
+
+/** Options of `materializer.prune`. */
+export interface PruneOptions {
+  /**
+   * How many materializations to keep per feature and per value of its other parameters: those
+   * with the latest parameters (the ones `Last()` picks first). Default is `1`.
+   */
+  keep?: number | undefined;
+  /** Keep too every materialization published less than this long ago (see {@link Duration}). */
+  olderThan?: Duration | undefined;
 }
 
 /** Options every store's constructor takes. */
@@ -153,6 +176,17 @@ export interface Materializer {
    * has one. SQL features on it are materialized inside the database.
    */
   readonly source: SqlSource | undefined;
+  /**
+   * Retires the publication with this id, atomically: `Last()` moves back to the previous one.
+   * Readers already on it finish; its table is dropped after `retainReplaced`. Resolves to the
+   * retired record, or `undefined` when no current publication has this id.
+   */
+  unpublish(id: string): Promise<Materialization | undefined>;
+  /**
+   * Retires old materializations, keeping per feature and per value of its non-Date parameters
+   * the newest `keep` and any published within `olderThan`. Resolves to the retired records.
+   */
+  prune(options: PruneOptions): Promise<Materialization[]>;
   /** Releases connections. Further calls fail with `CLOSED`. */
   close(): Promise<void>;
 

@@ -3,7 +3,11 @@ import { evaluateRead } from './evaluate.js';
 import { bindSources, type FilterConditions, gt, predicatesOf, type QueryTree, treeOf } from './nodes.js';
 import { compileRead, type SqlDialect } from './sql-compiler.js';
 
-const dialect: SqlDialect = { quote: (id) => `"${id.replaceAll('"', '""')}"`, placeholder: (i) => `$${i}` };
+const dialect: SqlDialect = {
+  quote: (id) => `"${id.replaceAll('"', '""')}"`,
+  placeholder: (i) => `$${i}`,
+  sqlType: (type) => type.toUpperCase(),
+};
 const airports = {
   feature: 'f.departures',
   key: ['origin'],

@@ -18,6 +18,8 @@ export interface SqlDialect {
   quote(identifier: string): string;
   /** Placeholder for the `index`-th bound value (1-based), e.g. `$1`. */
   placeholder(index: number): string;
+  /** The SQL type a column of `type` is read as (for a typed NULL). */
+  sqlType(type: ColumnType): string;
 }
 
 /** A bound value with the type of the column it is compared with. */
@@ -164,7 +166,13 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
 
   const emit = (k: number) => {
     const level = levels[k]!;
-    const ref = (name: string) => (k === 0 ? `t${typeOf.get(name)!.source}` : `q${k}`) + `.${q(name)}`;
+    const ref = (name: string) => {
+      if (k > 0) return `q${k}.${q(name)}`;
+      const { source, type } = typeOf.get(name)!;
+      // A column this materialization lacks (the feature had it in others) reads as nulls.
+      if (stored[source]!.absent?.has(name)) return `CAST(NULL AS ${dialect.sqlType(type)})`;
+      return `t${source}.${q(name)}`;
+    };
     text(`SELECT ${level.select.map((name) => `${ref(name)} AS ${q(name)}`).join(', ')} FROM `);
     let conditions = 0;
     const and = () => text(conditions++ === 0 ? ' WHERE ' : ' AND ');

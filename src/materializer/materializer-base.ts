@@ -764,8 +764,17 @@ export abstract class MaterializerBase implements Materializer {
     return compileRead(query, this.dialect);
   }
 
+  /**
+   * False when the cached catalog may miss a publication another store made on the same database
+   * in this process (which sends no notice): the next call then reloads it.
+   */
+  protected catalogIsCurrent(): boolean {
+    return true;
+  }
+
   async #byFeature(feature: string): Promise<readonly Materialization[]> {
     this.assertOpen();
+    if (this.#catalog !== undefined && !this.catalogIsCurrent()) this.invalidate();
     if (this.#catalog === undefined) {
       this.#loads++;
       const loading = this.loadCatalog().then((records) => this.#hold(groupByFeature(records)));

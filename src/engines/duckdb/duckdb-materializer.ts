@@ -138,6 +138,8 @@ export class DuckDBMaterializer extends MaterializerBase {
   #source: SqlSource | undefined;
   #database = 'memory';
   #ready: Promise<{ instance: DuckDBInstance; writer: Session; reader: Session }> | undefined;
+  /** The instance once open. */
+  #opened: DuckDBInstance | undefined;
   /** Gives back the shared instance this store opened on `path` (none for an instance passed in). */
   #release: (() => void) | undefined;
   /** The table id this store last published per feature and parameters (see `slotOf`). */
@@ -508,6 +510,12 @@ export class DuckDBMaterializer extends MaterializerBase {
     );
   }
 
+  /** Another store on this instance published since the cached catalog was read. */
+  protected override catalogIsCurrent(): boolean {
+    const instance = this.#opened;
+    return instance === undefined || publicationCount(instance, this.schema) === this.#seen;
+  }
+
   /** A table dropped by a replacement after the read was planned (same database, other connection). */
   protected override isReplacedTable(error: unknown): boolean {
     if (error instanceof StaleCatalog) return true;
@@ -620,7 +628,9 @@ export class DuckDBMaterializer extends MaterializerBase {
       });
     }
     try {
-      return await this.#prepare(instance);
+      const ready = await this.#prepare(instance);
+      this.#opened = instance;
+      return ready;
     } catch (error) {
       this.#release?.();
       this.#release = undefined;

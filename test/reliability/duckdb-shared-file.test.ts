@@ -99,6 +99,23 @@ describe('DuckDB: materializers sharing one file', () => {
     expect(outcomes.filter((o) => o.status === 'rejected').map((o) => String(o.reason))).toEqual([]);
   });
 
+  it('keeps ids counted per schema, whatever quotes and dots the schema name holds', async () => {
+    const schema = `we"ird.sch'ema; --`;
+    const a = new DuckDBMaterializer({ path, schema });
+    const b = new DuckDBMaterializer({ path });
+    const ids = await Promise.all([
+      a.materialize(counts, { when: day(1) }),
+      b.materialize(counts, { when: day(1) }),
+      a.materialize(counts, { when: day(2) }),
+    ]);
+    expect(ids.map((r) => r.rows)).toEqual([1, 1, 1]);
+    await a.close();
+    await b.close();
+    const reopened = new DuckDBMaterializer({ path, schema });
+    expect((await reopened.listMaterializations(counts)).length).toBe(2);
+    await reopened.close();
+  });
+
   it('refuses an empty schema name and one with a NUL with INVALID_SCHEMA, at construction', async () => {
     for (const schema of ['', 'a\0b']) {
       const error = await refusal(Promise.resolve().then(() => new DuckDBMaterializer({ path, schema })));

@@ -339,8 +339,8 @@ export class DuckDBMaterializer extends MaterializerBase {
     const { instance, writer } = await this.#open();
     return writer.run(async (c) => {
       // For a few hundred rows each statement costs more than the data (0.3–1 ms a round trip), so
-      // a publication makes three calls: `load` begins the transaction with the table's creation
-      // and appends the rows, checking a small result's key as it streams (a big one's is checked
+      // a publication makes four calls: one begins the transaction and draws the id; `load`
+      // creates the table and appends the rows, checking a small result's key as it streams (a big one's is checked
       // by one scan); then the removal of replaced records and tables, the index, the new record and
       // the commit go in one call. The id is drawn in the store, in the transaction: writers on
       // one instance are queued (see `writeQueueOf`), and a file is open in one process only.
@@ -363,7 +363,7 @@ export class DuckDBMaterializer extends MaterializerBase {
         if (summary.duplicate !== undefined)
           throw this.duplicateKeyError({ ...input, key }, summary.duplicate);
         const createdAt = new Date();
-        // Ids below are this store's own numbers (drawn from its sequence), not user input.
+        // Ids below are this store's own numbers (counted in `meta`), not user input.
         const finish: string[] = [];
         const replaced = await this.#replacedIds(input.feature.name, input.paramsKey);
         if (replaced.length > 0)

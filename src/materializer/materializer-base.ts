@@ -73,8 +73,8 @@ export abstract class MaterializerBase implements Materializer {
   #catalog: Promise<Map<string, Materialization[]>> | undefined;
   /** The catalog `#catalog` last resolved to, for compiling reads (see `#widened`). */
   #loaded: Map<string, Materialization[]> | undefined;
-  /** Per feature: every column its current materializations have, with the names as a set. */
-  #shapes = new Map<string, { columns: readonly ColumnSpec[]; names: ReadonlySet<string> }>();
+  /** Per feature: every value column its current materializations have. */
+  #shapes = new Map<string, readonly ColumnSpec[]>();
   /** Bumped whenever the catalog held changes: compiled reads made before may lack a column. */
   protected catalogEpoch = 0;
   #version = 0;
@@ -541,18 +541,17 @@ export abstract class MaterializerBase implements Materializer {
           columns.push(column);
         }
       }
-      shape = { columns, names };
+      shape = columns;
       this.#shapes.set(m.featureName, shape);
     }
-    if (shape.columns.length === 0) return { columns: m.columns };
     let absent: Set<string> | undefined;
-    for (const column of shape.columns) {
+    for (const column of shape) {
       if (m.columns.some((c) => c.name === column.name)) continue;
       absent ??= new Set();
       absent.add(column.name);
     }
     if (absent === undefined) return { columns: m.columns };
-    return { columns: [...m.columns, ...shape.columns.filter((c) => absent.has(c.name))], absent };
+    return { columns: [...m.columns, ...shape.filter((c) => absent.has(c.name))], absent };
   }
 
   /**
@@ -764,8 +763,17 @@ export abstract class MaterializerBase implements Materializer {
     return compileRead(query, this.dialect);
   }
 
+  /**
+   * False when the cached catalog may miss a publication another store made on the same database
+   * in this process (which sends no notice): the next call then reloads it.
+   */
+  protected catalogIsCurrent(): boolean {
+    return true;
+  }
+
   async #byFeature(feature: string): Promise<readonly Materialization[]> {
     this.assertOpen();
+    if (this.#catalog !== undefined && !this.catalogIsCurrent()) this.invalidate();
     if (this.#catalog === undefined) {
       this.#loads++;
       const loading = this.loadCatalog().then((records) => this.#hold(groupByFeature(records)));

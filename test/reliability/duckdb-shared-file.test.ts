@@ -6,6 +6,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
 import { FeatureStore, Last } from 'featurefn';
 import { DuckDBMaterializer } from 'featurefn/duckdb';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -85,18 +86,41 @@ describe('DuckDB: materializers sharing one file', () => {
     await b.close();
   });
 
-  it('gives no raw DuckDB error when four materializers are first used together', async () => {
-    const materializers = Array.from({ length: 4 }, () => new DuckDBMaterializer({ path }));
-    const calls = materializers.flatMap((m, i) =>
-      Array.from({ length: 20 }, (_, j) =>
-        j % 2 === 0
-          ? m.materialize(counts, { when: day(1 + ((i * 20 + j) % 28)) })
-          : m.listMaterializations(counts),
-      ),
-    );
-    const outcomes = await Promise.allSettled(calls);
-    for (const m of materializers) await m.close();
-    expect(outcomes.filter((o) => o.status === 'rejected').map((o) => String(o.reason))).toEqual([]);
+  for (const shared of ['path', 'instance'] as const)
+    it(`gives no raw DuckDB error when four materializers on one ${shared} are first used together`, async () => {
+      const instance = shared === 'instance' ? await DuckDBInstance.create(path) : undefined;
+      const materializers = Array.from(
+        { length: 4 },
+        () => new DuckDBMaterializer(instance === undefined ? { path } : { instance }),
+      );
+      const calls = materializers.flatMap((m, i) =>
+        Array.from({ length: 20 }, (_, j) =>
+          j % 2 === 0
+            ? m.materialize(counts, { when: day(1 + ((i * 20 + j) % 28)) })
+            : m.listMaterializations(counts),
+        ),
+      );
+      const outcomes = await Promise.allSettled(calls);
+      for (const m of materializers) await m.close();
+      instance?.closeSync();
+      expect(outcomes.filter((o) => o.status === 'rejected').map((o) => String(o.reason))).toEqual([]);
+    });
+
+  it('keeps ids counted per schema, whatever quotes and dots the schema name holds', async () => {
+    const schema = `we"ird.sch'ema; --`;
+    const a = new DuckDBMaterializer({ path, schema });
+    const b = new DuckDBMaterializer({ path });
+    const ids = await Promise.all([
+      a.materialize(counts, { when: day(1) }),
+      b.materialize(counts, { when: day(1) }),
+      a.materialize(counts, { when: day(2) }),
+    ]);
+    expect(ids.map((r) => r.rows)).toEqual([1, 1, 1]);
+    await a.close();
+    await b.close();
+    const reopened = new DuckDBMaterializer({ path, schema });
+    expect((await reopened.listMaterializations(counts)).length).toBe(2);
+    await reopened.close();
   });
 
   it('refuses an empty schema name and one with a NUL with INVALID_SCHEMA, at construction', async () => {

@@ -138,6 +138,8 @@ export class DuckDBMaterializer extends MaterializerBase {
   #source: SqlSource | undefined;
   #database = 'memory';
   #ready: Promise<{ instance: DuckDBInstance; writer: Session; reader: Session }> | undefined;
+  /** The instance once open. */
+  #opened: DuckDBInstance | undefined;
   /** Gives back the shared instance this store opened on `path` (none for an instance passed in). */
   #release: (() => void) | undefined;
   /** The table id this store last published per feature and parameters (see `slotOf`). */
@@ -337,8 +339,8 @@ export class DuckDBMaterializer extends MaterializerBase {
     const { instance, writer } = await this.#open();
     return writer.run(async (c) => {
       // For a few hundred rows each statement costs more than the data (0.3–1 ms a round trip), so
-      // a publication makes three calls: `load` begins the transaction with the table's creation
-      // and appends the rows, checking a small result's key as it streams (a big one's is checked
+      // a publication makes four calls: one begins the transaction and draws the id; `load`
+      // creates the table and appends the rows, checking a small result's key as it streams (a big one's is checked
       // by one scan); then the removal of replaced records and tables, the index, the new record and
       // the commit go in one call. The id is drawn in the store, in the transaction: writers on
       // one instance are queued (see `writeQueueOf`), and a file is open in one process only.
@@ -361,7 +363,7 @@ export class DuckDBMaterializer extends MaterializerBase {
         if (summary.duplicate !== undefined)
           throw this.duplicateKeyError({ ...input, key }, summary.duplicate);
         const createdAt = new Date();
-        // Ids below are this store's own numbers (drawn from its sequence), not user input.
+        // Ids below are this store's own numbers (counted in `meta`), not user input.
         const finish: string[] = [];
         const replaced = await this.#replacedIds(input.feature.name, input.paramsKey);
         if (replaced.length > 0)
@@ -508,6 +510,12 @@ export class DuckDBMaterializer extends MaterializerBase {
     );
   }
 
+  /** Another store on this instance published since the cached catalog was read. */
+  protected override catalogIsCurrent(): boolean {
+    const instance = this.#opened;
+    return instance === undefined || publicationCount(instance, this.schema) === this.#seen;
+  }
+
   /** A table dropped by a replacement after the read was planned (same database, other connection). */
   protected override isReplacedTable(error: unknown): boolean {
     if (error instanceof StaleCatalog) return true;
@@ -620,7 +628,9 @@ export class DuckDBMaterializer extends MaterializerBase {
       });
     }
     try {
-      return await this.#prepare(instance);
+      const ready = await this.#prepare(instance);
+      this.#opened = instance;
+      return ready;
     } catch (error) {
       this.#release?.();
       this.#release = undefined;

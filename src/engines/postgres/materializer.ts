@@ -745,12 +745,19 @@ export class PostgresMaterializer extends MaterializerBase {
       this.#prepared.set(client, prepared);
     }
     let broken: Error | undefined;
+    // A checked-out client has no listener of the pool's: the server ending the session just after
+    // the answer (or between queries) would be an 'error' event nobody handles, which crashes the process.
+    const onError = (error: Error) => {
+      broken ??= error;
+    };
+    client.on('error', onError);
     try {
       return await client.query(config);
     } catch (error) {
       if (!isServerError(error)) broken = error as Error;
       throw error;
     } finally {
+      client.off('error', onError);
       if (config.name !== undefined) prepared.add(config.name);
       // Each text names its tables, so a connection would keep a prepared statement per replaced
       // table: past the bound it is closed, which frees them all, and the pool opens a new one.

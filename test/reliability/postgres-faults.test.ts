@@ -1,0 +1,224 @@
+/**
+ * PostgreSQL faults: the store's backends terminated (`pg_terminate_backend`, from a separate admin
+ * connection) while reads run, and while results load. Calls in flight fail with a
+ * FeatureStoreError that says the connection was lost (never a raw pg error); later calls recover
+ * on new connections; nothing published is lost or altered, and no table is left behind.
+ */
+import { FeatureStore, FeatureStoreError, Last, type Materializer } from 'featurefn';
+import { PostgresMaterializer } from 'featurefn/postgres';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { adminClient, dropSchema, postgresUrl, requirePostgres, uniqueSchema } from '../support/postgres.js';
+import { seeded } from '../support/seeded.js';
+import { report, sleep } from './children.js';
+import { inspectStore, orphans } from './inspect.js';
+import {
+  checksumOf,
+  dayOf,
+  expectedChecksum,
+  expectedJoinChecksum,
+  registerWorkload,
+  whenOf,
+} from './workload.js';
+
+const server = await requirePostgres();
+const SEED = 9_300;
+/** Distinct failure messages (digits masked), printed once for RELIABILITY.md. */
+const samples = new Set<string>();
+
+/** A clear error for a lost connection: ours, with a code, saying what happened, not kilobytes long. */
+function checkFailure(error: unknown, problems: string[]): void {
+  if (error instanceof Error) samples.add(error.message.replace(/\d+/g, 'N').slice(0, 240));
+  if (!(error instanceof FeatureStoreError)) {
+    problems.push(`raw error: ${String(error).slice(0, 300)}`);
+  } else if (
+    error.code !== 'STORE_ERROR' ||
+    !/connection|server/.test(error.message) ||
+    error.message.length > 1_000
+  ) {
+    problems.push(`unclear error ${error.code}: ${error.message.slice(0, 300)}`);
+  }
+}
+
+describe.skipIf(!server.available)(`PostgreSQL faults: backends terminated${server.reason}`, () => {
+  const schema = uniqueSchema('faults');
+  const app = `featurefn-${schema}`;
+  let admin: pg.Client;
+  let materializer: Materializer;
+  const background: FeatureStoreError[] = [];
+  beforeAll(async () => {
+    admin = await adminClient();
+    const url = new URL(postgresUrl());
+    url.searchParams.set('application_name', app);
+    materializer = new PostgresMaterializer({
+      connection: url.toString(),
+      schema,
+      poolSize: 4,
+      onError: (error) => background.push(error),
+    });
+  });
+  afterAll(async () => {
+    for (const sample of samples)
+      process.stdout.write(`[reliability] PostgreSQL faults, an error seen: ${sample}\n`);
+    await materializer.close();
+    await admin.end();
+    await dropSchema(schema);
+  });
+
+  /** Terminates the store's backends (only those running a statement when `active`); returns how many. */
+  const terminate = async (active: boolean): Promise<number> => {
+    const { rows } = await admin.query<{ n: number }>({
+      text: `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+             WHERE application_name = $1 AND ($2::boolean = false OR state <> 'idle')`,
+      values: [app, active],
+    });
+    return rows[0]!.n;
+  };
+
+  it('reads: in-flight reads fail clearly, later reads recover, published data unchanged', async () => {
+    const store = new FeatureStore();
+    store.config.onMissing = 'error';
+    const features = registerWorkload(store, 0.2);
+    store.addDecorator(materializer.decorator);
+    for (const day of [0, 1])
+      for (const f of [features.alpha, features.beta])
+        await materializer.materialize(f, { when: whenOf(day) });
+    const before = await materializer.listMaterializations(features.alpha);
+
+    const problems: string[] = [];
+    let reads = 0;
+    let failed = 0;
+    let terminated = 0;
+    let faults = 0;
+    let running = true;
+    const frame = store.withParams({ when: Last() }).getFeatures(features.alpha, features.beta);
+    const reader = async (n: number) => {
+      for (let i = 0; running; i++) {
+        try {
+          if ((i + n) % 2 === 0) {
+            const rows = await frame.toArray({ params: true });
+            if (checksumOf('join', rows) !== expectedJoinChecksum(dayOf(rows[0]!.when), 0.2))
+              problems.push(`a read of ${rows.length} rows differs from what was published`);
+          } else {
+            const rows = await frame.filter({ k: 'K000042' }).toArray();
+            if (rows.length !== 1) problems.push(`a key lookup gave ${rows.length} rows`);
+          }
+          reads++;
+        } catch (error) {
+          failed++;
+          checkFailure(error, problems);
+        }
+      }
+    };
+    const readers = [0, 1, 2, 3].map(reader);
+    const random = seeded(SEED);
+    const until = Date.now() + 30_000;
+    while (faults < 20 && Date.now() < until) {
+      await sleep(random.int(20, 300));
+      const n = await terminate(true);
+      terminated += n;
+      if (n > 0) faults++;
+    }
+    running = false;
+    await Promise.all(readers);
+
+    // Recovery: the next reads all succeed, and what was published is still there, whole.
+    let recovered = 0;
+    for (let i = 0; i < 20; i++) {
+      const rows = await frame.toArray({ params: true });
+      if (checksumOf('join', rows) === expectedJoinChecksum(1, 0.2) && dayOf(rows[0]!.when) === 1)
+        recovered++;
+    }
+    const after = await materializer.listMaterializations(features.alpha);
+    for (const error of background) checkFailure(error, problems);
+    report('PostgreSQL faults, reads', {
+      reads,
+      failedReads: failed,
+      terminations: faults,
+      backendsTerminated: terminated,
+      backgroundErrors: background.length,
+      recoveredReads: recovered,
+      violations: problems.length,
+    });
+    expect(problems).toEqual([]);
+    expect(faults).toBeGreaterThanOrEqual(10);
+    expect(failed).toBeGreaterThan(0);
+    expect(recovered).toBe(20);
+    expect(after.map((m) => m.id)).toEqual(before.map((m) => m.id));
+  }, 120_000);
+
+  it('loads: a load whose backend is terminated stores nothing and says so; the next one succeeds', async () => {
+    const store = new FeatureStore();
+    store.config.onMissing = 'error';
+    const features = registerWorkload(store);
+    store.addDecorator(materializer.decorator);
+    const problems: string[] = [];
+    const random = seeded(SEED + 1);
+    let attempts = 0;
+    let interrupted = 0;
+    let completed = 0;
+    for (let i = 0; i < 12; i++) {
+      const day = 2 + (i % 3); // days 0 and 1 are the read test's, at another scale
+      const name = i % 2 === 0 ? 'alpha' : 'beta';
+      const [previous] = (await materializer.listMaterializations(features[name])).filter(
+        (m) => dayOf(m.params.when) === day,
+      );
+      attempts++;
+      const loading = materializer.materialize(features[name], { when: whenOf(day) }).then(
+        (record) => record,
+        (error: unknown) => error,
+      );
+      // Wait for the load to reach the server (COPY, key, catalog), then a little more, and terminate.
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        const { rows } = await admin.query<{ n: number }>({
+          text: `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND state <> 'idle'
+                   AND query NOT LIKE 'LISTEN%'`,
+          values: [app],
+        });
+        if (rows[0]!.n > 0 || Date.now() > deadline) break;
+        await sleep(5);
+      }
+      await sleep(random.int(0, 250));
+      await terminate(true);
+      const outcome = await loading;
+      if (outcome instanceof Error) {
+        interrupted++;
+        checkFailure(outcome, problems);
+        if (!/Nothing was stored/.test(outcome.message))
+          problems.push(
+            `a failed load does not say that nothing was stored: ${outcome.message.slice(0, 300)}`,
+          );
+      } else {
+        completed++;
+      }
+      const [now] = (await materializer.listMaterializations(features[name])).filter(
+        (m) => dayOf(m.params.when) === day,
+      );
+      const expectedId = outcome instanceof Error ? previous?.id : (outcome as { id: string }).id;
+      if (now?.id !== expectedId)
+        problems.push(`attempt ${i}: the record of ${name} day ${day} is ${now?.id}, expected ${expectedId}`);
+      if (now !== undefined) {
+        const rows = await store
+          .withParams({ when: whenOf(day) })
+          .getFeatures(features[name])
+          .toArray();
+        if (checksumOf(name, rows) !== expectedChecksum(name, day))
+          problems.push(`attempt ${i}: ${name} day ${day} reads back altered`);
+      }
+      const left = orphans(await inspectStore({ engine: 'postgres', url: postgresUrl(), schema }));
+      if (left.length > 0) problems.push(`attempt ${i}: orphan tables ${left.join(', ')}`);
+    }
+    // And the store goes on: one more load, undisturbed.
+    const record = await materializer.materialize(features.alpha, { when: whenOf(5) });
+    report('PostgreSQL faults, loads', {
+      loads: attempts,
+      interruptedLoads: interrupted,
+      loadsCompletedBeforeTheFault: completed,
+      violations: problems.length,
+    });
+    expect(problems).toEqual([]);
+    expect(interrupted).toBeGreaterThan(6);
+    expect(record.rows).toBe(50_000);
+  }, 300_000);
+});

@@ -13,6 +13,13 @@ export default defineConfig({
   },
   test: {
     include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+    // Crash, fault and concurrency runs take minutes: `npm run test:reliability` runs them (CI too).
+    exclude: [
+      '**/node_modules/**',
+      'test/reliability/crash-*.test.ts',
+      'test/reliability/concurrency-*.test.ts',
+      'test/reliability/postgres-faults.test.ts',
+    ],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // Real databases: separate workers per file, without oversubscribing a 2-core machine.

@@ -3,8 +3,9 @@ import { defineConfig } from 'vitest/config';
 import base from '../../vitest.config.js';
 
 /**
- * `npm run test:reliability`: the seeded suites (`*.fuzz.ts`, kept out of `npm test` for their
- * length) and the hostile-input regression tests, which `npm test` also runs.
+ * `npm run test:reliability`: the seeded suites (`*.fuzz.ts`) and the crash, fault and concurrency
+ * runs, kept out of `npm test` for their length, and the regression tests of test/reliability,
+ * which `npm test` also runs.
  */
 export default defineConfig({
   ...base,
@@ -12,6 +13,7 @@ export default defineConfig({
   test: {
     ...base.test,
     include: ['test/reliability/**/*.fuzz.ts', 'test/reliability/**/*.test.ts'],
+    exclude: ['**/node_modules/**'],
     typecheck: { enabled: false },
   },
 });

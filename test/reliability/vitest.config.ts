@@ -6,11 +6,13 @@ import base from '../../vitest.config.js';
  * `npm run test:reliability`: the seeded suites (`*.fuzz.ts`, kept out of `npm test` for their
  * length) and the hostile-input regression tests, which `npm test` also runs.
  */
+const { projects: _, ...shared } = base.test ?? {};
+
 export default defineConfig({
   ...base,
   root: fileURLToPath(new URL('../..', import.meta.url)),
   test: {
-    ...base.test,
+    ...shared,
     include: ['test/reliability/**/*.fuzz.ts', 'test/reliability/**/*.test.ts'],
     typecheck: { enabled: false },
   },

@@ -166,6 +166,11 @@ export interface ReadSource {
 export interface ReadPlan {
   readonly sources: readonly ReadSource[];
   readonly query: QueryTree;
+  /**
+   * The materializations of `sources` as the store's resolution gave them: the same array for
+   * every read of one resolution, so a store can keep what it derives from them. @internal
+   */
+  readonly resolved?: readonly Materialization[];
 }
 
 /**

@@ -32,6 +32,10 @@ interface Prepared {
   readonly key: readonly string[];
   readonly columns: readonly (ColumnSpec & { readonly source: number; readonly isKey: boolean })[];
   readonly byName: ReadonlyMap<string, ColumnSpec>;
+  /** Every output column, in order. */
+  readonly names: readonly string[];
+  /** Columns whose values are objects (Dates, JSON, arrays): copied out of the cache. */
+  readonly objects: readonly string[];
   /** Until when (ms since the epoch) the online store is known not to hold these sources. */
   absentUntil: number;
 }
@@ -42,6 +46,7 @@ const ONLINE_KEY_TYPES: ReadonlySet<ColumnType> = new Set(['string', 'int8', 'in
 const ABSENT_MS = 5_000;
 const REPORT_EVERY_MS = 10_000;
 const MAX_PREPARED = 1_000;
+const OBJECT_TYPES: ReadonlySet<ColumnType> = new Set(['timestamp', 'date', 'json', 'float64[]']);
 
 /** @internal */
 export function onlineOptionsOf(option: OnlineStore | OnlineOptions | undefined): OnlineOptions | undefined {
@@ -60,6 +65,8 @@ export class OnlineServing {
   readonly #cache: OnlineCache | undefined;
   readonly #onError: (error: FeatureStoreError) => void;
   #prepared = new Map<string, Prepared>();
+  /** The same, by the resolution's array of materializations: no key to build per read. */
+  #preparedByResolution = new WeakMap<readonly Materialization[], Prepared | string>();
   #preparedCount = 0;
   #reportedAt = Number.NEGATIVE_INFINITY;
 
@@ -108,7 +115,8 @@ export class OnlineServing {
       cache?.set(prepared.cacheName, '', lookup.key, combined);
     }
     let rows: Row[] = [];
-    if (combined !== null && lookup.limit !== 0) rows = [output(combined, lookup.names, cache !== undefined)];
+    if (combined !== null && lookup.limit !== 0)
+      rows = [output(prepared, combined, lookup.names, cache !== undefined)];
     if (format === 'rows') return rows;
     const columns = lookup.names.map((name) => prepared.byName.get(name)!);
     return tableFromColumns(
@@ -199,6 +207,7 @@ export class OnlineServing {
       } finally {
         // A publication here changes what reads find online: ask again.
         this.#prepared = new Map();
+        this.#preparedByResolution = new WeakMap();
       }
     }
     return published;
@@ -231,7 +240,11 @@ export class OnlineServing {
 
   /** The key lookup `plan` is, or why it is not one. */
   #lookupOf(plan: ReadPlan): Lookup | string {
-    const prepared = this.#prepare(plan.sources.map((s) => s.materialization));
+    let prepared = plan.resolved === undefined ? undefined : this.#preparedByResolution.get(plan.resolved);
+    if (prepared === undefined) {
+      prepared = this.#prepare(plan.sources.map((s) => s.materialization));
+      if (plan.resolved !== undefined) this.#preparedByResolution.set(plan.resolved, prepared);
+    }
     if (typeof prepared === 'string') return prepared;
     const { operations } = unwind(plan.query);
     const key: (OnlineKeyValue | undefined)[] = new Array(prepared.key.length);
@@ -253,7 +266,7 @@ export class OnlineServing {
           key[i] = value;
         }
       } else if (op.kind === 'project') {
-        const current = names ?? prepared.columns.map((c) => c.name);
+        const current = names ?? prepared.names;
         for (const column of op.columns) checkColumn(current, column);
         names = op.columns;
       } else {
@@ -265,7 +278,7 @@ export class OnlineServing {
     return {
       prepared,
       key: key as OnlineKeyValue[],
-      names: names ?? prepared.columns.map((c) => c.name),
+      names: names ?? prepared.names,
       limit,
     };
   }
@@ -297,6 +310,8 @@ export class OnlineServing {
       key: first.key,
       columns,
       byName: new Map(columns.map((c) => [c.name, { name: c.name, type: c.type }])),
+      names: columns.map((c) => c.name),
+      objects: columns.filter((c) => OBJECT_TYPES.has(c.type)).map((c) => c.name),
       absentUntil: 0,
     };
     if (this.#prepared.size >= MAX_PREPARED) this.#prepared = new Map();
@@ -318,14 +333,7 @@ function combine(
       column.type,
       column.isKey ? key[prepared.key.indexOf(column.name)] : (found[column.source]?.[column.name] ?? null),
     );
-    if (column.name === '__proto__') {
-      Object.defineProperty(row, column.name, {
-        value,
-        enumerable: true,
-        writable: true,
-        configurable: true,
-      });
-    } else row[column.name] = value;
+    put(row, column.name, value);
   }
   return row;
 }
@@ -351,18 +359,29 @@ function asOffline(type: ColumnType, value: unknown): unknown {
  * The row a read returns: the `names` columns of `combined`; copies of its Dates and JSON values
  * when `combined` is cached, so that a caller changing them cannot change later answers.
  */
-function output(combined: Row, names: readonly string[], cached: boolean): Row {
+function output(prepared: Prepared, combined: Row, names: readonly string[], cached: boolean): Row {
+  if (names === prepared.names) {
+    const row = { ...combined }; // defines a column named __proto__ as a value, as the stores do
+    if (cached) for (const name of prepared.objects) put(row, name, copyOf(row[name]));
+    return row;
+  }
   const row: Row = {};
   for (const name of names) {
-    let value = combined[name];
-    if (cached && typeof value === 'object' && value !== null) {
-      value = value instanceof Date ? new Date(value.getTime()) : structuredClone(value);
-    }
-    if (name === '__proto__') {
-      Object.defineProperty(row, name, { value, enumerable: true, writable: true, configurable: true });
-    } else row[name] = value;
+    put(row, name, cached ? copyOf(combined[name]) : combined[name]);
   }
   return row;
+}
+
+/** Sets a column, defining one named `__proto__` as a value (an assignment would set the prototype). */
+function put(row: Row, name: string, value: unknown): void {
+  if (name === '__proto__') {
+    Object.defineProperty(row, name, { value, enumerable: true, writable: true, configurable: true });
+  } else row[name] = value;
+}
+
+function copyOf(value: unknown): unknown {
+  if (typeof value !== 'object' || value === null) return value;
+  return value instanceof Date ? new Date(value.getTime()) : structuredClone(value);
 }
 
 function idOf(source: OnlineSource): string {

@@ -65,6 +65,7 @@ export class OnlineServing {
   readonly #cache: OnlineCache | undefined;
   readonly #onError: (error: FeatureStoreError) => void;
   #prepared = new Map<string, Prepared>();
+  readonly #syncing = new Map<string, Promise<void>>();
   /** The same, by the resolution's array of materializations: no key to build per read. */
   #preparedByResolution = new WeakMap<readonly Materialization[], Prepared | string>();
   #preparedCount = 0;
@@ -174,41 +175,64 @@ export class OnlineServing {
   ): Promise<string[]> {
     const published: string[] = [];
     for (const feature of features) {
-      const target = (await catalog(feature)).slice(-this.store.keep);
-      let current: Materialization | undefined;
-      try {
-        const listed = await this.store.list([feature]);
-        for (const m of listed) {
-          if (!target.some((t) => t.id === m.id)) await this.store.unpublish(feature, m.id);
-        }
-        for (const m of target) {
-          if (listed.some((l) => l.id === m.id)) continue;
-          current = m;
-          const rows = await table(m);
-          const keys = new Set(m.key);
-          await this.store.publish({
-            feature,
-            id: m.id,
-            paramsKey: m.paramsKey,
-            key: m.key,
-            columns: m.columns.filter((c) => !keys.has(c.name)),
-            batches: rows.batches,
-          });
-          published.push(m.id);
-        }
-      } catch (error) {
-        const at = current ?? target.at(-1);
-        throw new FeatureStoreError(
-          'ONLINE_PUBLISH_FAILED',
-          `publishing to the online store (${this.store.name}) failed: ${messageOf(error)} ` +
-            'The offline publication stands and reads are served offline; a later materialize or materializer.syncOnline() repairs the online copy.',
-          { feature, params: at?.params, cause: error, details: { store: this.store.name } },
-        );
-      } finally {
-        // A publication here changes what reads find online: ask again.
-        this.#prepared = new Map();
-        this.#preparedByResolution = new WeakMap();
+      // One sync of a feature at a time: two would publish the same materialization twice.
+      const previous = this.#syncing.get(feature);
+      const done = this.#syncFeature(feature, previous, catalog, table);
+      const settled = done.then(
+        () => undefined,
+        () => undefined,
+      );
+      this.#syncing.set(feature, settled);
+      void settled.then(() => {
+        if (this.#syncing.get(feature) === settled) this.#syncing.delete(feature);
+      });
+      published.push(...(await done));
+    }
+    return published;
+  }
+
+  async #syncFeature(
+    feature: string,
+    previous: Promise<void> | undefined,
+    catalog: (feature: string) => Promise<readonly Materialization[]>,
+    table: (materialization: Materialization) => Promise<Table>,
+  ): Promise<string[]> {
+    await previous;
+    const published: string[] = [];
+    const target = (await catalog(feature)).slice(-this.store.keep);
+    let current: Materialization | undefined;
+    try {
+      const listed = await this.store.list([feature]);
+      for (const m of listed) {
+        if (!target.some((t) => t.id === m.id)) await this.store.unpublish(feature, m.id);
       }
+      for (const m of target) {
+        if (listed.some((l) => l.id === m.id)) continue;
+        current = m;
+        const rows = await table(m);
+        const keys = new Set(m.key);
+        await this.store.publish({
+          feature,
+          id: m.id,
+          paramsKey: m.paramsKey,
+          key: m.key,
+          columns: m.columns.filter((c) => !keys.has(c.name)),
+          batches: rows.batches,
+        });
+        published.push(m.id);
+      }
+    } catch (error) {
+      const at = current ?? target.at(-1);
+      throw new FeatureStoreError(
+        'ONLINE_PUBLISH_FAILED',
+        `publishing to the online store (${this.store.name}) failed: ${bareMessage(error)} ` +
+          'The offline publication stands and reads are served offline; a later materialize or materializer.syncOnline() repairs the online copy.',
+        { feature, params: at?.params, cause: error, details: { store: this.store.name } },
+      );
+    } finally {
+      // A publication here changes what reads find online: ask again.
+      this.#prepared = new Map();
+      this.#preparedByResolution = new WeakMap();
     }
     return published;
   }
@@ -386,6 +410,14 @@ function copyOf(value: unknown): unknown {
 
 function idOf(source: OnlineSource): string {
   return `${source.feature}\u0000${source.id}`;
+}
+
+/** An error's message without the feature and parameters a `FeatureStoreError` starts it with. */
+function bareMessage(error: unknown): string {
+  if (!(error instanceof FeatureStoreError)) return messageOf(error);
+  const prefix = new FeatureStoreError(error.code, '', { feature: error.feature, params: error.params })
+    .message;
+  return error.message.startsWith(prefix) ? error.message.slice(prefix.length) : error.message;
 }
 
 function messageOf(error: unknown): string {

@@ -23,6 +23,7 @@ export type FeatureStoreErrorCode =
   | 'TIMEOUT'
   | 'STORE_ERROR'
   | 'ONLINE_UNAVAILABLE'
+  | 'ONLINE_PUBLISH_FAILED'
   | 'CLOSED'
   | 'NOT_SERVED'
   | 'TOO_OLD'

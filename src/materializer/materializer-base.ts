@@ -31,11 +31,13 @@ import type {
   MaterializeParams,
   Materializer,
   MaterializerOptions,
+  OnlineCacheStats,
   PruneOptions,
   ReadPlan,
   ResolvedSources,
   StoredFeature,
 } from './materializer.js';
+import { OnlineServing, onlineOptionsOf } from './online-serving.js';
 
 /** How many times a read is planned again when the tables it was planned on were replaced. */
 const REPLACED_READ_ATTEMPTS = 5;
@@ -91,10 +93,13 @@ export abstract class MaterializerBase implements Materializer {
   #loads = 0;
   #closed = false;
   readonly #timeout: Duration | undefined;
+  readonly #online: OnlineServing | undefined;
 
   constructor(options?: MaterializerOptions) {
     this.#timeout = options?.timeout;
     if (this.#timeout !== undefined) parseDuration(this.#timeout, 'timeout');
+    const online = onlineOptionsOf(options?.online);
+    this.#online = online === undefined ? undefined : new OnlineServing(online, () => this.name);
   }
 
   /**
@@ -203,6 +208,7 @@ export abstract class MaterializerBase implements Materializer {
         },
       );
       this.#published(record);
+      await this.#publishOnline(record);
       return record;
     }
     const adapter = adapterFor(result, info.name, checked);
@@ -241,6 +247,7 @@ export abstract class MaterializerBase implements Materializer {
         ),
       });
       this.#published(record);
+      await this.#publishOnline(record);
       return record;
     } finally {
       // A store that stopped reading part-way (or never started) must still release the source,
@@ -370,6 +377,10 @@ export abstract class MaterializerBase implements Materializer {
   read(plan: ReadPlan, format: 'arrow'): Promise<Table>;
   async read(plan: ReadPlan, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
     this.assertOpen();
+    if (this.#online !== undefined) {
+      const served = await this.#online.read(plan, format);
+      if (served !== undefined) return served;
+    }
     let current = plan;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -413,12 +424,15 @@ export abstract class MaterializerBase implements Materializer {
   }
 
   /** @internal */
-  explain(plan: ReadPlan): string {
+  async explain(plan: ReadPlan): Promise<string> {
+    const online = await this.#online?.explain(plan);
+    if (online?.online) return online.note;
     const { sql, params } = this.compile(plan);
     const values = params.map(
       (p, i) => `  ${this.dialect.placeholder(i + 1)} = ${formatParamValue(p.value)} (${p.type})`,
     );
     return [
+      ...(online === undefined ? [] : [online.note]),
       `-- served by ${this.name}`,
       sql,
       ...(values.length > 0 ? ['-- bound values:', ...values] : []),
@@ -443,6 +457,66 @@ export abstract class MaterializerBase implements Materializer {
       strings,
       params.map((p) => p.value),
     );
+  }
+
+  /**
+   * Publishes to the `online` store (see {@link MaterializerOptions.online}) what it lacks of the
+   * latest materializations of `features` (default: every feature in this store's catalog): each
+   * feature's last `keep` materializations in parameter order, the ones `Last()` resolves to,
+   * retiring the others there. `materialize` does this for its feature; call it to repair the
+   * online copy after an `ONLINE_PUBLISH_FAILED`, or to fill a new online store. Resolves to the
+   * ids of the materializations it published.
+   *
+   * ### Example
+   * ```ts
+   * const materializer = new PostgresMaterializer({ connection, online: new RedisOnlineStore() });
+   * await materializer.syncOnline(); // e.g. at start-up, after Redis lost its data
+   * ```
+   */
+  async syncOnline(features?: readonly (Feature | FeatureInfo | string)[]): Promise<string[]> {
+    this.assertOpen();
+    const online = this.#online;
+    if (online === undefined) {
+      throw new FeatureStoreError(
+        'STORE_ERROR',
+        `this ${this.name} materializer has no online store; pass one with the online option.`,
+      );
+    }
+    const names =
+      features === undefined
+        ? [...(await this.#catalogNow()).keys()].sort()
+        : features.map((f) => (typeof f === 'string' ? f : featureInfoOf(f).name));
+    return online.sync(
+      names,
+      (name) => this.#byFeature(name),
+      (m) =>
+        // Only the feature's name is read from a source's info while reading.
+        this.read(this.planOf({ name: m.featureName } as FeatureInfo, m), 'arrow'),
+    );
+  }
+
+  /**
+   * Hits, misses, hit rate and entries of the online cache (`online: { store, cache: { entries } }`);
+   * all zeros without one.
+   *
+   * ### Example
+   * ```ts
+   * const { hitRate, entries } = materializer.cacheStats();
+   * ```
+   */
+  cacheStats(): OnlineCacheStats {
+    return this.#online?.cacheStats() ?? { hits: 0, misses: 0, hitRate: 0, entries: 0 };
+  }
+
+  /** After an offline publication: the online copy of the feature, or the failure reported. */
+  async #publishOnline(record: Materialization): Promise<void> {
+    const online = this.#online;
+    if (online === undefined) return;
+    try {
+      await this.syncOnline([record.featureName]);
+    } catch (error) {
+      online.report(error as FeatureStoreError);
+    }
   }
 
   /**
@@ -772,6 +846,10 @@ export abstract class MaterializerBase implements Materializer {
   }
 
   async #byFeature(feature: string): Promise<readonly Materialization[]> {
+    return (await this.#catalogNow()).get(feature) ?? [];
+  }
+
+  #catalogNow(): Promise<Map<string, Materialization[]>> {
     this.assertOpen();
     if (this.#catalog !== undefined && !this.catalogIsCurrent()) this.invalidate();
     if (this.#catalog === undefined) {
@@ -782,7 +860,7 @@ export abstract class MaterializerBase implements Materializer {
         if (this.#catalog === loading) this.#catalog = undefined;
       });
     }
-    return (await this.#catalog).get(feature) ?? [];
+    return this.#catalog;
   }
 }
 

@@ -209,16 +209,16 @@ export abstract class MaterializerBase implements Materializer {
     const streamed = await within(streamOf(adapter, result, info, checked), signal);
     const { close } = streamed;
     let { columns, batches } = streamed;
-    if (
-      streamed.inferred &&
-      previous !== undefined &&
-      sameNames(
-        previous.key,
-        columns.map((c) => c.name),
+    if (streamed.inferred) {
+      // No rows and no columns to read a shape from (e.g. `[]`): the feature's known shape, if any.
+      if (
+        previous !== undefined &&
+        sameNames(
+          previous.key,
+          columns.map((c) => c.name),
+        )
       )
-    ) {
-      // No rows and no columns to read a shape from (e.g. `[]`): the feature's known shape.
-      columns = previous.columns;
+        columns = previous.columns;
       batches = noBatches();
     }
     try {
@@ -1086,6 +1086,8 @@ function checkColumns(
 ): void {
   if (previous === undefined || options.allowColumnChange === true) return;
   const before = valueColumns(previous.columns, previous.key);
+  // An empty result stored before any shape was known (`[]`, allowed) has nothing to lose.
+  if (before.size === 0 && previous.rows === 0) return;
   const now = valueColumns(columns, key);
   const missing = [...before].filter(([name]) => !now.has(name)).map(([name, type]) => ({ name, type }));
   const added = [...now].filter(([name]) => !before.has(name)).map(([name, type]) => ({ name, type }));

@@ -517,8 +517,12 @@ export abstract class MaterializerBase implements Materializer {
   protected abstract readFailed(plan: ReadPlan, error: unknown): FeatureStoreError;
   protected abstract closeConnections(): Promise<void>;
 
-  /** Keeps `catalog` as the one reads compile against. */
-  #hold(catalog: Map<string, Materialization[]>): Map<string, Materialization[]> {
+  /** Keeps `catalog` as the one reads compile against, unless a newer one replaced `from` meanwhile. */
+  #hold(
+    catalog: Map<string, Materialization[]>,
+    from: Promise<Map<string, Materialization[]>>,
+  ): Map<string, Materialization[]> {
+    if (this.#catalog !== from && this.#catalog !== undefined) return catalog;
     this.#loaded = catalog;
     this.#shapes.clear();
     this.catalogEpoch++;
@@ -647,8 +651,7 @@ export abstract class MaterializerBase implements Materializer {
   protected abstract retire(records: readonly Materialization[]): Promise<string[]>;
 
   async #allMaterializations(): Promise<Materialization[]> {
-    await this.#byFeature('');
-    return [...(this.#loaded?.values() ?? [])].flat();
+    return [...(await this.#catalogByFeature()).values()].flat();
   }
 
   /** Forgets the cached catalog; the next call reloads it. Call when another writer published. */
@@ -665,11 +668,11 @@ export abstract class MaterializerBase implements Materializer {
     this.#forgetResolutions();
     const catalog = this.#catalog;
     if (catalog === undefined) return;
-    const updated = catalog.then((byFeature) => {
+    const updated: Promise<Map<string, Materialization[]>> = catalog.then((byFeature) => {
       const list = (byFeature.get(record.featureName) ?? []).filter((m) => m.paramsKey !== record.paramsKey);
       list.push(record);
       list.sort(compareMaterializations);
-      return this.#hold(new Map(byFeature).set(record.featureName, list));
+      return this.#hold(new Map(byFeature).set(record.featureName, list), updated);
     });
     this.#catalog = updated;
     updated.catch(() => {
@@ -772,17 +775,24 @@ export abstract class MaterializerBase implements Materializer {
   }
 
   async #byFeature(feature: string): Promise<readonly Materialization[]> {
+    return (await this.#catalogByFeature()).get(feature) ?? [];
+  }
+
+  /** The catalog by feature: the one held, or loaded now when none is (or it may be behind). */
+  #catalogByFeature(): Promise<Map<string, Materialization[]>> {
     this.assertOpen();
     if (this.#catalog !== undefined && !this.catalogIsCurrent()) this.invalidate();
     if (this.#catalog === undefined) {
       this.#loads++;
-      const loading = this.loadCatalog().then((records) => this.#hold(groupByFeature(records)));
+      const loading: Promise<Map<string, Materialization[]>> = this.loadCatalog().then((records) =>
+        this.#hold(groupByFeature(records), loading),
+      );
       this.#catalog = loading;
       loading.catch(() => {
         if (this.#catalog === loading) this.#catalog = undefined;
       });
     }
-    return (await this.#catalog).get(feature) ?? [];
+    return this.#catalog;
   }
 }
 

@@ -215,16 +215,16 @@ export abstract class MaterializerBase implements Materializer {
     const streamed = await within(streamOf(adapter, result, info, checked), signal);
     const { close } = streamed;
     let { columns, batches } = streamed;
-    if (
-      streamed.inferred &&
-      previous !== undefined &&
-      sameNames(
-        previous.key,
-        columns.map((c) => c.name),
+    if (streamed.inferred) {
+      // No rows and no columns to read a shape from (e.g. `[]`): the feature's known shape, if any.
+      if (
+        previous !== undefined &&
+        sameNames(
+          previous.key,
+          columns.map((c) => c.name),
+        )
       )
-    ) {
-      // No rows and no columns to read a shape from (e.g. `[]`): the feature's known shape.
-      columns = previous.columns;
+        columns = previous.columns;
       batches = noBatches();
     }
     try {
@@ -484,7 +484,7 @@ export abstract class MaterializerBase implements Materializer {
     }
     const names =
       features === undefined
-        ? [...(await this.#catalogNow()).keys()].sort()
+        ? [...(await this.#catalogByFeature()).keys()].sort()
         : features.map((f) => (typeof f === 'string' ? f : featureInfoOf(f).name));
     return online.sync(
       names,
@@ -591,8 +591,12 @@ export abstract class MaterializerBase implements Materializer {
   protected abstract readFailed(plan: ReadPlan, error: unknown): FeatureStoreError;
   protected abstract closeConnections(): Promise<void>;
 
-  /** Keeps `catalog` as the one reads compile against. */
-  #hold(catalog: Map<string, Materialization[]>): Map<string, Materialization[]> {
+  /** Keeps `catalog` as the one reads compile against, unless a newer one replaced `from` meanwhile. */
+  #hold(
+    catalog: Map<string, Materialization[]>,
+    from: Promise<Map<string, Materialization[]>>,
+  ): Map<string, Materialization[]> {
+    if (this.#catalog !== from && this.#catalog !== undefined) return catalog;
     this.#loaded = catalog;
     this.#shapes.clear();
     this.catalogEpoch++;
@@ -721,8 +725,7 @@ export abstract class MaterializerBase implements Materializer {
   protected abstract retire(records: readonly Materialization[]): Promise<string[]>;
 
   async #allMaterializations(): Promise<Materialization[]> {
-    await this.#byFeature('');
-    return [...(this.#loaded?.values() ?? [])].flat();
+    return [...(await this.#catalogByFeature()).values()].flat();
   }
 
   /** Forgets the cached catalog; the next call reloads it. Call when another writer published. */
@@ -739,11 +742,11 @@ export abstract class MaterializerBase implements Materializer {
     this.#forgetResolutions();
     const catalog = this.#catalog;
     if (catalog === undefined) return;
-    const updated = catalog.then((byFeature) => {
+    const updated: Promise<Map<string, Materialization[]>> = catalog.then((byFeature) => {
       const list = (byFeature.get(record.featureName) ?? []).filter((m) => m.paramsKey !== record.paramsKey);
       list.push(record);
       list.sort(compareMaterializations);
-      return this.#hold(new Map(byFeature).set(record.featureName, list));
+      return this.#hold(new Map(byFeature).set(record.featureName, list), updated);
     });
     this.#catalog = updated;
     updated.catch(() => {
@@ -846,15 +849,18 @@ export abstract class MaterializerBase implements Materializer {
   }
 
   async #byFeature(feature: string): Promise<readonly Materialization[]> {
-    return (await this.#catalogNow()).get(feature) ?? [];
+    return (await this.#catalogByFeature()).get(feature) ?? [];
   }
 
-  #catalogNow(): Promise<Map<string, Materialization[]>> {
+  /** The catalog by feature: the one held, or loaded now when none is (or it may be behind). */
+  #catalogByFeature(): Promise<Map<string, Materialization[]>> {
     this.assertOpen();
     if (this.#catalog !== undefined && !this.catalogIsCurrent()) this.invalidate();
     if (this.#catalog === undefined) {
       this.#loads++;
-      const loading = this.loadCatalog().then((records) => this.#hold(groupByFeature(records)));
+      const loading: Promise<Map<string, Materialization[]>> = this.loadCatalog().then((records) =>
+        this.#hold(groupByFeature(records), loading),
+      );
       this.#catalog = loading;
       loading.catch(() => {
         if (this.#catalog === loading) this.#catalog = undefined;
@@ -1164,6 +1170,8 @@ function checkColumns(
 ): void {
   if (previous === undefined || options.allowColumnChange === true) return;
   const before = valueColumns(previous.columns, previous.key);
+  // An empty result stored before any shape was known (`[]`, allowed) has nothing to lose.
+  if (before.size === 0 && previous.rows === 0) return;
   const now = valueColumns(columns, key);
   const missing = [...before].filter(([name]) => !now.has(name)).map(([name, type]) => ({ name, type }));
   const added = [...now].filter(([name]) => !before.has(name)).map(([name, type]) => ({ name, type }));

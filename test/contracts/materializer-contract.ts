@@ -235,6 +235,12 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
         expect(arrow.schema.fields.map((f) => f.name)).toEqual(['origin', 'n', 'label']);
       });
 
+      it('takes the first shape after an empty result stored before any shape was known', async () => {
+        await materializer.materialize(shaped, { when: day(2) }, { allowEmpty: true });
+        await materializer.materialize(shaped, { when: day(3) });
+        expect(await last()).toEqual([{ origin: 'SFO', n: 3 }]);
+      });
+
       it('refuses changed value columns with COLUMNS_CHANGED naming them, storing nothing', async () => {
         await materializer.materialize(shaped, { when: day(1) });
         for (const [d, pattern] of [

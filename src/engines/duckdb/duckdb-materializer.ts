@@ -44,7 +44,11 @@ import { firstRowExact, readDuckDBColumnsExact } from './duckdb-strings.js';
 
 /** Options of {@link DuckDBMaterializer}. */
 export interface DuckDBMaterializerOptions extends MaterializerOptions {
-  /** Database file, created if missing. Default is `':memory:'`. */
+  /**
+   * Database file, created if missing. Default is `':memory:'`. Every materializer on the same
+   * file in this process shares one DuckDB instance (with the first one's `threads`), closed when
+   * the last of them closes, so none loses another's publications.
+   */
   path?: string;
   /** Schema holding the catalog and data tables. Default is `'featurefn'`. */
   schema?: string;

@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 const src = (path: string) => fileURLToPath(new URL(`./src/${path}`, import.meta.url));
 
@@ -12,11 +12,34 @@ export default defineConfig({
     ],
   },
   test: {
-    include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // Real databases: separate workers per file, without oversubscribing a 2-core machine.
     maxWorkers: 2,
     typecheck: { enabled: true, include: ['test/types/**/*.test-d.ts'] },
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'main',
+          include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+          exclude: [
+            ...configDefaults.exclude,
+            'test/serial/**',
+          ],
+        },
+      },
+      {
+        // Tests that stop a shared server (Redis): one file at a time, after every other test.
+        extends: true,
+        test: {
+          name: 'serial',
+          include: ['test/serial/**/*.test.ts'],
+          fileParallelism: false,
+          typecheck: { enabled: false },
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
   },
 });

@@ -6,6 +6,11 @@
  * SQLite's hand-written read is one prepared `SELECT` on a wide table keyed by the entity; its
  * bulk load one transaction of prepared inserts. Redis's hand-written read is the same pipeline
  * of `HMGET`s on the store's own layout, decoding the rows; its bulk load pipelined `HSET`s.
+ *
+ * Then the same reads end to end, `store.withParams({ when: Last() }).getFeatures(50 features)
+ * .filter({ entity })`, from materializers given `online:` (DuckDB + SQLite, PostgreSQL + Redis,
+ * and DuckDB + SQLite with the in-process cache, every read a hit), against the online store's
+ * own `read` of the same materializations.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -13,7 +18,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Field, Float64, makeData, RecordBatch, Schema, Struct, Utf8, vectorFromArray } from 'apache-arrow';
 import Database from 'better-sqlite3';
-import { Last } from 'featurefn';
+import { type Feature, FeatureStore, Last, type Materializer } from 'featurefn';
+import { DuckDBMaterializer } from 'featurefn/duckdb';
+import { PostgresMaterializer } from 'featurefn/postgres';
 import { RedisOnlineStore } from 'featurefn/redis';
 import { SqliteOnlineStore } from 'featurefn/sqlite';
 import { Redis } from 'ioredis';
@@ -76,6 +83,7 @@ export async function run(): Promise<BenchResult[]> {
       await probe.quit();
     }
     results.push(cacheHit());
+    results.push(...(await servedReads(dir, prefix)));
     return results;
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -338,4 +346,116 @@ async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
     if (keys.length > 0) await redis.unlink(...keys);
     cursor = next;
   } while (cursor !== '0');
+}
+
+/** Key lookups through `getFeatures` from materializers with an online store, against `store.read`. */
+async function servedReads(dir: string, prefix: string): Promise<BenchResult[]> {
+  const results: BenchResult[] = [];
+  const sqlite = new SqliteOnlineStore({ path: join(dir, 'served.sqlite') });
+  const cached = new SqliteOnlineStore({ path: join(dir, 'cached.sqlite') });
+  const duckdb = new DuckDBMaterializer({ threads: 1, online: sqlite });
+  const duckdbCached = new DuckDBMaterializer({
+    threads: 1,
+    online: { store: cached, cache: { entries: 10_000 } },
+  });
+  try {
+    results.push(...(await servedRead('DuckDB + SQLite', duckdb, sqlite, 'p99 < 100 µs aimed')));
+    const hits = await servedRead('DuckDB + SQLite, cache hits', duckdbCached, cached, 'hit < 10 µs', [
+      1,
+      FEATURES,
+    ]);
+    const stats = duckdbCached.cacheStats();
+    for (const hit of hits) hit.notes += `; hit rate over both ${(stats.hitRate * 100).toFixed(1)}%`;
+    results.push(...hits);
+  } finally {
+    await duckdb.close();
+    await duckdbCached.close();
+    await sqlite.close();
+    await cached.close();
+  }
+  const url = process.env.FEATUREFN_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+  const schema = `bench_online_${randomBytes(4).toString('hex')}`;
+  const redis = new RedisOnlineStore({ url: REDIS_URL, prefix: `${prefix}served:` });
+  const postgres = new PostgresMaterializer({ connection: url, schema, online: redis });
+  try {
+    await postgres.listFeatures();
+  } catch (error) {
+    await postgres.close();
+    await redis.close();
+    console.error(`[online] PostgreSQL + Redis skipped: ${(error as Error).message}`);
+    return results;
+  }
+  try {
+    results.push(...(await servedRead('PostgreSQL + Redis', postgres, redis, 'p99 < 1 ms aimed')));
+  } finally {
+    await postgres.close();
+    await redis.close();
+    const { Client } = (await import('pg')).default;
+    const client = new Client({ connectionString: url });
+    await client.connect();
+    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await client.end();
+  }
+  return results;
+}
+
+async function servedRead(
+  label: string,
+  materializer: Materializer,
+  online: OnlineStore,
+  target: string,
+  widths: readonly number[] = [FEATURES],
+): Promise<BenchResult[]> {
+  const store = new FeatureStore();
+  store.addDecorator(materializer.decorator);
+  const features: Feature[] = Array.from({ length: FEATURES }, (_, f) =>
+    store.feature(
+      { module: 'serving', name: `f${f}`, entity: 'entity' },
+      async ({ when: at }: { when: Date }) => {
+        const d = at.getUTCDate();
+        return Array.from({ length: ENTITIES }, (_, i) => ({
+          entity: entity(i),
+          [`f${f}`]: d * 1e6 + f * 1e3 + i + 0.25,
+        }));
+      },
+    ),
+  );
+  for (const d of WHENS) for (const feature of features) await materializer.materialize(feature, when(d));
+  const results: BenchResult[] = [];
+  for (const width of widths) {
+    const read = features.slice(0, width);
+    const resolved = await resolveOnline(
+      online,
+      read.map((f) => f.info.name),
+      { when: Last() },
+    );
+    const sources = resolved!.sources;
+    // As a server does: the frame built once, one filter per request (resolved at each read).
+    const frame = store.withParams({ when: Last() }).getFeatures(...read);
+    const explained = await frame.filter({ entity: entity(0) }).explain();
+    if (!explained.includes('served online')) throw new Error(`not served online:\n${explained}`);
+    const last = `f${width - 1}`;
+    const { a, b } = await sampleInterleaved(
+      async (i) => {
+        const [row] = await frame.filter({ entity: entity((i * 7919) % ENTITIES) }).toArray();
+        if (row?.[last] === undefined) throw new Error('missing row');
+      },
+      async (i) => {
+        const [row] = await online.read(sources, [[entity((i * 7919) % ENTITIES)]]);
+        if (row![width - 1] === null) throw new Error('missing row');
+      },
+      { iterations: ITERATIONS, warmup: ENTITIES },
+    );
+    const ours = summarize(a);
+    const theirs = summarize(b);
+    results.push({
+      name: `served online, ${label}: ${width} feature${width === 1 ? '' : 's'} × 1 key at Last() through getFeatures (p50 / p99)`,
+      featurefn: formatP50P99(ours),
+      handWritten: formatP50P99(theirs),
+      ratio: ratioOf(ours.p99, theirs.p99),
+      target,
+      notes: `hand-written: the online store's own read of the same materializations; ${ENTITIES} entities × ${WHENS.length} points in time; loaded machine`,
+    });
+  }
+  return results;
 }

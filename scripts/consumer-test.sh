@@ -179,6 +179,83 @@ console.log('  featurefn/postgres: materialized and read back');
 TS
 FEATUREFN_PG_URL=$PG_URL check postgres 'featurefn/postgres with pg and pg-copy-streams'
 
+# --- featurefn/sqlite + better-sqlite3, with featurefn/duckdb as the offline store ------------
+install sqlite @duckdb/node-api better-sqlite3 @types/better-sqlite3
+cat >"$WORK/sqlite/main.ts" <<'TS'
+import { FeatureStore, Last } from 'featurefn';
+import { DuckDBMaterializer } from 'featurefn/duckdb';
+import { SqliteOnlineStore } from 'featurefn/sqlite';
+
+const store = new FeatureStore();
+/** Departures per origin. */
+const departures = store.feature(
+  { module: 'consumer', entity: 'origin' },
+  async function departures({ when }: { when: Date }) {
+    return [
+      { origin: 'SFO', departures: when.getUTCDate() },
+      { origin: 'LAX', departures: 1 },
+    ];
+  },
+);
+const online = new SqliteOnlineStore(); // in memory; give it a path to keep it
+const materializer = new DuckDBMaterializer({ path: ':memory:', online });
+store.addDecorator(materializer.decorator);
+try {
+  await materializer.materialize(departures, { when: new Date('2001-03-08') });
+  const frame = store.withParams({ when: Last() }).getFeatures(departures).filter({ origin: 'SFO' });
+  const rows = await frame.toArray();
+  if (JSON.stringify(rows) !== JSON.stringify([{ origin: 'SFO', departures: 8 }]))
+    throw new Error(`read back ${JSON.stringify(rows)}`);
+  const plan = await frame.explain();
+  if (!plan.includes('online')) throw new Error(`not served online:\n${plan}`);
+} finally {
+  await materializer.close();
+  await online.close(); // the materializer does not own it
+}
+console.log('  featurefn/sqlite: materialized, published online and read back from SQLite');
+TS
+check sqlite 'featurefn/sqlite with better-sqlite3 (DuckDB offline)'
+
+# --- featurefn/redis + ioredis, with featurefn/duckdb as the offline store --------------------
+install redis @duckdb/node-api ioredis
+cat >"$WORK/redis/main.ts" <<'TS'
+import { FeatureStore, Last } from 'featurefn';
+import { DuckDBMaterializer } from 'featurefn/duckdb';
+import { RedisOnlineStore } from 'featurefn/redis';
+
+const store = new FeatureStore();
+/** Departures per origin. */
+const departures = store.feature(
+  { module: 'consumer', entity: 'origin' },
+  async function departures({ when }: { when: Date }) {
+    return [
+      { origin: 'SFO', departures: when.getUTCDate() },
+      { origin: 'LAX', departures: 1 },
+    ];
+  },
+);
+const online = new RedisOnlineStore({
+  url: process.env.FEATUREFN_REDIS_URL ?? 'redis://127.0.0.1:6379',
+  prefix: `consumer:${process.pid}:${Date.now()}:`,
+});
+const materializer = new DuckDBMaterializer({ path: ':memory:', online });
+store.addDecorator(materializer.decorator);
+try {
+  await materializer.materialize(departures, { when: new Date('2001-03-08') });
+  const frame = store.withParams({ when: Last() }).getFeatures(departures).filter({ origin: 'SFO' });
+  const rows = await frame.toArray();
+  if (JSON.stringify(rows) !== JSON.stringify([{ origin: 'SFO', departures: 8 }]))
+    throw new Error(`read back ${JSON.stringify(rows)}`);
+  const plan = await frame.explain();
+  if (!plan.includes('online')) throw new Error(`not served online:\n${plan}`);
+} finally {
+  await materializer.close();
+  await online.close(); // the materializer does not own it
+}
+console.log('  featurefn/redis: materialized, published online and read back from Redis');
+TS
+check redis 'featurefn/redis with ioredis (DuckDB offline)'
+
 # --- featurefn/polars + nodejs-polars (its native package is skipped by npm on Node 20) --------
 install polars "nodejs-polars@$POLARS_VERSION" "nodejs-polars-linux-x64-gnu@$POLARS_VERSION"
 cat >"$WORK/polars/main.ts" <<'TS'

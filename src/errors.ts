@@ -23,12 +23,26 @@ export type FeatureStoreErrorCode =
   | 'TIMEOUT'
   | 'STORE_ERROR'
   | 'ONLINE_UNAVAILABLE'
+  | 'ONLINE_PUBLISH_FAILED'
   | 'CLOSED'
   | 'NOT_SERVED'
   | 'TOO_OLD'
   | 'UNKNOWN_PARAMETER'
   | 'NOT_MATERIALIZED'
-  | 'STALE_MATERIALIZATION';
+  | 'STALE_MATERIALIZATION'
+  /** A store's schema name is empty or holds a NUL character. */
+  | 'INVALID_SCHEMA'
+  /** A DuckDB `path` holds a NUL character. */
+  | 'INVALID_PATH'
+  /** A result has no rows; `materialize(f, params, { allowEmpty: true })` stores it anyway. */
+  | 'EMPTY_RESULT'
+  /**
+   * A result's value columns (names or types) differ from the feature's earlier
+   * materializations; `{ allowColumnChange: true }` stores it anyway.
+   */
+  | 'COLUMNS_CHANGED'
+  /** An option of a materializer call is out of range, e.g. `prune({ keep: -1 })`. */
+  | 'INVALID_OPTION';
 
 /** Structured context carried by a {@link FeatureStoreError}. */
 export interface FeatureStoreErrorContext {

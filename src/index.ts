@@ -38,10 +38,21 @@ export type {
   MaterializeParams,
   Materializer,
   MaterializerOptions,
+  OnlineCacheStats,
+  OnlineOptions,
+  PruneOptions,
   StoredFeature,
   StoredParam,
 } from './materializer/materializer.js';
 export { MaterializerBase, type PublishInput } from './materializer/materializer-base.js';
+export type {
+  OnlineKey,
+  OnlineKeyValue,
+  OnlineMaterialization,
+  OnlinePublication,
+  OnlineSource,
+  OnlineStore,
+} from './online/online-store.js';
 export { LazyFrame, type PolarsFrame } from './query/lazy-frame.js';
 export {
   type Comparison,

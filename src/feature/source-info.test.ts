@@ -3,8 +3,10 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import ts from 'typescript';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FeatureStore } from './feature-store.js';
+import { docCommentAt } from './source-info.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const TSX = join(ROOT, 'node_modules/.bin/tsx');
@@ -137,5 +139,73 @@ describe('metadata from the doc comment', () => {
       tags: [],
       params: {},
     });
+  });
+});
+
+describe('doc comments of compiled code', () => {
+  const source = [
+    "import { feature } from 'featurefn';",
+    '',
+    '/**',
+    ' * Departures per airport',
+    ' * on the day.',
+    ' * @maintainer Ana',
+    ' * @tags flights',
+    ' */',
+    "export const departures = feature({ entity: 'origin' }, async function departures() {",
+    '  return [];',
+    '});',
+    '',
+  ].join('\n');
+  const expected = {
+    description: 'Departures per airport\non the day.',
+    maintainer: 'Ana',
+    tags: ['flights'],
+  };
+  /** `file:line` of the `feature(` call in compiled `js`, as a stack trace would give it. */
+  const callIn = (file: string, js: string) =>
+    `${file}:${js.split('\n').findIndex((l) => l.includes('feature({')) + 1}`;
+  const compile = (dir: string, options: import('typescript').CompilerOptions) => {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'features.ts'), source);
+    const out = ts.transpileModule(source, {
+      fileName: 'features.ts',
+      compilerOptions: {
+        module: ts.ModuleKind.ESNext,
+        target: ts.ScriptTarget.ES2022,
+        removeComments: true,
+        ...options,
+      },
+    });
+    writeFileSync(join(dir, 'features.js'), out.outputText);
+    if (out.sourceMapText) writeFileSync(join(dir, 'features.js.map'), out.sourceMapText);
+    expect(out.outputText).not.toContain('@maintainer');
+    return out.outputText;
+  };
+
+  it('follows a source map file or an inline one back to the TypeScript source', () => {
+    for (const [dir, options] of [
+      [join(scratch, 'mapped'), { sourceMap: true }],
+      [join(scratch, 'inline'), { inlineSourceMap: true }],
+    ] as const) {
+      const js = compile(dir, options);
+      expect(docCommentAt(callIn(join(dir, 'features.js'), js))).toMatchObject(expected);
+    }
+  });
+
+  it('reads the .d.ts beside compiled code that has no comments and no source map', () => {
+    const bare = join(scratch, 'bare');
+    const bareJs = compile(bare, {});
+    rmSync(join(bare, 'features.ts'));
+    expect(docCommentAt(callIn(join(bare, 'features.js'), bareJs)).description).toBeUndefined();
+
+    const dir = join(scratch, 'declared');
+    const js = compile(dir, {});
+    rmSync(join(dir, 'features.ts'));
+    writeFileSync(
+      join(dir, 'features.d.ts'),
+      ts.transpileDeclaration(source, { fileName: 'features.ts', compilerOptions: {} }).outputText,
+    );
+    expect(docCommentAt(callIn(join(dir, 'features.js'), js))).toMatchObject(expected);
   });
 });

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { createRequire, SourceMap, type SourceMapPayload } from 'node:module';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type * as TS from 'typescript';
 
 /** What a feature's doc comment says. @internal */
@@ -80,16 +82,29 @@ function definingStatement(ts: typeof TS, sf: TS.SourceFile, line: number): TS.N
 
 /**
  * The doc comment above the feature defined at `definedAt` (`file:line`), read with the TypeScript
- * compiler API from that file (`.ts`, or a compiled `.js` that kept its comments). Empty when
- * TypeScript is not installed or the file cannot be read. @internal
+ * compiler API from that file (`.ts`, or a compiled `.js` that kept its comments). For compiled
+ * code that dropped them (a bundler, `removeComments`), the original source its source map names,
+ * then the `.d.ts` beside it. Empty when TypeScript is not installed or nothing can be read. @internal
  */
 export function docCommentAt(definedAt: string): DocComment {
   const ts = loadTypeScript();
+  if (ts === undefined) return NO_DOC;
   const { file, line } = split(definedAt);
   const sf = sourceFileOf(file);
-  if (ts === undefined || sf === undefined) return NO_DOC;
+  if (sf === undefined) return NO_DOC;
   const statement = definingStatement(ts, sf, line);
   if (statement === undefined) return NO_DOC;
+  const doc = docOf(ts, sf, statement);
+  if (doc !== NO_DOC || !/\.[cm]?js$/.test(file)) return doc;
+  const original = originalPosition(file, sf, statement);
+  if (original !== undefined) {
+    const fromSource = docCommentAt(original);
+    if (fromSource !== NO_DOC) return fromSource;
+  }
+  return declarationDoc(ts, file, statement);
+}
+
+function docOf(ts: typeof TS, sf: TS.SourceFile, statement: TS.Node): DocComment {
   const holder = ts.isVariableStatement(statement) ? statement.declarationList.declarations[0]! : statement;
   const doc = ts.getJSDocCommentsAndTags(holder).filter(ts.isJSDoc).at(-1);
   if (doc === undefined) return NO_DOC;
@@ -115,6 +130,46 @@ export function docCommentAt(definedAt: string): DocComment {
     ),
     params: Object.freeze(params),
   });
+}
+
+/** `file:line` of `statement` in the source `file`'s source map names, if it has one and it is readable. */
+function originalPosition(file: string, sf: TS.SourceFile, statement: TS.Node): string | undefined {
+  const url = /\/\/# sourceMappingURL=(\S+)\s*$/.exec(sf.text)?.[1];
+  if (url === undefined) return undefined;
+  try {
+    const inline = /^data:application\/json;(?:charset=utf-8;)?base64,(.*)$/.exec(url);
+    const mapFile = resolve(dirname(file), url);
+    const payload = JSON.parse(
+      inline ? Buffer.from(inline[1]!, 'base64').toString('utf8') : readFileSync(mapFile, 'utf8'),
+    ) as SourceMapPayload;
+    const start = sf.getLineAndCharacterOfPosition(statement.getStart(sf));
+    const entry = new SourceMap(payload).findEntry(start.line, start.character);
+    if (!('originalSource' in entry)) return undefined;
+    const base = inline ? dirname(file) : dirname(mapFile);
+    const source = entry.originalSource.startsWith('file:')
+      ? fileURLToPath(entry.originalSource)
+      : resolve(base, payload.sourceRoot ?? '', entry.originalSource);
+    return `${source}:${entry.originalLine + 1}`;
+  } catch {
+    return undefined; // no map, or a map that does not parse: nothing to add
+  }
+}
+
+/** The doc comment a `.d.ts` beside compiled `file` gives the variable `statement` declares. */
+function declarationDoc(ts: typeof TS, file: string, statement: TS.Node): DocComment {
+  if (!ts.isVariableStatement(statement)) return NO_DOC;
+  const name = statement.declarationList.declarations[0]?.name;
+  if (name === undefined || !ts.isIdentifier(name)) return NO_DOC;
+  const dts = sourceFileOf(file.replace(/\.([cm]?)js$/, '.d.$1ts'));
+  if (dts === undefined) return NO_DOC;
+  for (const declared of dts.statements) {
+    if (
+      ts.isVariableStatement(declared) &&
+      declared.declarationList.declarations.some((d) => ts.isIdentifier(d.name) && d.name.text === name.text)
+    )
+      return docOf(ts, dts, declared);
+  }
+  return NO_DOC;
 }
 
 /**

@@ -2,7 +2,7 @@ import type { FeatureMetadata } from '../feature/feature.js';
 import type { ColumnSpec } from '../frame/columns.js';
 import type { StoredFeature } from './materializer.js';
 
-/** What a publication records of its feature in the store's catalog. @internal */
+/** What a publication records of its feature in the store's catalog. */
 export interface FeatureRecordInput {
   /** `store.versionOf` at the run. */
   readonly version: string;

@@ -13,7 +13,7 @@ import {
   decodeParams,
   type Params,
 } from '../feature/params.js';
-import { describeValue, formatParamValue } from '../format.js';
+import { clip, describeValue, formatParamValue } from '../format.js';
 import { adapterByKind, adapterFor } from '../frame/adapters.js';
 import { type ColumnSpec, columnsOf, type Row, tableToRows } from '../frame/columns.js';
 import type { FrameAdapter } from '../frame/frame-adapter.js';
@@ -27,16 +27,22 @@ import type {
   FeatureDecorator,
   Materialization,
   MaterializationStatus,
+  MaterializeOptions,
   MaterializeParams,
   Materializer,
   MaterializerOptions,
+  OnlineCacheStats,
+  PruneOptions,
   ReadPlan,
   ResolvedSources,
   StoredFeature,
 } from './materializer.js';
+import { OnlineServing, onlineOptionsOf } from './online-serving.js';
 
 /** How many times a read is planned again when the tables it was planned on were replaced. */
 const REPLACED_READ_ATTEMPTS = 5;
+/** Errors of a resolution that a publication since the catalog was loaded could answer. */
+const NOTHING_YET: ReadonlySet<string> = new Set(['NO_CONSISTENT_MATERIALIZATION', 'TOO_OLD']);
 /** Resolutions kept between catalog changes. */
 const MAX_RESOLUTIONS = 1000;
 
@@ -53,6 +59,8 @@ export interface PublishInput {
   readonly record: FeatureRecordInput;
   /** The rows, batch by batch; consumed once. */
   readonly batches: AsyncIterable<RecordBatch>;
+  /** The call's options; a store passes the row count to `checkRows` before it commits. */
+  readonly options: MaterializeOptions;
 }
 
 /**
@@ -65,6 +73,12 @@ export abstract class MaterializerBase implements Materializer {
   protected abstract readonly dialect: SqlDialect;
 
   #catalog: Promise<Map<string, Materialization[]>> | undefined;
+  /** The catalog `#catalog` last resolved to, for compiling reads (see `#widened`). */
+  #loaded: Map<string, Materialization[]> | undefined;
+  /** Per feature: every value column its current materializations have. */
+  #shapes = new Map<string, readonly ColumnSpec[]>();
+  /** Bumped whenever the catalog held changes: compiled reads made before may lack a column. */
+  protected catalogEpoch = 0;
   #version = 0;
   #resolutions = new Map<string, ResolvedSources | undefined>();
   /**
@@ -75,12 +89,17 @@ export abstract class MaterializerBase implements Materializer {
   #lastResolution:
     | { features: readonly string[]; held: HeldSpec; resolved: ResolvedSources | undefined }
     | undefined;
+  /** Catalog loads started so far: tells a resolution whether it saw the store or memory. */
+  #loads = 0;
   #closed = false;
   readonly #timeout: Duration | undefined;
+  readonly #online: OnlineServing | undefined;
 
   constructor(options?: MaterializerOptions) {
     this.#timeout = options?.timeout;
     if (this.#timeout !== undefined) parseDuration(this.#timeout, 'timeout');
+    const online = onlineOptionsOf(options?.online);
+    this.#online = online === undefined ? undefined : new OnlineServing(online, () => this.name);
   }
 
   /**
@@ -132,7 +151,9 @@ export abstract class MaterializerBase implements Materializer {
     const paramsKey = canonicalParams(checked, info.name);
     this.#assertServes(feature, info, checked);
     const timeout = options?.timeout ?? this.#timeout;
-    if (timeout === undefined) return this.#materialize(feature, params, info, checked, paramsKey, undefined);
+    const call = { ...options };
+    if (timeout === undefined)
+      return this.#materialize(feature, params, info, checked, paramsKey, call, undefined);
     const ms = parseDuration(timeout, 'timeout');
     const controller = new AbortController();
     const expired = new FeatureStoreError(
@@ -144,7 +165,7 @@ export abstract class MaterializerBase implements Materializer {
     // Beyond 2^31-1 ms Node fires a timer at once; such a timeout is as good as none.
     const timer = ms <= 2 ** 31 - 1 ? setTimeout(() => controller.abort(expired), ms) : undefined;
     try {
-      return await this.#materialize(feature, params, info, checked, paramsKey, controller.signal);
+      return await this.#materialize(feature, params, info, checked, paramsKey, call, controller.signal);
     } catch (error) {
       throw controller.signal.aborted ? expired : error;
     } finally {
@@ -158,8 +179,11 @@ export abstract class MaterializerBase implements Materializer {
     info: FeatureInfo,
     checked: Params,
     paramsKey: string,
+    options: MaterializeOptions,
     signal: AbortSignal | undefined,
   ): Promise<Materialization> {
+    // The shape the feature's results had so far, to refuse a silent change of columns.
+    const previous = latest(await this.#byFeature(info.name));
     let result: unknown;
     try {
       result = await within(feature.compute(...([params] as Parameters<F>)), signal);
@@ -175,17 +199,37 @@ export abstract class MaterializerBase implements Materializer {
     if (isSqlQuery(result) && info.schema === undefined && this.#runsHere(result)) {
       // Same database: the query runs inside the engine and no row passes through Node.
       const record = await this.publishQuery!(
-        { feature: info, params: checked, paramsKey, kind: 'sql', record: written },
+        { feature: info, params: checked, paramsKey, kind: 'sql', record: written, options },
         result,
-        (columns) => keyOf(info, columns, checked),
+        (columns) => {
+          const key = keyOf(info, columns, checked);
+          checkColumns(info, checked, key, columns, previous, options);
+          return key;
+        },
       );
       this.#published(record);
+      await this.#publishOnline(record);
       return record;
     }
     const adapter = adapterFor(result, info.name, checked);
-    const { columns, batches, close } = await within(streamOf(adapter, result, info, checked), signal);
+    const streamed = await within(streamOf(adapter, result, info, checked), signal);
+    const { close } = streamed;
+    let { columns, batches } = streamed;
+    if (streamed.inferred) {
+      // No rows and no columns to read a shape from (e.g. `[]`): the feature's known shape, if any.
+      if (
+        previous !== undefined &&
+        sameNames(
+          previous.key,
+          columns.map((c) => c.name),
+        )
+      )
+        columns = previous.columns;
+      batches = noBatches();
+    }
     try {
       const key = keyOf(info, columns, checked);
+      checkColumns(info, checked, key, columns, previous, options);
       const record = await this.publish({
         feature: info,
         params: checked,
@@ -194,6 +238,7 @@ export abstract class MaterializerBase implements Materializer {
         key,
         columns,
         record: written,
+        options,
         batches: guarded(
           info.schema === undefined ? batches : validated(batches, info, checked, key),
           info,
@@ -202,6 +247,7 @@ export abstract class MaterializerBase implements Materializer {
         ),
       });
       this.#published(record);
+      await this.#publishOnline(record);
       return record;
     } finally {
       // A store that stopped reading part-way (or never started) must still release the source,
@@ -293,14 +339,18 @@ export abstract class MaterializerBase implements Materializer {
       this.#lastResolution = { features, held: holdSpec(spec), resolved };
       return resolved;
     }
-    const catalogs = await Promise.all(features.map((feature) => this.#byFeature(feature)));
-    const resolved = resolvedSources(
-      resolveParams(
-        spec,
-        catalogs.map((materializations, i) => ({ feature: features[i]!, materializations })),
-      ),
-      catalogs,
-    );
+    const loads = this.#loads;
+    let resolved: ResolvedSources | undefined;
+    try {
+      resolved = await this.#resolve(features, spec);
+    } catch (error) {
+      if (!(error instanceof FeatureStoreError) || !NOTHING_YET.has(error.code) || this.#loads !== loads)
+        throw error;
+      // Found nothing in a catalog held in memory: ask the store itself before saying so. A reader
+      // retrying in a loop that does no other I/O would otherwise never hear of a publication.
+      this.invalidate();
+      return this.#resolve(features, spec);
+    }
     if (version === this.#version) {
       // Exact values in specs are unbounded; a busy reader keeps only the recent ones.
       if (this.#resolutions.size >= MAX_RESOLUTIONS) this.#resolutions.clear();
@@ -310,12 +360,27 @@ export abstract class MaterializerBase implements Materializer {
     return resolved;
   }
 
+  async #resolve(features: readonly string[], spec: ParamSpec): Promise<ResolvedSources | undefined> {
+    const catalogs = await Promise.all(features.map((feature) => this.#byFeature(feature)));
+    return resolvedSources(
+      resolveParams(
+        spec,
+        catalogs.map((materializations, i) => ({ feature: features[i]!, materializations })),
+      ),
+      catalogs,
+    );
+  }
+
   /** @internal */
   read(plan: ReadPlan, format: 'rows'): Promise<Row[]>;
   /** @internal */
   read(plan: ReadPlan, format: 'arrow'): Promise<Table>;
   async read(plan: ReadPlan, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
     this.assertOpen();
+    if (this.#online !== undefined) {
+      const served = await this.#online.read(plan, format);
+      if (served !== undefined) return served;
+    }
     let current = plan;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -337,6 +402,12 @@ export abstract class MaterializerBase implements Materializer {
       );
       const gone = sources.find((s) => s.materialization === undefined);
       if (gone !== undefined) {
+        // Unpublished or pruned meanwhile: its table is kept a while for readers already on it.
+        try {
+          return await this.runRead(this.compile(current), format);
+        } catch {
+          // dropped too: say so below
+        }
         throw new FeatureStoreError(
           'STORE_ERROR',
           'its materialization was removed while it was being read. Read again to use the current ones.',
@@ -353,12 +424,15 @@ export abstract class MaterializerBase implements Materializer {
   }
 
   /** @internal */
-  explain(plan: ReadPlan): string {
+  async explain(plan: ReadPlan): Promise<string> {
+    const online = await this.#online?.explain(plan);
+    if (online?.online) return online.note;
     const { sql, params } = this.compile(plan);
     const values = params.map(
       (p, i) => `  ${this.dialect.placeholder(i + 1)} = ${formatParamValue(p.value)} (${p.type})`,
     );
     return [
+      ...(online === undefined ? [] : [online.note]),
       `-- served by ${this.name}`,
       sql,
       ...(values.length > 0 ? ['-- bound values:', ...values] : []),
@@ -383,6 +457,66 @@ export abstract class MaterializerBase implements Materializer {
       strings,
       params.map((p) => p.value),
     );
+  }
+
+  /**
+   * Publishes to the `online` store (see {@link MaterializerOptions.online}) what it lacks of the
+   * latest materializations of `features` (default: every feature in this store's catalog): each
+   * feature's last `keep` materializations in parameter order, the ones `Last()` resolves to,
+   * retiring the others there. `materialize` does this for its feature; call it to repair the
+   * online copy after an `ONLINE_PUBLISH_FAILED`, or to fill a new online store. Resolves to the
+   * ids of the materializations it published.
+   *
+   * ### Example
+   * ```ts
+   * const materializer = new PostgresMaterializer({ connection, online: new RedisOnlineStore() });
+   * await materializer.syncOnline(); // e.g. at start-up, after Redis lost its data
+   * ```
+   */
+  async syncOnline(features?: readonly (Feature | FeatureInfo | string)[]): Promise<string[]> {
+    this.assertOpen();
+    const online = this.#online;
+    if (online === undefined) {
+      throw new FeatureStoreError(
+        'STORE_ERROR',
+        `this ${this.name} materializer has no online store; pass one with the online option.`,
+      );
+    }
+    const names =
+      features === undefined
+        ? [...(await this.#catalogByFeature()).keys()].sort()
+        : features.map((f) => (typeof f === 'string' ? f : featureInfoOf(f).name));
+    return online.sync(
+      names,
+      (name) => this.#byFeature(name),
+      (m) =>
+        // Only the feature's name is read from a source's info while reading.
+        this.read(this.planOf({ name: m.featureName } as FeatureInfo, m), 'arrow'),
+    );
+  }
+
+  /**
+   * Hits, misses, hit rate and entries of the online cache (`online: { store, cache: { entries } }`);
+   * all zeros without one.
+   *
+   * ### Example
+   * ```ts
+   * const { hitRate, entries } = materializer.cacheStats();
+   * ```
+   */
+  cacheStats(): OnlineCacheStats {
+    return this.#online?.cacheStats() ?? { hits: 0, misses: 0, hitRate: 0, entries: 0 };
+  }
+
+  /** After an offline publication: the online copy of the feature, or the failure reported. */
+  async #publishOnline(record: Materialization): Promise<void> {
+    const online = this.#online;
+    if (online === undefined) return;
+    try {
+      await this.syncOnline([record.featureName]);
+    } catch (error) {
+      online.report(error as FeatureStoreError);
+    }
   }
 
   /**
@@ -457,6 +591,143 @@ export abstract class MaterializerBase implements Materializer {
   protected abstract readFailed(plan: ReadPlan, error: unknown): FeatureStoreError;
   protected abstract closeConnections(): Promise<void>;
 
+  /** Keeps `catalog` as the one reads compile against, unless a newer one replaced `from` meanwhile. */
+  #hold(
+    catalog: Map<string, Materialization[]>,
+    from: Promise<Map<string, Materialization[]>>,
+  ): Map<string, Materialization[]> {
+    if (this.#catalog !== from && this.#catalog !== undefined) return catalog;
+    this.#loaded = catalog;
+    this.#shapes.clear();
+    this.catalogEpoch++;
+    return catalog;
+  }
+
+  /**
+   * A materialization's columns for a read: its own, then any other column the feature's current
+   * materializations have (stored with `allowColumnChange`), which it gives as nulls.
+   */
+  #widened(m: Materialization): { columns: readonly ColumnSpec[]; absent?: ReadonlySet<string> } {
+    let shape = this.#shapes.get(m.featureName);
+    if (shape === undefined) {
+      const columns: ColumnSpec[] = [];
+      const names = new Set<string>();
+      for (const other of this.#loaded?.get(m.featureName) ?? []) {
+        for (const column of other.columns) {
+          if (names.has(column.name) || other.key.includes(column.name)) continue;
+          names.add(column.name);
+          columns.push(column);
+        }
+      }
+      shape = columns;
+      this.#shapes.set(m.featureName, shape);
+    }
+    let absent: Set<string> | undefined;
+    for (const column of shape) {
+      if (m.columns.some((c) => c.name === column.name)) continue;
+      absent ??= new Set();
+      absent.add(column.name);
+    }
+    if (absent === undefined) return { columns: m.columns };
+    return { columns: [...m.columns, ...shape.filter((c) => absent.has(c.name))], absent };
+  }
+
+  /**
+   * Refuses (`EMPTY_RESULT`) a result of no rows unless the call allows it. A store calls it with
+   * the loaded row count before it commits.
+   */
+  protected checkRows(input: Pick<PublishInput, 'feature' | 'params' | 'options'>, rows: number): void {
+    if (rows > 0 || input.options.allowEmpty === true) return;
+    throw new FeatureStoreError(
+      'EMPTY_RESULT',
+      'the result has no rows, so reads at these parameters would find nothing (a point in time after the ' +
+        'data ends, or a source that returned nothing, gives this). Nothing was stored. ' +
+        'Pass { allowEmpty: true } to store it anyway.',
+      { feature: input.feature.name, params: input.params },
+    );
+  }
+
+  /**
+   * Retires the publication with this id, atomically: its catalog record goes and its table is
+   * retired (dropped after `retainReplaced`, so a reader already on it finishes), so `Last()`
+   * moves back to the previous parameters. Resolves to the retired record, or `undefined` when no
+   * current publication has this id.
+   *
+   * ### Example
+   * ```ts
+   * const record = await materializer.materialize(departures, { when: new Date('2001-03-02') });
+   * await materializer.unpublish(record.id); // a bad run: Last() reads 2001-03-01 again
+   * ```
+   */
+  async unpublish(id: string): Promise<Materialization | undefined> {
+    this.assertOpen();
+    this.invalidate(); // the store's own catalog, not one held in memory
+    const record = [...(await this.#allMaterializations())].find((m) => m.id === String(id));
+    if (record === undefined) return undefined;
+    const retired = await this.retire([record]);
+    this.invalidate();
+    return retired.includes(record.id) ? record : undefined;
+  }
+
+  /**
+   * Retires old materializations: per feature and per value of its parameters other than Dates
+   * (e.g. each `appName`), keeps the `keep` with the latest parameters (those `Last()` picks
+   * first) and any published less than `olderThan` ago; retires the rest, as {@link unpublish}
+   * does, so readers already on one finish. Resolves to the retired records.
+   *
+   * ### Example
+   * ```ts
+   * // A year of daily points in time, and anything from the last week:
+   * const retired = await materializer.prune({ keep: 365, olderThan: '7 days' });
+   * ```
+   */
+  async prune(options: PruneOptions): Promise<Materialization[]> {
+    this.assertOpen();
+    const keep = options?.keep ?? 1;
+    if (!Number.isSafeInteger(keep) || keep < 0) {
+      throw new FeatureStoreError(
+        'INVALID_OPTION',
+        `prune's keep is ${describeValue(keep)}, but it must be a whole number from 0 up: how many materializations to keep per feature and parameters.`,
+        { details: { keep } },
+      );
+    }
+    const youngest =
+      options?.olderThan === undefined
+        ? Number.POSITIVE_INFINITY
+        : Date.now() - parseDuration(options.olderThan, 'olderThan');
+    this.invalidate();
+    const groups = new Map<string, Materialization[]>();
+    for (const m of await this.#allMaterializations()) {
+      const fixed: Record<string, unknown> = {};
+      for (const [name, value] of Object.entries(m.params)) if (!(value instanceof Date)) fixed[name] = value;
+      const group = `${m.featureName}\u0000${canonicalParams(fixed, m.featureName)}`;
+      const list = groups.get(group);
+      if (list === undefined) groups.set(group, [m]);
+      else list.push(m);
+    }
+    const old: Materialization[] = [];
+    for (const list of groups.values()) {
+      // Sorted as the catalog is: by parameters, the latest last.
+      const candidates = list.slice(0, Math.max(0, list.length - keep));
+      for (const m of candidates) if (m.createdAt.getTime() < youngest) old.push(m);
+    }
+    if (old.length === 0) return [];
+    const retired = new Set(await this.retire(old));
+    this.invalidate();
+    return old.filter((m) => retired.has(m.id));
+  }
+
+  /**
+   * Removes the catalog records of `records` and retires their tables, in one transaction (see
+   * `vacuum` for when they are dropped); a record another writer replaced meanwhile is left
+   * alone. Resolves to the ids it removed.
+   */
+  protected abstract retire(records: readonly Materialization[]): Promise<string[]>;
+
+  async #allMaterializations(): Promise<Materialization[]> {
+    return [...(await this.#catalogByFeature()).values()].flat();
+  }
+
   /** Forgets the cached catalog; the next call reloads it. Call when another writer published. */
   protected invalidate(): void {
     this.#catalog = undefined;
@@ -471,11 +742,11 @@ export abstract class MaterializerBase implements Materializer {
     this.#forgetResolutions();
     const catalog = this.#catalog;
     if (catalog === undefined) return;
-    const updated = catalog.then((byFeature) => {
+    const updated: Promise<Map<string, Materialization[]>> = catalog.then((byFeature) => {
       const list = (byFeature.get(record.featureName) ?? []).filter((m) => m.paramsKey !== record.paramsKey);
       list.push(record);
       list.sort(compareMaterializations);
-      return new Map(byFeature).set(record.featureName, list);
+      return this.#hold(new Map(byFeature).set(record.featureName, list), updated);
     });
     this.#catalog = updated;
     updated.catch(() => {
@@ -564,22 +835,57 @@ export abstract class MaterializerBase implements Materializer {
   protected compile(plan: ReadPlan): CompiledQuery {
     const query = bindSources(plan.query, (_, i) => {
       const m = plan.sources[i]!.materialization;
-      return { key: m.key, columns: m.columns, ...this.sourceOf(m) };
+      return { key: m.key, ...this.#widened(m), ...this.sourceOf(m) };
     });
     return compileRead(query, this.dialect);
   }
 
+  /**
+   * False when the cached catalog may miss a publication another store made on the same database
+   * in this process (which sends no notice): the next call then reloads it.
+   */
+  protected catalogIsCurrent(): boolean {
+    return true;
+  }
+
   async #byFeature(feature: string): Promise<readonly Materialization[]> {
+    return (await this.#catalogByFeature()).get(feature) ?? [];
+  }
+
+  /** The catalog by feature: the one held, or loaded now when none is (or it may be behind). */
+  #catalogByFeature(): Promise<Map<string, Materialization[]>> {
     this.assertOpen();
+    if (this.#catalog !== undefined && !this.catalogIsCurrent()) this.invalidate();
     if (this.#catalog === undefined) {
-      const loading = this.loadCatalog().then(groupByFeature);
+      this.#loads++;
+      const loading: Promise<Map<string, Materialization[]>> = this.loadCatalog().then((records) =>
+        this.#hold(groupByFeature(records), loading),
+      );
       this.#catalog = loading;
       loading.catch(() => {
         if (this.#catalog === loading) this.#catalog = undefined;
       });
     }
-    return (await this.#catalog).get(feature) ?? [];
+    return this.#catalog;
   }
+}
+
+/**
+ * `schema` if a store can keep its tables there; else refuses it with `INVALID_SCHEMA` (an empty
+ * name, or one with a NUL, which no database can name). @internal
+ */
+export function checkSchemaName(schema: unknown, store: string): string {
+  if (typeof schema === 'string' && schema.length > 0 && !schema.includes('\u0000')) return schema;
+  throw new FeatureStoreError(
+    'INVALID_SCHEMA',
+    `the ${store} store cannot use the schema name ${describeValue(schema)}: ` +
+      (typeof schema !== 'string'
+        ? 'it must be a string.'
+        : schema.length === 0
+          ? 'it is empty. Give a name such as "featurefn".'
+          : 'it contains a NUL character, which no schema name can hold. Remove it.'),
+    { details: { schema } },
+  );
 }
 
 /** The version, lineage and metadata of the run that just computed `feature`. */
@@ -623,7 +929,13 @@ async function streamOf(
   result: unknown,
   info: FeatureInfo,
   params: Params,
-): Promise<{ columns: ColumnSpec[]; batches: AsyncIterable<RecordBatch>; close: () => Promise<void> }> {
+): Promise<{
+  columns: readonly ColumnSpec[];
+  batches: AsyncIterable<RecordBatch>;
+  close: () => Promise<void>;
+  /** True when the result had no rows and no columns: `columns` are only the entity's. */
+  inferred?: boolean;
+}> {
   const context = { feature: info.name, params };
   let close = async () => {};
   try {
@@ -647,11 +959,11 @@ async function streamOf(
     }
     const table = await adapter.toArrow(result);
     let columns = columnsOf(table, info.name);
-    if (columns.length === 0 && table.numRows === 0 && info.entity !== undefined) {
-      columns = info.entity.map((name) => ({ name, type: 'string' as const }));
-    }
+    const inferred = columns.length === 0 && table.numRows === 0 && info.entity !== undefined;
+    if (inferred) columns = info.entity!.map((name) => ({ name, type: 'string' as const }));
     return {
       columns,
+      inferred,
       close,
       batches: (async function* () {
         yield* table.batches;
@@ -823,4 +1135,60 @@ function sameValue(held: unknown, value: unknown): boolean {
       sameValue(held.at, value.at)
     );
   return held === value;
+}
+
+async function* noBatches(): AsyncIterable<RecordBatch> {}
+
+/** The materialization published last, if any. */
+function latest(list: readonly Materialization[]): Materialization | undefined {
+  let found: Materialization | undefined;
+  for (const m of list) if (found === undefined || m.createdAt > found.createdAt) found = m;
+  return found;
+}
+
+/** `columns` less the key, as `name type` texts. */
+function valueColumns(columns: readonly ColumnSpec[], key: readonly string[]): Map<string, string> {
+  return new Map(columns.filter((c) => !key.includes(c.name)).map((c) => [c.name, c.type]));
+}
+
+/**
+ * A column type's kind: numbers are one kind, as a rows result's are typed by the values it holds
+ * (whole numbers as int32, others as float64) and reads give them back as numbers either way.
+ */
+function kindOf(type: string): string {
+  return /^(int|float)\d+$/.test(type) ? 'number' : type;
+}
+
+/** Refuses (`COLUMNS_CHANGED`) value columns other than the `previous` materialization's, unless allowed. */
+function checkColumns(
+  info: FeatureInfo,
+  params: Params,
+  key: readonly string[],
+  columns: readonly ColumnSpec[],
+  previous: Materialization | undefined,
+  options: MaterializeOptions,
+): void {
+  if (previous === undefined || options.allowColumnChange === true) return;
+  const before = valueColumns(previous.columns, previous.key);
+  // An empty result stored before any shape was known (`[]`, allowed) has nothing to lose.
+  if (before.size === 0 && previous.rows === 0) return;
+  const now = valueColumns(columns, key);
+  const missing = [...before].filter(([name]) => !now.has(name)).map(([name, type]) => ({ name, type }));
+  const added = [...now].filter(([name]) => !before.has(name)).map(([name, type]) => ({ name, type }));
+  const changed = [...now]
+    .filter(([name, type]) => before.has(name) && kindOf(before.get(name)!) !== kindOf(type))
+    .map(([name, type]) => ({ name, was: before.get(name)!, now: type }));
+  if (missing.length + added.length + changed.length === 0) return;
+  const parts = [
+    ...missing.map((c) => `column "${clip(c.name)}" (${c.type}) is missing`),
+    ...added.map((c) => `column "${clip(c.name)}" (${c.type}) is new`),
+    ...changed.map((c) => `column "${clip(c.name)}" was ${c.was} and is now ${c.now}`),
+  ];
+  throw new FeatureStoreError(
+    'COLUMNS_CHANGED',
+    `its value columns differ from its last materialization (id ${previous.id}): ${parts.join('; ')}. ` +
+      'Nothing was stored. If the change is meant, pass { allowColumnChange: true }: reads then give every ' +
+      'column the feature has had, as nulls where a materialization lacks it.',
+    { feature: info.name, params, details: { missing, added, changed, previous: previous.id } },
+  );
 }

@@ -1,8 +1,10 @@
 import type { Table } from 'apache-arrow';
 import type { Duration } from '../duration.js';
+import type { FeatureStoreError } from '../errors.js';
 import type { Feature, FeatureCall, FeatureFunction, FeatureInfo } from '../feature/feature.js';
 import type { Params, ParamValue } from '../feature/params.js';
 import type { ColumnSpec, Row } from '../frame/columns.js';
+import type { OnlineStore } from '../online/online-store.js';
 import type { QueryTree } from '../query/nodes.js';
 import type { ParamSpec } from '../resolver/resolvers.js';
 import type { SqlQuery, SqlSource } from '../sql/sql-query.js';
@@ -96,12 +98,76 @@ export interface MaterializeOptions {
    * `timeout`, itself none by default.
    */
   timeout?: Duration | undefined;
+  /**
+   * Store a result with no rows. By default it is refused (`EMPTY_RESULT`): a point in time after
+   * the data ends, or a source that returned nothing, would otherwise replace real values with none.
+   */
+  allowEmpty?: boolean | undefined;
+  /**
+   * Store a result whose value columns (names or types) differ from the feature's earlier
+   * materializations. By default it is refused (`COLUMNS_CHANGED`, naming the columns). When
+   * allowed, reads still give every column the feature's materializations have, as nulls where
+   * one lacks it.
+   */
+  allowColumnChange?: boolean | undefined;
+}
+
+/** Options of `materializer.prune`. */
+export interface PruneOptions {
+  /**
+   * How many materializations to keep per feature and per value of its other parameters: those
+   * with the latest parameters (the ones `Last()` picks first). Default is `1`.
+   */
+  keep?: number | undefined;
+  /** Keep too every materialization published less than this long ago (see {@link Duration}). */
+  olderThan?: Duration | undefined;
+}
+
+/**
+ * The `online` option of a materializer: the online store to publish to and serve key lookups
+ * from, an opt-in in-process cache, and where failures of the online copy are reported.
+ */
+export interface OnlineOptions {
+  /** A `SqliteOnlineStore`, a `RedisOnlineStore` or your own `OnlineStore`. Closing it is yours. */
+  store: OnlineStore;
+  /**
+   * Keeps the answers of this many key lookups in process (opt-in; least recently used dropped).
+   * Materializations never change once published, so a cached answer is never stale: a new
+   * publication is resolved to, and read, under its own id. See `materializer.cacheStats()`.
+   */
+  cache?: { entries: number };
+  /**
+   * Called when publishing to the online store fails (code `ONLINE_PUBLISH_FAILED`, naming the
+   * feature and parameters), or when a read finds it unreachable (`ONLINE_UNAVAILABLE`, at most
+   * once every 10 seconds). The offline publication stands, and reads are served offline until
+   * a later `materialize` or `materializer.syncOnline()` repairs the online copy. If it throws,
+   * `materialize` rejects with what it threw. Default is a `console.warn`.
+   */
+  onError?: (error: FeatureStoreError) => void;
 }
 
 /** Options every store's constructor takes. */
 export interface MaterializerOptions {
   /** Default `timeout` of each `materialize` call (see {@link MaterializeOptions}). Default is none. */
   timeout?: Duration | undefined;
+  /**
+   * An online store (e.g. `new SqliteOnlineStore()` from `featurefn/sqlite`, or a
+   * `RedisOnlineStore` from `featurefn/redis`), or `{ store, cache, onError }` (see
+   * {@link OnlineOptions}). Each `materialize` then also publishes there, after the offline
+   * publication, keeping each feature's latest materializations; and a read that is a key lookup
+   * (equality filters on the whole entity key) is served from it at the very materializations
+   * the offline store resolves to. Any other read, or one whose materializations are not (yet)
+   * online, is served offline. See `docs/serving.md`.
+   *
+   * ### Example
+   * ```ts
+   * const materializer = new DuckDBMaterializer({
+   *   path: 'features.duckdb',
+   *   online: { store: new SqliteOnlineStore({ path: 'online.sqlite' }), cache: { entries: 10_000 } },
+   * });
+   * ```
+   */
+  online?: OnlineStore | OnlineOptions | undefined;
 }
 
 /** A decorator as `store.addDecorator` takes it: wraps one feature's call. */
@@ -123,6 +189,11 @@ export interface ReadSource {
 export interface ReadPlan {
   readonly sources: readonly ReadSource[];
   readonly query: QueryTree;
+  /**
+   * The materializations of `sources` as the store's resolution gave them: the same array for
+   * every read of one resolution, so a store can keep what it derives from them. @internal
+   */
+  readonly resolved?: readonly Materialization[];
 }
 
 /**
@@ -153,8 +224,27 @@ export interface Materializer {
    * has one. SQL features on it are materialized inside the database.
    */
   readonly source: SqlSource | undefined;
+  /**
+   * Retires the publication with this id, atomically: `Last()` moves back to the previous one.
+   * Readers already on it finish; its table is dropped after `retainReplaced`. Resolves to the
+   * retired record, or `undefined` when no current publication has this id.
+   */
+  unpublish(id: string): Promise<Materialization | undefined>;
+  /**
+   * Retires old materializations, keeping per feature and per value of its non-Date parameters
+   * the newest `keep` and any published within `olderThan`. Resolves to the retired records.
+   */
+  prune(options: PruneOptions): Promise<Materialization[]>;
   /** Releases connections. Further calls fail with `CLOSED`. */
   close(): Promise<void>;
+  /**
+   * Publishes to the `online` store what it lacks of the latest materializations of `features`
+   * (default: every feature of the catalog), and retires older ones there. Resolves to the ids
+   * published; rejects with `ONLINE_PUBLISH_FAILED` (or `STORE_ERROR` without an online store).
+   */
+  syncOnline(features?: readonly (Feature | FeatureInfo | string)[]): Promise<string[]>;
+  /** Hits, misses, hit rate and entries of the online cache (zeros without one). */
+  cacheStats(): OnlineCacheStats;
 
   /** The materialization for exactly these parameters, if any. @internal */
   findMaterialization(feature: string, params: Params): Promise<Materialization | undefined>;
@@ -170,8 +260,23 @@ export interface Materializer {
   read(plan: ReadPlan, format: 'arrow'): Promise<Table>;
   /** A planned read as a query on the store's own database. @internal */
   readQuery(plan: ReadPlan): SqlQuery;
-  /** The SQL a planned read runs, with its bound values listed apart. @internal */
-  explain(plan: ReadPlan): string;
+  /**
+   * What a planned read runs: the online store it is served from, or the SQL with its bound
+   * values listed apart. @internal
+   */
+  explain(plan: ReadPlan): Promise<string>;
+}
+
+/** What `materializer.cacheStats()` reports. */
+export interface OnlineCacheStats {
+  /** Key lookups answered from the cache. */
+  readonly hits: number;
+  /** Key lookups the cache could not answer (read from the online store, then cached). */
+  readonly misses: number;
+  /** `hits / (hits + misses)`, or `0` before any lookup. */
+  readonly hitRate: number;
+  /** Answers held now (at most `cache.entries`). */
+  readonly entries: number;
 }
 
 /** Where a read's features are stored: the resolved parameters and one materialization per feature. @internal */

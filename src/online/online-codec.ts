@@ -3,10 +3,10 @@
  * row reads back the same from SQLite and Redis. @internal
  * @module
  */
-import type { RecordBatch, Vector } from 'apache-arrow';
+import { type RecordBatch, Type, type Vector } from 'apache-arrow';
 import { FeatureStoreError } from '../errors.js';
 import { decodeParams, type Params } from '../feature/params.js';
-import { type ColumnSpec, type ColumnType, columnTypeOf, type Row } from '../frame/columns.js';
+import { type ColumnSpec, type ColumnType, columnTypeOf, type Row, utf8Reader } from '../frame/columns.js';
 import type { OnlineKey, OnlineKeyValue, OnlinePublication, OnlineSource } from './online-store.js';
 
 /**
@@ -42,11 +42,15 @@ function encodeKeyValue(value: OnlineKeyValue | null | undefined): string {
 
 /** Encoded keys of a batch's rows, or a `NULL_KEY` error naming the first null key. @internal */
 export function batchKeys(publication: OnlinePublication, batch: RecordBatch): string[] {
-  const vectors = publication.key.map((name) => columnOf(publication, batch, name));
-  const instants = publication.key.map((name) => {
-    const type = columnTypeOf(batch.schema.fields.find((f) => f.name === name)!);
-    return type === 'timestamp' || type === 'date';
+  const types = publication.key.map((name) =>
+    columnTypeOf(batch.schema.fields.find((f) => f.name === name)!),
+  );
+  const vectors = publication.key.map((name) => {
+    const vector = columnOf(publication, batch, name);
+    // Arrow's own decoder drops a leading U+FEFF: "\ufeffx" and "x" would be one key.
+    return vector.type.typeId === Type.Utf8 ? { get: utf8Reader(vector) } : vector;
   });
+  const instants = types.map((type) => type === 'timestamp' || type === 'date');
   const keys: string[] = new Array(batch.numRows);
   const parts: OnlineKeyValue[] = new Array(vectors.length);
   for (let r = 0; r < batch.numRows; r++) {
@@ -139,11 +143,15 @@ function encoder(type: ColumnType, vector: Vector): (row: number) => string {
         return `${text}]`;
       };
     case 'json':
-    case 'string':
+    case 'string': {
+      // Keeps a leading U+FEFF, which vector.get() drops.
+      const read =
+        vector.type.typeId === Type.Utf8 ? utf8Reader(vector) : (r: number) => vector.get(r) as string | null;
       return (r) => {
-        const v = vector.get(r) as string | null;
+        const v = read(r);
         return v === null ? 'null' : JSON.stringify(v);
       };
+    }
     default:
       return (r) => {
         const v = vector.get(r) as number | boolean | null;

@@ -70,6 +70,11 @@ export interface StoredSource {
   /** Quoted, qualified table name. */
   readonly table: string;
   readonly partition?: SourcePartition;
+  /**
+   * Columns of `columns` the table lacks: the feature had them in other materializations, and a
+   * read gives them as nulls rather than dropping them.
+   */
+  readonly absent?: ReadonlySet<string>;
 }
 
 /**

@@ -85,7 +85,7 @@ export async function planRead(
           missing: [],
         };
       }
-      const plan = { sources, query };
+      const plan = { sources, query, resolved: resolved.materializations };
       return { kind: 'store', materializer: first, params: resolved.params, plan, stale: stale.note };
     }
     const exact = spec as Params;

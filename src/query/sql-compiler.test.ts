@@ -1,9 +1,14 @@
 import { describe, expect, it } from 'vitest';
+import type { ColumnType } from '../frame/columns.js';
 import { evaluateRead } from './evaluate.js';
 import { bindSources, type FilterConditions, gt, predicatesOf, type QueryTree, treeOf } from './nodes.js';
 import { compileRead, type SqlDialect } from './sql-compiler.js';
 
-const dialect: SqlDialect = { quote: (id) => `"${id.replaceAll('"', '""')}"`, placeholder: (i) => `$${i}` };
+const dialect: SqlDialect = {
+  quote: (id) => `"${id.replaceAll('"', '""')}"`,
+  placeholder: (i) => `$${i}`,
+  sqlType: (type) => type.toUpperCase(),
+};
 const airports = {
   feature: 'f.departures',
   key: ['origin'],
@@ -23,7 +28,12 @@ const routes = {
   ],
   table: '"s"."m_2"',
 };
-type Source = typeof airports | typeof routes;
+type Source = {
+  feature: string;
+  key: string[];
+  columns: { name: string; type: ColumnType }[];
+  table: string;
+};
 
 /** Filter, then select, then limit, as the frame methods called in that order build it. */
 const query = (
@@ -94,6 +104,63 @@ describe('compileRead', () => {
     expect(() => compileRead(query([airports, unrelated as unknown as Source]), dialect)).toThrow(
       /share no key column/,
     );
+  });
+});
+
+describe('compileRead reads a key lookup with one probe per feature', () => {
+  const delays = {
+    feature: 'f.delays',
+    key: ['origin'],
+    columns: [
+      { name: 'origin', type: 'string' as const },
+      { name: 'delay', type: 'float64' as const },
+      { name: 'late', type: 'int32' as const },
+    ],
+    table: '"s"."m_3"',
+  };
+
+  it('reads each other feature keyed by the looked-up key with scalar subqueries, not a join', () => {
+    const { sql, params, columns } = compileRead(query([airports, delays], { origin: 'SFO' }), dialect);
+    expect(sql).toBe(
+      'SELECT t0."origin" AS "origin", t0."departures" AS "departures", ' +
+        '(SELECT t1."delay" FROM "s"."m_3" AS t1 WHERE t1."origin" = $1) AS "delay", ' +
+        '(SELECT t1."late" FROM "s"."m_3" AS t1 WHERE t1."origin" = $2) AS "late" ' +
+        'FROM "s"."m_1" AS t0 WHERE t0."origin" = $3',
+    );
+    expect(params.map((p) => p.value)).toEqual(['SFO', 'SFO', 'SFO']);
+    expect(columns.map((c) => c.name)).toEqual(['origin', 'departures', 'delay', 'late']);
+  });
+
+  it('keeps the join for a feature with more key columns, for IN and range filters, and for filtered values', () => {
+    const join = 'LEFT JOIN "s"."m_3" AS t1';
+    expect(compileRead(query([airports, delays, routes], { origin: 'SFO' }), dialect).sql).toMatch(
+      /\(SELECT t1\."delay".*LEFT JOIN "s"\."m_2" AS t2 ON t2\."origin" = t0\."origin" AND t2\."origin" = \$\d+ WHERE/,
+    );
+    expect(compileRead(query([airports, delays], { origin: ['SFO', 'LAX'] }), dialect).sql).toContain(join);
+    expect(compileRead(query([airports, delays], { origin: gt('A') }), dialect).sql).toContain(join);
+    expect(compileRead(query([airports, delays], { origin: 'SFO', delay: gt(1) }), dialect).sql).toContain(
+      join,
+    );
+    expect(compileRead(query([airports, delays]), dialect).sql).toContain(join);
+  });
+
+  it('binds partitions inside the subquery and leaves out features no column is selected from', () => {
+    const tree = bindSources(treeOf([airports.feature, delays.feature]), (_, i) => ({
+      ...[airports, delays][i]!,
+      partition: { column: '_m', value: BigInt(40 + i) },
+    }));
+    const filtered: QueryTree = { kind: 'filter', input: tree, predicates: predicatesOf({ origin: 'SFO' }) };
+    const { sql, params } = compileRead(
+      { kind: 'project', input: filtered, columns: ['origin', 'late'] },
+      dialect,
+    );
+    expect(sql).toBe(
+      'SELECT t0."origin" AS "origin", (SELECT t1."late" FROM "s"."m_3" AS t1 WHERE t1."origin" = $1 AND t1."_m" = $2) AS "late" ' +
+        'FROM "s"."m_1" AS t0 WHERE t0."_m" = $3 AND t0."origin" = $4',
+    );
+    expect(params.map((p) => p.value)).toEqual(['SFO', 41n, 40n, 'SFO']);
+    const dropped = compileRead({ kind: 'project', input: filtered, columns: ['departures'] }, dialect).sql;
+    expect(dropped).not.toContain('m_3');
   });
 });
 

@@ -5,10 +5,12 @@ import {
   checkColumn,
   type FilterNode,
   type FilterValue,
+  type Layout,
   type LimitNode,
   layoutOf,
   type Predicate,
   type QueryTree,
+  type StoredSource,
   unwind,
 } from './nodes.js';
 
@@ -18,6 +20,8 @@ export interface SqlDialect {
   quote(identifier: string): string;
   /** Placeholder for the `index`-th bound value (1-based), e.g. `$1`. */
   placeholder(index: number): string;
+  /** The SQL type a column of `type` is read as (for a typed NULL). */
+  sqlType(type: ColumnType): string;
 }
 
 /** A bound value with the type of the column it is compared with. */
@@ -75,7 +79,9 @@ interface Level {
  * Operations are applied in the order of the tree: consecutive filters merge and filters go below
  * a selection, but a filter after a limit filters the limited rows, in an outer SELECT. Equality
  * and IN filters on a key column below any limit are repeated on every source that has the key,
- * so each source is probed through its own index.
+ * so each source is probed through its own index. A key lookup joins nothing: a source whose whole
+ * key is pinned by equalities gives each of its columns from a scalar subquery probing its table,
+ * `(SELECT t1."mean_delay" FROM "featurefn"."m_15" AS t1 WHERE t1."origin" = $1)`.
  * @internal
  */
 export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery {
@@ -162,16 +168,46 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
     return true;
   };
 
+  const probes = lookups(stored, layout, levels[0]!.where);
   const emit = (k: number) => {
     const level = levels[k]!;
-    const ref = (name: string) => (k === 0 ? `t${typeOf.get(name)!.source}` : `q${k}`) + `.${q(name)}`;
-    text(`SELECT ${level.select.map((name) => `${ref(name)} AS ${q(name)}`).join(', ')} FROM `);
+    const ref = (name: string) => {
+      if (k > 0) return `q${k}.${q(name)}`;
+      const { source, type } = typeOf.get(name)!;
+      // A column this materialization lacks (the feature had it in others) reads as nulls.
+      if (stored[source]!.absent?.has(name)) return `CAST(NULL AS ${dialect.sqlType(type)})`;
+      return `t${source}.${q(name)}`;
+    };
+    text('SELECT ');
+    level.select.forEach((name, n) => {
+      if (n > 0) text(', ');
+      const source = typeOf.get(name)!.source;
+      const probe = k === 0 ? probes.get(source) : undefined;
+      if (probe === undefined || stored[source]!.absent?.has(name)) {
+        text(`${ref(name)} AS ${q(name)}`);
+        return;
+      }
+      // One index probe with the filter's own values: no join to plan or execute.
+      const t = `t${source}`;
+      text(`(SELECT ${t}.${q(name)} FROM ${stored[source]!.table} AS ${t} WHERE `);
+      probe.forEach((entry, j) => {
+        if (j > 0) text(' AND ');
+        condition(entry, `${t}.${q(entry.predicate.column)}`);
+      });
+      if (stored[source]!.partition !== undefined) {
+        text(' AND ');
+        partition(source);
+      }
+      text(`) AS ${q(name)}`);
+    });
+    text(' FROM ');
     let conditions = 0;
     const and = () => text(conditions++ === 0 ? ' WHERE ' : ' AND ');
     if (k === 0) {
       text(`${stored[0]!.table} AS t0`);
       stored.slice(1).forEach((source, i) => {
         const index = i + 1;
+        if (probes.has(index)) return;
         const on = layout.joins[i]!.map(
           (key) => `t${index}.${q(key)} = t${layout.keySources.get(key)![0]!}.${q(key)}`,
         );
@@ -214,6 +250,37 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
     return { name, type };
   });
   return { strings, params, sql: render(strings, dialect), columns: output, slots };
+}
+
+/**
+ * The sources after the first that a key lookup reads with scalar subqueries instead of joins:
+ * those whose whole key is what they join on, with each of those columns pinned by an equality
+ * filter of the first level (so each yields at most one value, the one the LEFT JOIN would), and
+ * none of whose columns the first level filters on. For each, the equality of each join column.
+ */
+function lookups(
+  stored: readonly (StoredSource & { feature: string })[],
+  layout: Layout,
+  where: Level['where'],
+): Map<number, Level['where']> {
+  const equal = new Map<string, Level['where'][number]>();
+  const filtered = new Set<string>();
+  for (const entry of where) {
+    const p = entry.predicate;
+    filtered.add(p.column);
+    if (p.kind === 'compare' && p.op === '=' && !equal.has(p.column)) equal.set(p.column, entry);
+  }
+  const probes = new Map<number, Level['where']>();
+  if (equal.size === 0) return probes;
+  for (let i = 1; i < stored.length; i++) {
+    const joins = layout.joins[i - 1]!;
+    if (!stored[i]!.key.every((key) => joins.includes(key))) continue;
+    const probe = joins.map((key) => equal.get(key));
+    if (probe.includes(undefined)) continue;
+    if (layout.columns.some((c) => c.source === i && filtered.has(c.name))) continue;
+    probes.set(i, probe as Level['where']);
+  }
+  return probes;
 }
 
 function smallest(operations: ReturnType<typeof unwind>['operations'], limits: readonly number[]): number {

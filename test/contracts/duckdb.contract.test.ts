@@ -16,6 +16,7 @@ describeMaterializer('DuckDB file featurefn.duckdb', async () => {
   const materializer = new DuckDBMaterializer({ path });
   return {
     materializer,
+    another: () => new DuckDBMaterializer({ path }),
     elsewhere: {
       imports: `import { DuckDBMaterializer } from ${JSON.stringify(new URL('../../src/duckdb.ts', import.meta.url).href)};`,
       create: `new DuckDBMaterializer({ path: ${JSON.stringify(path)} })`,

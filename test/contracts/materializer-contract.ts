@@ -75,6 +75,8 @@ export type MaterializerFactory = () => Promise<{
   materializer: Materializer;
   cleanup(): Promise<void>;
   elsewhere?: { readonly imports: string; readonly create: string };
+  /** Another materializer on the same store (closed by the caller), for a store two can share. */
+  another?: () => Materializer;
 }>;
 
 const day = (d: number) => new Date(Date.UTC(2001, 2, d));
@@ -116,13 +118,14 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
     let materializer: Materializer;
     let cleanup: () => Promise<void>;
     let elsewhere: { readonly imports: string; readonly create: string } | undefined;
+    let another: (() => Materializer) | undefined;
     let store: FeatureStore;
     let calls: Record<string, number>;
     let departures: Feature<(p: { when: Date }) => Promise<{ origin: string; departures: number }[]>>;
     let meanDelay: Feature<(p: { when: Date }) => Promise<{ origin: string; mean_delay: number }[]>>;
 
     beforeEach(async () => {
-      ({ materializer, cleanup, elsewhere } = await factory());
+      ({ materializer, cleanup, elsewhere, another } = await factory());
       store = new FeatureStore();
       calls = {};
       const count = (n: string) => {
@@ -147,6 +150,176 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
 
     afterEach(async () => {
       await cleanup();
+    });
+
+    describe('a cold catalog', () => {
+      it('lets a reader retrying Last() in a tight loop see a publication made after its first try', async () => {
+        if (another === undefined && elsewhere === undefined) return; // in memory: no other store reaches it
+        store.config.onStale = 'serve'; // the other writer's code is another version
+        const read = () => store.withParams({ when: Last() }).getFeatures(departures).toArray();
+        await expect(read()).rejects.toMatchObject({ code: 'NO_CONSISTENT_MATERIALIZATION' });
+        let published: number;
+        if (another !== undefined) {
+          const writer = another();
+          try {
+            published = (await writer.materialize(departures, { when: day(2) })).rows;
+          } finally {
+            await writer.close();
+          }
+        } else {
+          // Another process, run synchronously: this process reads nothing meanwhile, so a
+          // notification of the publication can only be read by a later read's own I/O.
+          published = Number(
+            await runElsewhere(
+              elsewhere!,
+              "import { FeatureStore } from 'featurefn';\n" +
+                'const store = new FeatureStore();\n' +
+                "const f = store.feature({ module: 'flights', entity: 'origin' }, async function departures(_: { when: Date }) {\n" +
+                "  return [{ origin: 'SFO', departures: 1 }, { origin: 'LAX', departures: 2 }];\n" +
+                '});\n' +
+                'console.log((await m.materialize(f, { when: new Date(Date.UTC(2001, 2, 2)) })).rows);\n',
+            ),
+          );
+        }
+        // No I/O between tries: only the read itself may ask the store.
+        let rows: Row[] | undefined;
+        let failures = 0;
+        while (rows === undefined && failures < 200) {
+          try {
+            rows = await read();
+          } catch (error) {
+            if ((error as FeatureStoreError).code !== 'NO_CONSISTENT_MATERIALIZATION') throw error;
+            failures++;
+          }
+        }
+        expect(failures).toBe(0);
+        expect(rows).toHaveLength(published);
+      });
+    });
+
+    describe('no silent loss of a column', () => {
+      const shapes: Record<number, Row[]> = {
+        1: [{ origin: 'SFO', n: 1, label: 'a' }],
+        2: [],
+        3: [{ origin: 'SFO', n: 3 }],
+        4: [{ origin: 'SFO', n: 4, label: 5 }],
+      };
+      let shaped: Feature<(p: { when: Date }) => Promise<Row[]>>;
+      beforeEach(() => {
+        shaped = store.feature(
+          { module: 'shapes', entity: 'origin' },
+          async function shaped({ when }: { when: Date }) {
+            return shapes[when.getUTCDate()]!;
+          },
+        );
+      });
+      const last = () => store.withParams({ when: Last() }).getFeatures(shaped).toArray();
+
+      it('refuses a result with no rows with EMPTY_RESULT, storing nothing', async () => {
+        await materializer.materialize(shaped, { when: day(1) });
+        const error = await materializer.materialize(shaped, { when: day(2) }).catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(FeatureStoreError);
+        expect((error as FeatureStoreError).code).toBe('EMPTY_RESULT');
+        expect((error as FeatureStoreError).message).toMatch(/allowEmpty/);
+        expect((await materializer.listMaterializations(shaped)).map((m) => m.params.when)).toEqual([day(1)]);
+        expect(await last()).toEqual([{ origin: 'SFO', n: 1, label: 'a' }]);
+      });
+
+      it('stores an empty result when allowed, with the columns the feature had, and Last() keeps them', async () => {
+        await materializer.materialize(shaped, { when: day(1) });
+        const record = await materializer.materialize(shaped, { when: day(2) }, { allowEmpty: true });
+        expect(record.rows).toBe(0);
+        expect(record.columns.map((c) => c.name)).toEqual(['origin', 'n', 'label']);
+        expect(await last()).toEqual([]);
+        const arrow = await store.withParams({ when: Last() }).getFeatures(shaped).toArrow();
+        expect(arrow.schema.fields.map((f) => f.name)).toEqual(['origin', 'n', 'label']);
+      });
+
+      it('takes the first shape after an empty result stored before any shape was known', async () => {
+        await materializer.materialize(shaped, { when: day(2) }, { allowEmpty: true });
+        await materializer.materialize(shaped, { when: day(3) });
+        expect(await last()).toEqual([{ origin: 'SFO', n: 3 }]);
+      });
+
+      it('refuses changed value columns with COLUMNS_CHANGED naming them, storing nothing', async () => {
+        await materializer.materialize(shaped, { when: day(1) });
+        for (const [d, pattern] of [
+          [3, /column "label" \(string\) is missing/],
+          [4, /column "label" was string and is now/],
+        ] as const) {
+          const error = await materializer.materialize(shaped, { when: day(d) }).catch((e: unknown) => e);
+          expect((error as FeatureStoreError).code).toBe('COLUMNS_CHANGED');
+          expect((error as FeatureStoreError).message).toMatch(pattern);
+        }
+        expect((await materializer.listMaterializations(shaped)).length).toBe(1);
+      });
+
+      it('stores changed columns when allowed, and reads give every column, as nulls where one lacks it', async () => {
+        await materializer.materialize(shaped, { when: day(1) });
+        await materializer.materialize(shaped, { when: day(3) }, { allowColumnChange: true });
+        expect(await last()).toEqual([{ origin: 'SFO', n: 3, label: null }]);
+        expect(
+          await store.withParams({ when: Last() }).getFeatures(shaped).filter({ label: null }).toArray(),
+        ).toEqual([{ origin: 'SFO', n: 3, label: null }]);
+        expect(
+          await store
+            .withParams({ when: day(1) })
+            .getFeatures(shaped)
+            .toArray(),
+        ).toEqual([{ origin: 'SFO', n: 1, label: 'a' }]);
+      });
+    });
+
+    describe('unpublish and prune', () => {
+      it('unpublish(id) retires a publication, so Last() moves back, and returns it', async () => {
+        await materializer.materialize(departures, { when: day(1) });
+        const bad = await materializer.materialize(departures, { when: day(2) });
+        const read = () => store.withParams({ when: Last() }).getFeatures(departures).toArray();
+        expect((await read()).length).toBe(countByOrigin(day(2)).length);
+        expect((await materializer.unpublish(bad.id))?.id).toBe(bad.id);
+        expect((await read()).sort(byOrigin)).toEqual(countByOrigin(day(1)).sort(byOrigin));
+        expect((await materializer.listMaterializations(departures)).map((m) => m.params.when)).toEqual([
+          day(1),
+        ]);
+        expect(await materializer.unpublish(bad.id)).toBeUndefined();
+        expect(await materializer.unpublish('987654321')).toBeUndefined();
+      });
+
+      it('keeps a read planned before an unpublish whole', async () => {
+        await materializer.materialize(departures, { when: day(1) });
+        const record = await materializer.materialize(departures, { when: day(2) });
+        const frame = store.withParams({ when: day(2) }).getFeatures(departures);
+        expect((await frame.toArray()).length).toBe(record.rows);
+        await materializer.unpublish(record.id);
+        // Its table is kept for retainReplaced: a read already resolved to it still finishes.
+        const plan = {
+          sources: [{ feature: departures.info, materialization: record }],
+          query: { kind: 'source', feature: departures.info.name },
+        };
+        expect((await materializer.read(plan as never, 'rows')).length).toBe(record.rows);
+      });
+
+      it('prune keeps the newest per feature and other parameters, and what is younger than olderThan', async () => {
+        for (const d of [1, 2, 3, 4]) await materializer.materialize(departures, { when: day(d) });
+        for (const d of [1, 2]) await materializer.materialize(meanDelay, { when: day(d) });
+        expect(await materializer.prune({ keep: 2, olderThan: '1 hour' })).toEqual([]);
+        const retired = await materializer.prune({ keep: 2 });
+        expect(retired.map((m) => [m.featureName, m.params.when])).toEqual([
+          ['flights.departures', day(1)],
+          ['flights.departures', day(2)],
+        ]);
+        expect((await materializer.listMaterializations(departures)).map((m) => m.params.when)).toEqual([
+          day(3),
+          day(4),
+        ]);
+        expect((await materializer.listMaterializations(meanDelay)).length).toBe(2);
+        expect((await store.withParams({ when: Last() }).getFeatures(departures).toArray()).length).toBe(
+          countByOrigin(day(4)).length,
+        );
+        expect(await materializer.prune({ keep: 2 })).toEqual([]);
+        const error = await materializer.prune({ keep: -1 }).catch((e: unknown) => e);
+        expect((error as FeatureStoreError).code).toBe('INVALID_OPTION');
+      });
     });
 
     describe('materialize and list', () => {
@@ -1376,6 +1549,34 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
       }, 120_000); // a tsx process starting on a loaded machine
     });
   });
+}
+
+/**
+ * Runs `body` in another process, synchronously, with `m` a materializer made by `elsewhere` (closed
+ * after `body`); resolves to what it printed.
+ */
+async function runElsewhere(
+  elsewhere: { readonly imports: string; readonly create: string },
+  body: string,
+): Promise<string> {
+  const { execFileSync } = await import('node:child_process');
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { fileURLToPath } = await import('node:url');
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const dir = mkdtempSync(join(root, 'node_modules', '.featurefn-writer-'));
+  try {
+    const script = join(dir, 'writer.mts');
+    const featurefn = JSON.stringify(new URL('../../src/index.ts', import.meta.url).href);
+    writeFileSync(
+      script,
+      `${elsewhere.imports}\n${body.replaceAll("from 'featurefn'", `from ${featurefn}`).replace(/^/, `const m = ${elsewhere.create};\n`)}` +
+        'await m.close();\n',
+    );
+    return execFileSync(join(root, 'node_modules/.bin/tsx'), [script], { encoding: 'utf8' }).trim();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 const byId = (a: Row, b: Row) => String(a.id).localeCompare(String(b.id));

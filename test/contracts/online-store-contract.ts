@@ -182,6 +182,22 @@ export function describeOnlineStore(name: string, factory: OnlineStoreFactory): 
       expect(got.map(([r]) => r?.share ?? null)).toEqual([0.1, 0.2, 0.3, 0.4, null, null]);
     });
 
+    it('keeps a leading U+FEFF in keys and values: "\\ufeffx" and "x" are two keys', async () => {
+      const store = await open();
+      const columns: ColumnSpec[] = [
+        { name: 'k', type: 'string' },
+        { name: 's', type: 'string' },
+      ];
+      await store.publish(
+        publication('types.bom', 'b1', 1, ['k'], columns, [
+          ['\ufeffx', 'x'],
+          ['\ufeffwith', 'without'],
+        ]),
+      );
+      const got = await store.read([{ feature: 'types.bom', id: 'b1' }], [['\ufeffx'], ['x']]);
+      expect(got).toEqual([[{ s: '\ufeffwith' }], [{ s: 'without' }]]);
+    });
+
     it('reads 50 features of one key in one call, at the point Last() resolves to', async () => {
       const store = await open();
       const features = Array.from({ length: 50 }, (_, f) => `wide.f${f}`);

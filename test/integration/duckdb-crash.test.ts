@@ -47,7 +47,7 @@ describe('DuckDB store after a crash mid-load', () => {
     connection.closeSync();
     instance.closeSync();
     expect(catalog.map((r) => r.feature_name)).toEqual(['crash.good']);
-    expect(tables).toEqual(['catalog', `m_${String(catalog[0]!.id)}`, 'meta', 'retired']);
+    expect(tables).toEqual(['catalog', 'features', `m_${String(catalog[0]!.id)}`, 'meta', 'retired']);
 
     const materializer = new DuckDBMaterializer({ path });
     try {

@@ -1,10 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { timestampValue } from '@duckdb/node-api';
+import { defaultStore, Last } from 'featurefn';
 import { PostgresMaterializer } from 'featurefn/postgres';
+import { RedisOnlineStore } from 'featurefn/redis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { departures, meanDelay7d } from '../../examples/flights/features.js';
 import { query } from '../../examples/flights/flights-data.js';
 import { type InferenceServer, startInferenceServer } from '../../examples/inference-server/server.js';
+import { REDIS_URL, redisOnline } from '../support/online.js';
 import { adminClient, dropSchema, postgresUrl, requirePostgres, uniqueSchema } from '../support/postgres.js';
 
 const pg = await requirePostgres();
@@ -107,5 +110,56 @@ describe.skipIf(!pg.available)(`the inference server on PostgreSQL${pg.reason}`,
       logged.mockRestore();
     }
     expect((await get('/')).status).toBe(400);
+  });
+});
+
+describe.skipIf(!pg.available)(`the inference server with a Redis online store${pg.reason}`, () => {
+  const schema = uniqueSchema('inference');
+  let app: InferenceServer;
+  let online: Awaited<ReturnType<typeof redisOnline>>;
+
+  beforeAll(async () => {
+    online = await redisOnline();
+    app = await startInferenceServer({
+      connection: postgresUrl(),
+      schema,
+      port: 0,
+      online: { store: online.store, cache: { entries: 100 } },
+    });
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await online?.cleanup();
+    await dropSchema(schema);
+  });
+
+  it('answers what PostgreSQL holds, from the online copy the weekly job published', async () => {
+    const when = new Date('2001-03-15T00:00:00Z');
+    // The job publishes to the same Redis (through a client of its own) after PostgreSQL.
+    const jobOnline = new RedisOnlineStore({ url: REDIS_URL, prefix: online.prefix });
+    const job = new PostgresMaterializer({ connection: postgresUrl(), schema, online: jobOnline });
+    try {
+      for (const f of [departures, meanDelay7d]) await job.materialize(f, { when });
+      expect((await jobOnline.list(['flights.departures', 'flights.meanDelay7d'])).length).toBe(2);
+      // An IN filter is no key lookup: PostgreSQL answers it.
+      const offline = await defaultStore
+        .withParams({ when: Last() })
+        .getFeatures(departures, meanDelay7d)
+        .filter({ origin: ['SFO'] })
+        .toArray();
+      expect(offline).toHaveLength(1);
+      let answer = await fetch(`http://127.0.0.1:${app.port}/?origin=SFO`);
+      for (let i = 0; answer.status === 503 && i < 50; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        answer = await fetch(`http://127.0.0.1:${app.port}/?origin=SFO`);
+      }
+      expect(answer.status).toBe(200);
+      expect(await answer.json()).toEqual(offline[0]);
+      expect((await fetch(`http://127.0.0.1:${app.port}/?origin=ZZZ`)).status).toBe(404);
+    } finally {
+      await job.close();
+      await jobOnline.close();
+    }
   });
 });

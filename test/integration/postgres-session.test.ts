@@ -67,13 +67,20 @@ describe.skipIf(!server.available)(`PostgreSQL session settings${server.reason}`
     const values = store.feature({ entity: 'id' }, async function values() {
       return [{ id: 'a', f: third, t: when, d: day }];
     });
+    // Settings queued on a new connection before pg's own query make pg warn (deprecated in pg 8).
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
     try {
       await materializer.materialize(values, {});
       const rows = await store.withParams({}).getFeatures(values).toArray();
       expect(rows).toEqual([{ id: 'a', f: third, t: when, d: day }]);
       const arrow = await store.withParams({}).getFeatures(values).filter({ id: 'a' }).toArrow();
       expect(tableToRows(arrow)).toEqual([{ id: 'a', f: third, t: when, d: day }]);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings.map((w) => w.message)).toEqual([]);
     } finally {
+      process.off('warning', onWarning);
       await materializer.close();
     }
   });

@@ -278,8 +278,9 @@ describe.skipIf(!server.available)(`PostgreSQL store${server.reason}`, () => {
       );
       expect(rows).toHaveLength(1);
       expect(rows[0]!.statement).toBe(texts[0]);
-      // Placeholders are numbered in text order: the key pushed into the join comes first.
-      expect(rows[0]!.statement).toContain('AND t1."origin" = $1 WHERE t0."origin" = $2');
+      // Placeholders are numbered in text order: the key of the other feature's probe comes first.
+      expect(rows[0]!.statement).toContain('WHERE t1."origin" = $1) AS "mean_delay" FROM');
+      expect(rows[0]!.statement).toContain('WHERE t0."origin" = $2');
     } finally {
       await own.close();
       // A pool passed in stays open for its owner; only the listening connection was closed.
@@ -571,11 +572,12 @@ describe.skipIf(!server.available)(`PostgreSQL store${server.reason}`, () => {
     ).toEqual(['a']);
   });
 
-  it('stores an empty result and reads it back empty', async () => {
+  it('stores an empty result, when allowed, and reads it back empty', async () => {
     const none = store.feature({ module: 'types', entity: 'id' }, async function none() {
       return [] as { id: string }[];
     });
-    const record = await materializer.materialize(none, {});
+    await expect(materializer.materialize(none, {})).rejects.toMatchObject({ code: 'EMPTY_RESULT' });
+    const record = await materializer.materialize(none, {}, { allowEmpty: true });
     expect(record).toMatchObject({ rows: 0, columns: [{ name: 'id', type: 'string' }] });
     expect(await none()).toEqual([]);
     expect(await store.withParams({}).getFeatures(none).filter({ id: 'x' }).toArray()).toEqual([]);

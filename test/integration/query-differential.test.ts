@@ -232,6 +232,52 @@ function describeDifferential(
       }
       expect(compared).toBe(TREES);
     }, 120_000);
+
+    it('key lookups of 1–3 features, keys absent from some or all of them, agree (one probe per feature)', async () => {
+      const r = seeded(SEED + 2);
+      const sets = [[0], [0, 1], [0, 2], [0, 1, 2], [1, 0], [2, 1]] as const;
+      for (const set of sets) {
+        const chosen = set.map((f) => features[f]!);
+        for (const k of POOLS.k!) {
+          const columns = (
+            await store
+              .withParams({ v: 2 })
+              .getFeatures(...chosen)
+              .limit(0)
+              .toArrow()
+          ).schema.fields.map((f) => f.name);
+          const ops: Op[] = [{ kind: 'filter', conditions: { k }, shown: `{ k: ${show(k)} }` }];
+          if (r.chance(0.5)) ops.push(...randomOps(r, columns).filter((op) => op.kind !== 'limit'));
+          const stored = apply(store.withParams({ v: 1 }).getFeatures(...chosen), ops);
+          const context = `getFeatures(${chosen.map((f) => f.name).join(', ')})${describeOps(ops)}`;
+          const got = (await stored.toArray()).map(canonical).sort();
+          const want = (await apply(store.withParams({ v: 2 }).getFeatures(...chosen), ops).toArray())
+            .map(canonical)
+            .sort();
+          expect(got, `${context}\n${await stored.explain()}`).toEqual(want);
+        }
+      }
+      // b lacks some keys: a lookup of a and b gives b's columns as nulls for them, from a subquery.
+      const lookup = store.withParams({ v: 1 }).getFeatures(features[0]!, features[1]!).filter({ k: 'nope' });
+      expect(await lookup.toArray()).toEqual([]);
+      const missing = dataOf(seeded(SEED)).a.find(
+        (row) => !dataOf(seeded(SEED)).b.some((b) => b.k === row.k),
+      )!;
+      const row = await store
+        .withParams({ v: 1 })
+        .getFeatures(features[0]!, features[1]!)
+        .filter({ k: missing.k })
+        .toArray();
+      expect(row).toHaveLength(1);
+      expect(row[0]).toMatchObject({ k: missing.k, x: null, label: null });
+      expect(
+        await store
+          .withParams({ v: 1 })
+          .getFeatures(features[0]!, features[1]!)
+          .filter({ k: 'k0' })
+          .explain(),
+      ).toMatch(/\(SELECT t1\."x" FROM/);
+    }, 60_000);
   });
 }
 

@@ -3,10 +3,12 @@
  * reaches a driver with a FeatureStoreError naming it; `timeout` ends a call that never settles.
  */
 import { type RecordBatch, tableFromArrays } from 'apache-arrow';
-import { FeatureStore, type Materializer } from 'featurefn';
+import { FeatureStore, FeatureStoreError, type Materializer } from 'featurefn';
+import { PostgresMaterializer } from 'featurefn/postgres';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SqlQuery, type SqlSource } from '../../src/sql/sql-query.js';
-import { refusal, stores } from './stores.js';
+import { postgresUrl } from '../support/postgres.js';
+import { pg, refusal, stores } from './stores.js';
 
 for (const [name, available, factory] of stores) {
   describe.skipIf(!available)(`hostile input: ${name}`, () => {
@@ -124,5 +126,39 @@ for (const [name, available, factory] of stores) {
       expect(error.code).toBe('INVALID_DURATION');
       expect(() => factory({ timeout: '3 months' })).toThrow(/timeout is the string "3 months"/);
     });
+
+    it('refuses an invalid Date parameter naming the parameter, in materialize and in reads', async () => {
+      const f = echo();
+      const error = await refusal(materializer.materialize(f, { when: new Date(Number.NaN) }));
+      expect(error.code).toBe('UNSUPPORTED_PARAMETER');
+      expect(error.message).toMatch(/parameter "when" is an invalid Date/);
+      await materializer.materialize(f, { when: new Date(Date.UTC(2001, 2, 1)) });
+      const read = await refusal(
+        Promise.resolve().then(() =>
+          store
+            .withParams({ when: new Date(Number.NaN) })
+            .getFeatures(f)
+            .toArray(),
+        ),
+      );
+      expect(read.code).toBe('UNSUPPORTED_PARAMETER');
+      expect(read.message).toMatch(/"when"/);
+      expect(read.message).not.toMatch(/BigInt/);
+    });
   });
 }
+
+describe.skipIf(!pg.available)(`hostile schema names: PostgreSQL${pg.reason}`, () => {
+  it('refuses an empty schema name, one with a NUL and one too long with INVALID_SCHEMA, at construction', () => {
+    for (const schema of ['', 'a\0b', 'x'.repeat(64)]) {
+      let error: unknown;
+      try {
+        new PostgresMaterializer({ connection: postgresUrl(), schema });
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(FeatureStoreError);
+      expect((error as FeatureStoreError).code).toBe('INVALID_SCHEMA');
+    }
+  });
+});

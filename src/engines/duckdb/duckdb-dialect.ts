@@ -24,7 +24,11 @@ export function quoteIdentifier(name: string): string {
 }
 
 /** DuckDB's identifier quoting and `$n` placeholders. @internal */
-export const DUCKDB_DIALECT: SqlDialect = { quote: quoteIdentifier, placeholder: (i) => `$${i}` };
+export const DUCKDB_DIALECT: SqlDialect = {
+  quote: quoteIdentifier,
+  placeholder: (i) => `$${i}`,
+  sqlType: (type) => duckdbSqlType(type),
+};
 
 /** DuckDB SQL type and driver type of each featurefn column type. */
 const TYPES: Record<ColumnType, { sql: string; driver: DuckDBType }> = {

@@ -1,14 +1,16 @@
-import {
-  type DuckDBConnection,
+import type {
+  DuckDBConnection,
   DuckDBInstance,
-  type DuckDBPreparedStatement,
-  type DuckDBResultReader,
-  type DuckDBValue,
+  DuckDBPreparedStatement,
+  DuckDBResultReader,
+  DuckDBValue,
 } from '@duckdb/node-api';
 import type { Table } from 'apache-arrow';
 import { type Duration, parseDuration } from '../../duration.js';
 import { FeatureStoreError } from '../../errors.js';
 import type { FeatureInfo } from '../../feature/feature.js';
+import type { Params } from '../../feature/params.js';
+import { describeValue } from '../../format.js';
 import { type ColumnSpec, type Row, tableFromColumns } from '../../frame/columns.js';
 import { featureRecordText, storedFeatureOf } from '../../materializer/feature-catalog.js';
 import { type KeySummary, KeyTracker } from '../../materializer/key-tracker.js';
@@ -18,11 +20,16 @@ import type {
   ReadPlan,
   StoredFeature,
 } from '../../materializer/materializer.js';
-import { MaterializerBase, type PublishInput } from '../../materializer/materializer-base.js';
+import {
+  checkSchemaName,
+  MaterializerBase,
+  type PublishInput,
+} from '../../materializer/materializer-base.js';
 import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
 import type { SqlQuery, SqlSource } from '../../sql/sql-query.js';
 import { duckdbColumnSpecs } from './duckdb-columns.js';
 import { columnDefinitions, DUCKDB_DIALECT, dateOf, quoteIdentifier, timestampOf } from './duckdb-dialect.js';
+import { acquireInstance } from './duckdb-instances.js';
 import { appendBatches } from './duckdb-load.js';
 import {
   countPublication,
@@ -37,7 +44,11 @@ import { firstRowExact, readDuckDBColumnsExact } from './duckdb-strings.js';
 
 /** Options of {@link DuckDBMaterializer}. */
 export interface DuckDBMaterializerOptions extends MaterializerOptions {
-  /** Database file, created if missing. Default is `':memory:'`. */
+  /**
+   * Database file, created if missing. Default is `':memory:'`. Every materializer on the same
+   * file in this process shares one DuckDB instance (with the first one's `threads`), closed when
+   * the last of them closes, so none loses another's publications.
+   */
   path?: string;
   /** Schema holding the catalog and data tables. Default is `'featurefn'`. */
   schema?: string;
@@ -61,16 +72,42 @@ export interface DuckDBMaterializerOptions extends MaterializerOptions {
 /** Catalog layout version; older catalogs are upgraded in place (see `upgradeCatalog`), newer refused. */
 export const DUCKDB_FORMAT_VERSION = 2;
 
+/** Runs pieces of work one at a time, in the order they were queued. */
+class Queue {
+  #tail: Promise<unknown> = Promise.resolve();
+  run<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.#tail.then(work);
+    this.#tail = next.catch(() => undefined);
+    return next;
+  }
+}
+
+/**
+ * The queue of every writer on one instance: DuckDB's transactions are optimistic, so two stores
+ * writing the same catalog at once would fail each other's commits (`write-write conflict`).
+ * Writes on one database are serial anyway; queued, none fails.
+ */
+const writeQueues = new WeakMap<DuckDBInstance, Queue>();
+
+function writeQueueOf(instance: DuckDBInstance): Queue {
+  let queue = writeQueues.get(instance);
+  if (queue === undefined) {
+    queue = new Queue();
+    writeQueues.set(instance, queue);
+  }
+  return queue;
+}
+
 /** One connection used by one statement at a time, with its prepared statements. */
 class Session {
-  #queue: Promise<unknown> = Promise.resolve();
   readonly statements = new Map<string, Promise<DuckDBPreparedStatement>>();
-  constructor(readonly connection: DuckDBConnection) {}
-  /** Runs `work` when every earlier piece of work on this connection has finished. */
+  constructor(
+    readonly connection: DuckDBConnection,
+    readonly queue = new Queue(),
+  ) {}
+  /** Runs `work` when every earlier piece of work on this connection (or queue) has finished. */
   run<T>(work: (connection: DuckDBConnection) => Promise<T>): Promise<T> {
-    const next = this.#queue.then(() => work(this.connection));
-    this.#queue = next.catch(() => undefined);
-    return next;
+    return this.queue.run(() => work(this.connection));
   }
 }
 
@@ -105,13 +142,24 @@ export class DuckDBMaterializer extends MaterializerBase {
   #source: SqlSource | undefined;
   #database = 'memory';
   #ready: Promise<{ instance: DuckDBInstance; writer: Session; reader: Session }> | undefined;
+  /** The instance once open. */
+  #opened: DuckDBInstance | undefined;
+  /** Gives back the shared instance this store opened on `path` (none for an instance passed in). */
+  #release: (() => void) | undefined;
   /** The table id this store last published per feature and parameters (see `slotOf`). */
   readonly #live = new Map<string, string>();
 
   constructor(options: DuckDBMaterializerOptions = {}) {
     super(options);
     this.path = options.path ?? ':memory:';
-    this.schema = options.schema ?? 'featurefn';
+    if (this.path.includes('\u0000')) {
+      throw new FeatureStoreError(
+        'INVALID_PATH',
+        `the DuckDB path ${describeValue(this.path)} contains a NUL character, which no file name can hold. Remove it.`,
+        { details: { path: this.path } },
+      );
+    }
+    this.schema = checkSchemaName(options.schema ?? 'featurefn', 'DuckDB');
     this.#threads = options.threads;
     this.#instance = options.instance;
     this.#retainMs = parseDuration(options.retainReplaced ?? '10 minutes', 'retainReplaced');
@@ -129,7 +177,27 @@ export class DuckDBMaterializer extends MaterializerBase {
    */
   async vacuum(): Promise<{ dropped: string[]; busy: string[] }> {
     const { writer } = await this.#open();
-    return writer.run((c) => this.#dropRetired(c));
+    return this.#guard('dropping the tables of replaced materializations', () =>
+      writer.run((c) => this.#dropRetired(c)),
+    );
+  }
+
+  /** `work`, with any raw DuckDB error it throws reported as a `STORE_ERROR` saying what was being done. */
+  async #guard<T>(
+    doing: string,
+    work: () => Promise<T>,
+    context: { feature?: string; params?: Params } = {},
+  ): Promise<T> {
+    try {
+      return await work();
+    } catch (error) {
+      if (error instanceof FeatureStoreError) throw error;
+      throw new FeatureStoreError('STORE_ERROR', `${doing} failed in DuckDB: ${String(error)}`, {
+        ...context,
+        cause: error,
+        details: { path: this.path, schema: this.schema },
+      });
+    }
   }
 
   #dropRetired(c: DuckDBConnection): Promise<{ dropped: string[]; busy: string[] }> {
@@ -165,11 +233,13 @@ export class DuckDBMaterializer extends MaterializerBase {
   protected async loadCatalog(): Promise<Materialization[]> {
     const { instance, reader } = await this.#open();
     this.#seen = publicationCount(instance, this.schema);
-    const result = await reader.run((c) =>
-      c.runAndReadAll(
-        `SELECT id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at, version, lineage
+    const result = await this.#guard('reading the catalog of materializations', () =>
+      reader.run((c) =>
+        c.runAndReadAll(
+          `SELECT id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at, version, lineage
          FROM ${this.#catalog} WHERE status = 'complete'
          QUALIFY row_number() OVER (PARTITION BY feature_name, params_key ORDER BY id DESC) = 1`,
+        ),
       ),
     );
     return result.getRowObjectsJS().map((r) =>
@@ -191,8 +261,10 @@ export class DuckDBMaterializer extends MaterializerBase {
 
   protected async loadFeatures(): Promise<StoredFeature[]> {
     const { reader } = await this.#open();
-    const result = await reader.run((c) =>
-      c.runAndReadAll(`SELECT feature_name, version, metadata, recorded_at FROM ${this.#prefix}.features`),
+    const result = await this.#guard('reading the catalog of features', () =>
+      reader.run((c) =>
+        c.runAndReadAll(`SELECT feature_name, version, metadata, recorded_at FROM ${this.#prefix}.features`),
+      ),
     );
     return result
       .getRowObjectsJS()
@@ -216,8 +288,8 @@ export class DuckDBMaterializer extends MaterializerBase {
         { feature: input.feature.name, params: input.params, details: { kind: input.kind } },
       );
     }
-    return this.#publishWith(input, async (c, name, table, begin) => {
-      await c.run(`${begin}; CREATE TABLE ${table} (${columnDefinitions(input.columns)})`);
+    return this.#publishWith(input, async (c, name, table) => {
+      await c.run(`CREATE TABLE ${table} (${columnDefinitions(input.columns)})`);
       const keys = new KeyTracker(input.key, KEY_CHECK_MAX_ROWS);
       await appendBatches(
         c,
@@ -235,8 +307,7 @@ export class DuckDBMaterializer extends MaterializerBase {
     query: SqlQuery,
     keyOf: (columns: readonly ColumnSpec[]) => readonly string[],
   ): Promise<Materialization> {
-    return this.#publishWith(input, async (c, _name, table, begin) => {
-      await c.run(begin);
+    return this.#publishWith(input, async (c, _name, table) => {
       const { text, values } = renderDuckDB(query);
       try {
         await c.run(`CREATE TABLE ${table} AS SELECT * FROM (${text}) AS q`, values);
@@ -263,7 +334,6 @@ export class DuckDBMaterializer extends MaterializerBase {
       c: DuckDBConnection,
       name: string,
       table: string,
-      begin: string,
     ) => Promise<{
       columns: readonly ColumnSpec[];
       key: readonly string[];
@@ -273,21 +343,31 @@ export class DuckDBMaterializer extends MaterializerBase {
     const { instance, writer } = await this.#open();
     return writer.run(async (c) => {
       // For a few hundred rows each statement costs more than the data (0.3–1 ms a round trip), so
-      // a publication makes three calls: `load` begins the transaction with the table's creation
-      // and appends the rows, checking a small result's key as it streams (a big one's is checked
+      // a publication makes four calls: one begins the transaction and draws the id; `load`
+      // creates the table and appends the rows, checking a small result's key as it streams (a big one's is checked
       // by one scan); then the removal of replaced records and tables, the index, the new record and
-      // the commit go in one call. Ids come from memory: the database file belongs to this process.
-      const id = String(nextId(instance, this.schema));
-      const name = `m_${id}`;
-      const table = `${this.#prefix}.${quoteIdentifier(name)}`;
+      // the commit go in one call. The id is drawn in the store, in the transaction: writers on
+      // one instance are queued (see `writeQueueOf`), and a file is open in one process only.
       try {
-        const { columns, key, summary: streamed } = await load(c, name, table, 'BEGIN TRANSACTION');
+        const id = String(
+          (
+            await c.runAndReadAll(
+              `BEGIN TRANSACTION; UPDATE ${this.#prefix}.meta
+               SET value = CAST(greatest(CAST(value AS BIGINT), (SELECT coalesce(max(id), 0) FROM ${this.#catalog})) + 1 AS VARCHAR)
+               WHERE name = 'last_id' RETURNING value`,
+            )
+          ).getRows()[0]![0],
+        );
+        const name = `m_${id}`;
+        const table = `${this.#prefix}.${quoteIdentifier(name)}`;
+        const { columns, key, summary: streamed } = await load(c, name, table);
         const summary = streamed ?? (await this.#keySummary(c, table, key));
+        this.checkRows(input, summary.rows);
         if (summary.nulls > 0) throw this.nullKeyError({ ...input, key }, summary.nulls);
         if (summary.duplicate !== undefined)
           throw this.duplicateKeyError({ ...input, key }, summary.duplicate);
         const createdAt = new Date();
-        // Ids below are this store's own numbers (drawn in memory), not user input.
+        // Ids below are this store's own numbers (counted in `meta`), not user input.
         const finish: string[] = [];
         const replaced = await this.#replacedIds(input.feature.name, input.paramsKey);
         if (replaced.length > 0)
@@ -359,6 +439,31 @@ export class DuckDBMaterializer extends MaterializerBase {
     });
   }
 
+  protected async retire(records: readonly Materialization[]): Promise<string[]> {
+    const { instance, writer } = await this.#open();
+    const ids = records.map((r) => BigInt(r.id));
+    const removed = await this.#guard('retiring materializations', () =>
+      writer.run(async (c) => {
+        try {
+          // Ids are the store's own numbers, never user input.
+          const deleted = await c.runAndReadAll(
+            `BEGIN TRANSACTION; DELETE FROM ${this.#catalog} WHERE id IN (${ids.join(', ')}) RETURNING CAST(id AS VARCHAR)`,
+          );
+          const gone = deleted.getRows().map(([id]) => String(id));
+          const finish = gone.length > 0 ? [retireStatement(this.#prefix, gone, Date.now())] : [];
+          await c.run([...finish, 'COMMIT'].join(';\n'));
+          return gone;
+        } catch (error) {
+          await c.run('ROLLBACK').catch(() => undefined);
+          throw error;
+        }
+      }),
+    );
+    // Other stores on this instance plan their next reads again (see `publicationCount`).
+    if (removed.length > 0) countPublication(instance, this.schema);
+    return removed;
+  }
+
   /** Counts rows, null keys and duplicated keys of a stored table, in one scan (and one more for a duplicate). */
   async #keySummary(c: DuckDBConnection, table: string, key: readonly string[]): Promise<KeySummary> {
     const checks = this.keyChecks(table, key);
@@ -391,7 +496,10 @@ export class DuckDBMaterializer extends MaterializerBase {
     if (materialization.kind !== 'duckdb') return super.readMaterialization(feature, materialization);
     const { reader } = await this.#open();
     const { sql } = this.compile(this.planOf(feature, materialization));
-    return reader.run((c) => c.runAndReadAll(sql));
+    return this.#guard('reading it', () => reader.run((c) => c.runAndReadAll(sql)), {
+      feature: feature.name,
+      params: materialization.params,
+    });
   }
 
   protected readFailed(plan: ReadPlan, error: unknown): FeatureStoreError {
@@ -404,6 +512,12 @@ export class DuckDBMaterializer extends MaterializerBase {
         cause: error,
       },
     );
+  }
+
+  /** Another store on this instance published since the cached catalog was read. */
+  protected override catalogIsCurrent(): boolean {
+    const instance = this.#opened;
+    return instance === undefined || publicationCount(instance, this.schema) === this.#seen;
   }
 
   /** A table dropped by a replacement after the read was planned (same database, other connection). */
@@ -446,8 +560,7 @@ export class DuckDBMaterializer extends MaterializerBase {
   protected async closeConnections(): Promise<void> {
     const ready = this.#ready;
     if (ready === undefined) return;
-    const { instance, writer, reader } = await ready.catch(() => ({
-      instance: undefined,
+    const { writer, reader } = await ready.catch(() => ({
       writer: undefined,
       reader: undefined,
     }));
@@ -460,7 +573,8 @@ export class DuckDBMaterializer extends MaterializerBase {
         session.connection.closeSync();
       });
     }
-    if (instance !== this.#instance) instance?.closeSync();
+    this.#release?.();
+    this.#release = undefined;
   }
 
   /** Runs `sql` with `values` through the session's prepared statement for it; call inside `session.run`. */
@@ -502,18 +616,42 @@ export class DuckDBMaterializer extends MaterializerBase {
   async #connect(): Promise<{ instance: DuckDBInstance; writer: Session; reader: Session }> {
     let instance: DuckDBInstance;
     try {
-      instance =
-        this.#instance ??
-        (await DuckDBInstance.create(
+      if (this.#instance !== undefined) instance = this.#instance;
+      else {
+        const shared = await acquireInstance(
           this.path,
           this.#threads === undefined ? {} : { threads: String(this.#threads) },
-        ));
+        );
+        instance = shared.instance;
+        this.#release = shared.release;
+      }
     } catch (cause) {
       throw new FeatureStoreError('STORE_ERROR', `DuckDB could not open "${this.path}": ${String(cause)}`, {
         cause,
+        details: { path: this.path },
       });
     }
-    const writer = new Session(await instance.connect());
+    try {
+      const ready = await this.#prepare(instance);
+      this.#opened = instance;
+      return ready;
+    } catch (error) {
+      this.#release?.();
+      this.#release = undefined;
+      if (error instanceof FeatureStoreError) throw error;
+      throw new FeatureStoreError(
+        'STORE_ERROR',
+        `DuckDB could not open the featurefn catalog in schema "${this.schema}" of "${this.path}": ${String(error)}`,
+        { cause: error, details: { path: this.path, schema: this.schema } },
+      );
+    }
+  }
+
+  /** Opens this store's connections and creates or upgrades its catalog, one store at a time per instance. */
+  async #prepare(
+    instance: DuckDBInstance,
+  ): Promise<{ instance: DuckDBInstance; writer: Session; reader: Session }> {
+    const writer = new Session(await instance.connect(), writeQueueOf(instance));
     await writer.run(async (c) => {
       this.#database = String((await c.runAndReadAll('SELECT current_database()')).getRows()[0]![0]);
     });
@@ -555,14 +693,20 @@ export class DuckDBMaterializer extends MaterializerBase {
     });
     const reader = new Session(await instance.connect());
     await writer.run(async (c) => {
+      // Ids are counted in the store (`last_id`), from above every id a record or table ever had.
       const found = (
-        await c.runAndReadAll(`SELECT coalesce(max(id), 0) FROM ${this.#catalog}`)
+        await c.runAndReadAll(
+          `SELECT greatest(
+             (SELECT coalesce(max(id), 0) FROM ${this.#catalog}),
+             (SELECT coalesce(max(id), 0) FROM ${schema}.retired),
+             (SELECT coalesce(max(CAST(substr(table_name, 3) AS BIGINT)), 0) FROM duckdb_tables()
+              WHERE database_name = $1 AND schema_name = $2 AND regexp_full_match(table_name, 'm_[0-9]{1,18}')))`,
+          [this.#database, this.schema],
+        )
       ).getRows()[0]![0];
-      const max = BigInt(found as bigint | number);
-      const ids = lastIds.get(instance) ?? new Map<string, bigint>();
-      lastIds.set(instance, ids);
-      const previous = ids.get(this.schema) ?? 0n;
-      ids.set(this.schema, max > previous ? max : previous);
+      await c.run(`INSERT INTO ${schema}.meta VALUES ('last_id', $1) ON CONFLICT DO NOTHING`, [
+        String(found),
+      ]);
       // Records replaced by another store on this file while this one's catalog cache still
       // showed older ones (see #replacedIds): removed here, and their tables retired.
       await c.run(
@@ -624,19 +768,6 @@ const KEY_CHECK_MAX_ROWS = 2_048;
 
 /** Rows from which a single-column key gets an index (DuckDB's row group is 122,880 rows). */
 const INDEX_MIN_ROWS = 100_000;
-
-/**
- * The last materialization id used per database and schema. A DuckDB file is open in one process
- * at a time, so ids can be drawn in memory; materializers sharing an instance share the counter.
- */
-const lastIds = new WeakMap<DuckDBInstance, Map<string, bigint>>();
-
-function nextId(instance: DuckDBInstance, schema: string): bigint {
-  const ids = lastIds.get(instance)!;
-  const id = ids.get(schema)! + 1n;
-  ids.set(schema, id);
-  return id;
-}
 
 function toDuckDBValue({ value, type }: BoundValue): DuckDBValue {
   switch (type) {

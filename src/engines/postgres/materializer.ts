@@ -27,7 +27,11 @@ import type {
   ReadPlan,
   StoredFeature,
 } from '../../materializer/materializer.js';
-import { MaterializerBase, type PublishInput } from '../../materializer/materializer-base.js';
+import {
+  checkSchemaName,
+  MaterializerBase,
+  type PublishInput,
+} from '../../materializer/materializer-base.js';
 import {
   type BoundValue,
   type CompiledQuery,
@@ -173,7 +177,11 @@ export class PostgresMaterializer extends MaterializerBase {
   readonly name = 'postgres';
   /** The schema holding the catalog and data tables. */
   readonly schema: string;
-  protected readonly dialect: SqlDialect = { quote: quoteIdentifier, placeholder };
+  protected readonly dialect: SqlDialect = {
+    quote: quoteIdentifier,
+    placeholder,
+    sqlType: (type) => POSTGRES_SQL_TYPES[type].replace(' COLLATE "C"', ''),
+  };
 
   readonly #pool: Pool;
   readonly #ownsPool: boolean;
@@ -215,12 +223,12 @@ export class PostgresMaterializer extends MaterializerBase {
         'PostgresMaterializer needs a connection: a URL such as "postgres://user@host:5432/db", a pg PoolConfig or a pg Pool.',
       );
     }
-    this.schema = options.schema ?? 'featurefn';
+    this.schema = checkSchemaName(options.schema ?? 'featurefn', 'PostgreSQL');
     this.#maxPrepared = options.maxPreparedStatements ?? 200;
     this.#retainMs = parseDuration(options.retainReplaced ?? '10 minutes', 'retainReplaced');
-    if (this.schema.length === 0 || Buffer.byteLength(this.schema) > MAX_IDENTIFIER_BYTES) {
+    if (Buffer.byteLength(this.schema) > MAX_IDENTIFIER_BYTES) {
       throw new FeatureStoreError(
-        'STORE_ERROR',
+        'INVALID_SCHEMA',
         `the schema name "${this.schema}" must be 1 to ${MAX_IDENTIFIER_BYTES} bytes long, as PostgreSQL names are.`,
       );
     }
@@ -320,7 +328,7 @@ export class PostgresMaterializer extends MaterializerBase {
 
   /** Compiles a read once per set of materializations and query shape; later reads only bind values. */
   protected override compile(plan: ReadPlan): CompiledQuery {
-    let key = '';
+    let key = `${this.catalogEpoch};`;
     for (const source of plan.sources) key += `${source.materialization.id},`;
     key += queryShape(plan.query);
     const cached = this.#compiled.get(key);
@@ -553,6 +561,34 @@ export class PostgresMaterializer extends MaterializerBase {
     }
   }
 
+  protected async retire(records: readonly Materialization[]): Promise<string[]> {
+    const context =
+      records.length === 1 ? { feature: records[0]!.featureName, params: records[0]!.params } : {};
+    await this.#open();
+    let transaction: Transaction | undefined;
+    try {
+      transaction = await Transaction.begin(await this.#pool.connect());
+      const { client } = transaction;
+      const { rows } = await client.query<{ id: string }>({
+        text: `DELETE FROM ${this.#catalog} WHERE id = ANY($1::bigint[]) RETURNING id::text AS id`,
+        values: [records.map((r) => r.id)],
+      });
+      const ids = rows.map((r) => r.id);
+      await retireTables(client, this.schema, ids);
+      // Other processes re-read the catalog (delivered at commit).
+      await client.query({
+        text: 'SELECT pg_notify($1, $2)',
+        values: [this.#channel, JSON.stringify({ by: this.#instance, retired: ids.length })],
+      });
+      await transaction.commit();
+      return ids;
+    } catch (error) {
+      throw this.#storeError('retiring materializations', error, context, 'Nothing was retired.');
+    } finally {
+      await transaction?.end();
+    }
+  }
+
   /** A new materialization id, drawn inside the publishing transaction. */
   async #nextId(client: ClientBase): Promise<string> {
     const { rows } = await client.query<{ id: string }>({
@@ -573,6 +609,7 @@ export class PostgresMaterializer extends MaterializerBase {
     id: string,
     rows: number,
   ): Promise<Materialization> {
+    this.checkRows(input, rows);
     // Serialize publications of the same feature and parameters (across processes) from here to
     // the commit, so that exactly one record and one data table remain.
     await client.query({

@@ -1,4 +1,5 @@
 import type { Pool, PoolClient } from 'pg';
+import { parse as parseConnectionString } from 'pg-connection-string';
 
 /**
  * A transaction on a pool connection: {@link begin} opens it, `commit()` ends it, and `end()`
@@ -64,15 +65,16 @@ export function sessionSettings(local = false): string {
 }
 
 /**
- * Applies {@link sessionSettings} to every connection `pool` opens from now on (queued before any
- * other query on it). Connections a user's pool opened before are covered only where featurefn
- * sets them per transaction.
+ * Applies {@link sessionSettings} to every connection `pool` opens from now on, as startup options
+ * of the connection (`-c DateStyle=ISO,MDY -c extra_float_digits=3`), so no query is queued before
+ * the pool's own. Connections a user's pool opened before, and pools whose connection string sets
+ * `options` itself, are covered only where featurefn sets them per transaction.
  * @internal
  */
 export function settleSessions(pool: Pool): void {
-  const settings = sessionSettings();
-  pool.on('connect', (client) => {
-    // A failure here breaks the connection, and the query that follows reports it.
-    client.query(settings).catch(() => undefined);
-  });
+  const config = (pool as unknown as { options: { options?: string; connectionString?: string } }).options;
+  // pg lets `options` in a connection string override the config's: nothing to add to then.
+  if (config.connectionString !== undefined && parseConnectionString(config.connectionString).options) return;
+  const flags = '-c DateStyle=ISO,MDY -c extra_float_digits=3';
+  config.options = config.options ? `${config.options} ${flags}` : flags;
 }

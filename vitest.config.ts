@@ -23,10 +23,7 @@ export default defineConfig({
         test: {
           name: 'main',
           include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
-          exclude: [
-            ...configDefaults.exclude,
-            'test/serial/**',
-          ],
+          exclude: [...configDefaults.exclude, 'test/serial/**'],
         },
       },
       {

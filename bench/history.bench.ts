@@ -171,7 +171,6 @@ export async function run(): Promise<BenchResult[]> {
     `${FEATURES} features × ${DAYS} days = ${FEATURES * DAYS} materializations per store, ${daily.origins.length} rows each${FULL ? '' : ' (FEATUREFN_BENCH_FULL=1 for 365 days)'}`,
   );
   const results: BenchResult[] = [];
-  results.push(...(await history(daily, await duckdbSide())));
   try {
     await assertPostgresReachable();
     results.push(...(await history(daily, await postgresSide())));
@@ -179,6 +178,7 @@ export async function run(): Promise<BenchResult[]> {
     if (!(error instanceof BenchUnavailable)) throw error;
     log(`PostgreSQL skipped: ${error.message}`);
   }
+  results.push(...(await history(daily, await duckdbSide())));
   return results;
 }
 
@@ -262,7 +262,7 @@ function report(
   const t = { ff: timing(ff), hw: timing(hw) };
   log(
     `${engine}: disk ${formatBytes(bytes.featurefn)} (hand ${formatBytes(bytes.hand)}), after day 1 ${formatBytes(afterFirstDay.featurefn)} (hand ${formatBytes(afterFirstDay.hand)}); ` +
-      `publication first/last ${formatMs(t.ff.first)} / ${formatMs(t.ff.last)} (hand ${formatMs(t.hw.first)} / ${formatMs(t.hw.last)})`,
+      `publication first/last ${formatMs(t.ff.first)} / ${formatMs(t.ff.last)} = ${ratioOf(t.ff.last, t.ff.first)} (hand ${formatMs(t.hw.first)} / ${formatMs(t.hw.last)})`,
   );
   const results: BenchResult[] = [
     {

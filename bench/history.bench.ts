@@ -219,8 +219,12 @@ async function history(daily: Daily, side: Side): Promise<BenchResult[]> {
         afterFirstDay = { featurefn: await side.featurefnBytes(), hand: await side.handBytes() };
         materializer = side.open();
       }
-      if ((d + 1) % 30 === 0)
-        log(`${engine}: day ${d + 1}/${DAYS}, ${(msSince(started) / 1000).toFixed(0)} s`);
+      if ((d + 1) % 30 === 0) {
+        const block = (list: number[]) => formatMs(median(list.slice(-30 * FEATURES)));
+        log(
+          `${engine}: day ${d + 1}/${DAYS}, ${(msSince(started) / 1000).toFixed(0)} s; median of the last 30 days: featurefn ${block(ff)}, hand ${block(hw)}`,
+        );
+      }
     }
     await checkSameAnswers(side, materializer, store, features, daily);
     await materializer.close();
@@ -481,11 +485,26 @@ async function postgresSide(): Promise<Side> {
     },
     close: async () => {
       hand.release();
-      for (const name of [schema, handSchema])
-        await pool.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`).catch(() => undefined);
+      for (const name of [schema, handSchema]) await dropSchema(pool, name).catch(() => undefined);
       await pool.end();
     },
   };
+}
+
+/**
+ * Drops a schema of thousands of tables a few hundred at a time: one `DROP SCHEMA … CASCADE`
+ * takes a lock per table and runs out of lock memory (`max_locks_per_transaction`).
+ */
+async function dropSchema(pool: pg.Pool, name: string): Promise<void> {
+  for (;;) {
+    const { rows } = await pool.query<{ name: string }>(
+      `SELECT format('%I.%I', schemaname, tablename) AS name FROM pg_tables WHERE schemaname = $1 LIMIT 200`,
+      [name],
+    );
+    if (rows.length === 0) break;
+    await pool.query(`DROP TABLE ${rows.map((r) => r.name).join(', ')} CASCADE`);
+  }
+  await pool.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`);
 }
 
 function formatBytes(bytes: number): string {

@@ -5,7 +5,8 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { FeatureStore } from 'featurefn';
 import { DuckDBMaterializer } from 'featurefn/duckdb';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type ColumnSpec, tableFromColumns } from '../../src/frame/columns.js';
+import { chunkReads } from '../../src/engines/duckdb/duckdb-vectors.js';
+import { type ColumnSpec, columnsOf, tableFromColumns, tableToRows } from '../../src/frame/columns.js';
 
 /** Names of the data tables in the store's schema. */
 async function dataTables(instance: DuckDBInstance): Promise<string[]> {
@@ -32,6 +33,41 @@ describe('DuckDB store', () => {
     instance = await DuckDBInstance.create(':memory:');
   });
   afterEach(() => instance.closeSync());
+
+  it('reads toArrow straight from the vectors, giving what toArray gives, over several batches', async () => {
+    const materializer = new DuckDBMaterializer({ instance });
+    const own = new FeatureStore();
+    own.addDecorator(materializer.decorator);
+    const wide = own.feature({ module: 'arrow', entity: 'id' }, async function wide() {
+      return Array.from({ length: 70_000 }, (_, i) => ({
+        id: i,
+        x: i % 7 === 0 ? null : i * 1.5,
+        s: i % 5 === 0 ? `\ufeff${i}` : `s${i}`,
+        e: [i + 0.5, 0.25],
+        t: new Date(Date.UTC(2001, 0, 1) + i * 1000),
+      }));
+    });
+    try {
+      await materializer.materialize(wide, {});
+      const frame = own.withParams({}).getFeatures(wide);
+      expect(await frame.explain()).not.toContain('computes live');
+      const before = { ...chunkReads };
+      const table = await frame.toArrow();
+      expect(chunkReads.values - before.values).toBe(0);
+      expect(chunkReads.vectors - before.vectors).toBeGreaterThan(0);
+      expect(table.batches.length).toBeGreaterThan(1);
+      expect(columnsOf(table).map((c) => c.type)).toEqual([
+        'int32',
+        'float64',
+        'string',
+        'float64[]',
+        'timestamp',
+      ]);
+      expect(tableToRows(table)).toEqual(await frame.toArray());
+    } finally {
+      await materializer.close();
+    }
+  });
 
   it('retire the replaced table and drop it after retainReplaced, at the next publication or vacuum()', async () => {
     const kept = new DuckDBMaterializer({ instance, retainReplaced: '10 minutes' });

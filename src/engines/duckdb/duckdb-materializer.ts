@@ -5,7 +5,7 @@ import type {
   DuckDBResultReader,
   DuckDBValue,
 } from '@duckdb/node-api';
-import type { Table } from 'apache-arrow';
+import { Table } from 'apache-arrow';
 import { type Duration, parseDuration } from '../../duration.js';
 import { FeatureStoreError } from '../../errors.js';
 import type { FeatureInfo } from '../../feature/feature.js';
@@ -40,7 +40,9 @@ import {
   StaleCatalog,
 } from './duckdb-retired.js';
 import { createDuckDBSource, duckdbSource, renderDuckDB } from './duckdb-source.js';
+import { readChunks } from './duckdb-stream.js';
 import { firstRowExact, readDuckDBColumnsExact } from './duckdb-strings.js';
+import { ChunkBatchBuilder } from './duckdb-vectors.js';
 
 /** Options of {@link DuckDBMaterializer}. */
 export interface DuckDBMaterializerOptions extends MaterializerOptions {
@@ -110,6 +112,9 @@ class Session {
     return this.queue.run(() => work(this.connection));
   }
 }
+
+/** Rows per record batch of an Arrow read. */
+const ROWS_PER_BATCH = 65_536;
 
 /**
  * The embedded store: DuckDB in a file (or in memory), no server. A catalog table records each
@@ -533,8 +538,23 @@ export class DuckDBMaterializer extends MaterializerBase {
     const result = await reader.run(() =>
       this.#runPrepared(reader, query.sql, query.params.map(toDuckDBValue)),
     );
+    if (format === 'arrow') {
+      // Straight from the vectors' memory into Arrow buffers, as loads do: no value per cell.
+      const chunks = readChunks(result);
+      const builder = chunks && ChunkBatchBuilder.create(query.columns, result.columnTypes());
+      if (chunks === undefined || builder === undefined) {
+        return tableFromColumns(query.columns, (await readDuckDBColumnsExact(result)).values);
+      }
+      const batches = [];
+      for (const chunk of chunks) {
+        if (chunk.rowCount === 0) continue;
+        builder.append(chunk);
+        if (builder.rows >= ROWS_PER_BATCH) batches.push(builder.flush());
+      }
+      if (builder.rows > 0 || batches.length === 0) batches.push(builder.flush());
+      return new Table(batches);
+    }
     const { values } = await readDuckDBColumnsExact(result);
-    if (format === 'arrow') return tableFromColumns(query.columns, values);
     const names = query.columns.map((c) => c.name);
     const count = values[0]?.length ?? 0;
     const rows: Row[] = new Array(count);

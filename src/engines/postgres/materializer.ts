@@ -54,7 +54,7 @@ import {
   queryFailed,
   renderPostgres,
 } from './source.js';
-import { settleSessions, Transaction } from './transaction.js';
+import { guardConnections, settleSessions, Transaction } from './transaction.js';
 
 /** Options of {@link PostgresMaterializer}. */
 export interface PostgresMaterializerOptions extends MaterializerOptions {
@@ -255,6 +255,7 @@ export class PostgresMaterializer extends MaterializerBase {
       onError(this.#storeError("an idle connection of the store's pool", error, {}, 'The pool replaces it.')),
     );
     settleSessions(this.#pool);
+    guardConnections(this.#pool);
     const channel = `featurefn_${this.schema}`;
     // Channel names are identifiers too: a long schema name is hashed rather than cut.
     this.#channel =

@@ -78,3 +78,17 @@ export function settleSessions(pool: Pool): void {
   const flags = '-c DateStyle=ISO,MDY -c extra_float_digits=3';
   config.options = config.options ? `${config.options} ${flags}` : flags;
 }
+
+/**
+ * Gives every connection `pool` opens from now on an `'error'` listener of its own. The server
+ * ending a session (a restart, `pg_terminate_backend`) while featurefn holds its connection between
+ * queries emits `'error'` outside any query, and an `'error'` event nobody listens to ends the
+ * Node process. The holder learns of it from its next query (pg: "not queryable"); an idle
+ * connection is still reported by the pool's own `'error'` event.
+ * @internal
+ */
+export function guardConnections(pool: Pool): void {
+  pool.on('connect', (client) => {
+    client.on('error', () => undefined);
+  });
+}

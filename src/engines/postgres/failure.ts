@@ -60,3 +60,15 @@ export function isQueryError(error: unknown): error is ServerError {
   // 08 connection, 53 resources, 57 operator intervention, 58 system, XX internal.
   return !['08', '53', '57', '58', 'XX'].includes(cls);
 }
+
+/**
+ * True when the connection was lost (the server ended the session, or the socket closed): the
+ * statement may or may not have run, so only an idempotent read may be sent again.
+ * @internal
+ */
+export function isConnectionLoss(error: unknown): boolean {
+  if (isServerError(error)) return error.code === '57P01' || error.code.startsWith('08');
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  if (code === 'ECONNRESET' || code === 'EPIPE') return true;
+  return typeof message === 'string' && /Connection terminated|not queryable/i.test(message);
+}

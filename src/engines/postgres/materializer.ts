@@ -43,7 +43,7 @@ import type { SqlQuery } from '../../sql/sql-query.js';
 import { CatalogListener, type ListenerConnection } from './catalog-listener.js';
 import { postgresColumnMapping, postgresColumnSpecs } from './columns.js';
 import { MAX_IDENTIFIER_BYTES, POSTGRES_SQL_TYPES, placeholder, quoteIdentifier } from './dialect.js';
-import { describeFailure, isServerError } from './failure.js';
+import { describeFailure, isConnectionLoss, isServerError } from './failure.js';
 import { copyBatches } from './load.js';
 import { dropRetiredTables, ensureRetiredTable, retireTables } from './retired-tables.js';
 import {
@@ -350,13 +350,17 @@ export class PostgresMaterializer extends MaterializerBase {
 
   protected async loadCatalog(): Promise<Materialization[]> {
     await this.#open();
+    const text = `SELECT id::text AS id, feature_name, params_key, kind, key_columns, "columns", row_count::float8 AS row_count,
+                source_hash, created_at, version, lineage
+         FROM ${this.#catalog} WHERE status = 'complete'`;
     let rows: Record<string, unknown>[];
     try {
-      ({ rows } = await this.#pool.query(
-        `SELECT id::text AS id, feature_name, params_key, kind, key_columns, "columns", row_count::float8 AS row_count,
-                source_hash, created_at, version, lineage
-         FROM ${this.#catalog} WHERE status = 'complete'`,
-      ));
+      ({ rows } = await this.#pool.query(text).catch((error: unknown) => {
+        // A read only: sent again once on a fresh connection if the pool handed out one the
+        // server had just ended (a restart, pg_terminate_backend) before the pool noticed.
+        if (isConnectionLoss(error)) return this.#pool.query(text);
+        throw error;
+      }));
     } catch (error) {
       throw this.#storeError('reading the catalog of materializations', error);
     }

@@ -153,6 +153,8 @@ export class DuckDBMaterializer extends MaterializerBase {
   #release: (() => void) | undefined;
   /** The table id this store last published per feature and parameters (see `slotOf`). */
   readonly #live = new Map<string, string>();
+  /** The catalog's feature records this store wrote and committed, by feature name. */
+  readonly #featuresWritten = new Map<string, string>();
 
   constructor(options: DuckDBMaterializerOptions = {}) {
     super(options);
@@ -205,11 +207,12 @@ export class DuckDBMaterializer extends MaterializerBase {
     }
   }
 
-  #dropRetired(c: DuckDBConnection): Promise<{ dropped: string[]; busy: string[] }> {
+  #dropRetired(c: DuckDBConnection, sweep = true): Promise<{ dropped: string[]; busy: string[] }> {
     return dropRetiredTables(
       c,
       { prefix: this.#prefix, database: this.#database, schema: this.schema },
       this.#retainMs,
+      sweep,
     );
   }
 
@@ -405,17 +408,25 @@ export class DuckDBMaterializer extends MaterializerBase {
             JSON.stringify(input.record.lineage),
           ],
         );
-        await c.run(`INSERT OR REPLACE INTO ${this.#prefix}.features VALUES ($1, $2, $3, $4)`, [
-          input.feature.name,
-          input.record.version,
-          featureRecordText(input.record, key, columns),
-          timestampOf(createdAt.getTime()),
-        ]);
+        // The feature's record changes only with its version or shape: a daily run writes it once.
+        const featureText = featureRecordText(input.record, key, columns);
+        const written = `${input.record.version}\0${featureText}`;
+        if (this.#featuresWritten.get(input.feature.name) !== written) {
+          await c.run(`INSERT OR REPLACE INTO ${this.#prefix}.features VALUES ($1, $2, $3, $4)`, [
+            input.feature.name,
+            input.record.version,
+            featureText,
+            timestampOf(createdAt.getTime()),
+          ]);
+        }
         finish.push('COMMIT');
         await c.run(finish.join(';\n'));
+        if (this.#featuresWritten.size >= 10_000) this.#featuresWritten.clear();
+        this.#featuresWritten.set(input.feature.name, written);
         if (countPublication(instance, this.schema) === this.#seen) this.#seen++;
         // Housekeeping after the commit: a table it cannot drop now is dropped next time.
-        await this.#dropRetired(c).catch(() => undefined);
+        // An orphan table comes only from a replacement: the sweep for one runs only then.
+        await this.#dropRetired(c, replaced.length > 0).catch(() => undefined);
         // Only the window before the cached catalog takes this record needs it; bounded anyway.
         if (this.#live.size >= 10_000) this.#live.clear();
         this.#live.set(slotOf(input.feature.name, input.paramsKey), id);

@@ -21,24 +21,28 @@ export function retireStatement(prefix: string, ids: readonly string[], now: num
  * Drops the data tables retired more than `graceMs` ago, each in its own transaction; one another
  * connection still holds is left for next time. A data table without a catalog record (left by
  * another store's replacement, see `DuckDBMaterializer`) is retired first, so it goes the same way.
- * Call inside the writer session. Returns the ids dropped and those left.
+ * `sweep: false` skips that first step. Call inside the writer session. Returns the ids dropped and
+ * those left.
  * @internal
  */
 export async function dropRetiredTables(
   c: DuckDBConnection,
   where: { prefix: string; database: string; schema: string },
   graceMs: number,
+  sweep = true,
 ): Promise<{ dropped: string[]; busy: string[] }> {
   const { prefix, database, schema } = where;
   const now = Date.now();
-  await c.run(
-    `INSERT INTO ${prefix}.retired
+  // The sweep reads every table of the database: skipped where no orphan can have appeared.
+  if (sweep)
+    await c.run(
+      `INSERT INTO ${prefix}.retired
      SELECT CAST(substr(table_name, 3) AS BIGINT), epoch_ms(${now}) FROM duckdb_tables()
      WHERE database_name = $1 AND schema_name = $2 AND regexp_full_match(table_name, 'm_[0-9]{1,18}')
        AND CAST(substr(table_name, 3) AS BIGINT) NOT IN (SELECT id FROM ${prefix}.catalog)
      ON CONFLICT DO NOTHING`,
-    [database, schema],
-  );
+      [database, schema],
+    );
   const due = await c.runAndReadAll(
     `SELECT CAST(id AS VARCHAR) FROM ${prefix}.retired WHERE retired_at <= epoch_ms(${now - graceMs}) ORDER BY id`,
   );

@@ -9,13 +9,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { FeatureStore, FeatureStoreError, type Materializer } from 'featurefn';
+import { FeatureStore, type Materializer } from 'featurefn';
 import { DuckDBMaterializer } from 'featurefn/duckdb';
 import { PostgresMaterializer } from 'featurefn/postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adminClient, dropSchema, postgresUrl, uniqueSchema } from '../support/postgres.js';
 import { report } from './children.js';
-import { pg, stores } from './stores.js';
+import { exactOrRefused, type Figures, pg, stores } from './stores.js';
 
 const SEED = 20260102;
 const RUNS = 30;
@@ -49,21 +49,6 @@ const hostile = fc.oneof(
   fc.string({ unit: 'binary', maxLength: 16 }),
   fc.string({ unit: 'grapheme', maxLength: 16 }),
 );
-
-type Figures = { inputs: number; storedExactly: number; refused: number };
-
-/** Runs `run`, counting it stored exactly when it resolves, refused when it throws a FeatureStoreError. */
-async function exactOrRefused(figures: Figures, run: () => Promise<void>): Promise<void> {
-  figures.inputs++;
-  try {
-    await run();
-    figures.storedExactly++;
-  } catch (error) {
-    if (!(error instanceof FeatureStoreError)) throw error;
-    expect(error.message.length).toBeLessThan(1200);
-    figures.refused++;
-  }
-}
 
 for (const [name, available, factory] of stores) {
   describe.skipIf(!available)(`hostile roles: ${name}`, () => {

@@ -56,3 +56,22 @@ export async function refusal(promise: Promise<unknown>): Promise<FeatureStoreEr
   }
   throw new Error('accepted');
 }
+
+/** Counts of a fuzz run: inputs tried, stored and read back exactly, refused. */
+export type Figures = { inputs: number; storedExactly: number; refused: number };
+
+/**
+ * Runs `run` for one input: counted stored exactly when it resolves, refused when it throws a
+ * FeatureStoreError (whose message must not echo kilobytes); any other error fails the property.
+ */
+export async function exactOrRefused(figures: Figures, run: () => Promise<void>): Promise<void> {
+  figures.inputs++;
+  try {
+    await run();
+    figures.storedExactly++;
+  } catch (error) {
+    if (!(error instanceof FeatureStoreError)) throw error;
+    if (error.message.length >= 1200) throw new Error(`a refusal echoes ${error.message.length} characters`);
+    figures.refused++;
+  }
+}

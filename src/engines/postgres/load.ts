@@ -426,9 +426,10 @@ export interface CopyOptions {
  * Streams Arrow record batches into a `COPY … FROM STDIN (FORMAT binary)` stream (from
  * `pg-copy-streams`), encoding them in PostgreSQL's binary COPY format as they come: at most a
  * few chunks are held at a time, and the stream's backpressure is respected. Ends the stream and
- * waits until the server has taken every row. Returns the number of rows sent. If the batches or
- * the stream fail, the stream is destroyed (the server rolls the COPY back) and the error is
- * rethrown. @internal
+ * waits until the server has taken every row. Returns the number of rows sent. If the batches
+ * fail, the stream is destroyed (the server rolls the COPY back) and the error is rethrown; if the
+ * stream fails (the server refused the rows, or the session ended), its error is rethrown at once.
+ * @internal
  */
 export async function copyBatches(
   stream: Writable,
@@ -442,7 +443,10 @@ export async function copyBatches(
   const fieldCount = columns.length;
   let failure: unknown;
   let finished = false;
+  /** pg handed the stream its error: pg is done with the COPY (the server ended it, or the session is gone). */
+  let ended = false;
   const onError = (error: unknown) => {
+    ended = true;
     failure ??= error;
   };
   stream.on('error', onError);
@@ -486,7 +490,9 @@ export async function copyBatches(
     finished = true;
     return rows;
   } catch (error) {
-    if (!finished) await destroyed(stream, error);
+    // Destroying a COPY pg is done with would wait forever for the server's answer to a CopyFail
+    // that is never sent (the stream sends it only once the server has accepted the COPY).
+    if (!finished && !ended) await destroyed(stream, error);
     throw error;
   } finally {
     stream.off('error', onError);

@@ -493,24 +493,38 @@ export class PostgresMaterializer extends MaterializerBase {
    * Runs `body` in a transaction on a connection of its own; on failure rolls back, so nothing
    * is left behind, and reports the error for the feature and parameters.
    */
-  async #inTransaction<T>(
+  async #inTransaction(
     context: { feature: string; params: Params },
-    body: (client: PoolClient) => Promise<T>,
-  ): Promise<T> {
+    body: (client: PoolClient) => Promise<Materialization>,
+  ): Promise<Materialization> {
     await this.#open();
     let client: PoolClient;
     try {
       client = await this.#pool.connect();
     } catch (error) {
-      throw this.#storeError('connecting to store the result', error, context);
+      throw this.#storeError('connecting to store the result', error, context, 'Nothing was stored.');
     }
     let transaction: Transaction | undefined;
-    let result: T;
+    let result: Materialization | undefined;
     try {
       transaction = await Transaction.begin(client);
       result = await body(client);
       await transaction.commit();
     } catch (error) {
+      // pg refuses a statement on a connection it knows is lost ("not queryable") without sending it.
+      if (result !== undefined && isConnectionLoss(error) && !/not queryable/.test(String(error))) {
+        // COMMIT was sent and its answer lost: the server may have committed. This instance ignores
+        // its own notifications, so its catalog is read again before anyone checks.
+        this.invalidate();
+        throw this.#storeError(
+          'storing the result',
+          error,
+          { ...context, details: { id: result.id } },
+          `The connection was lost after COMMIT was sent, so materialization ${result.id} may or may not have been stored. ` +
+            `Once the server is reachable, check with materializer.listMaterializations(${JSON.stringify(context.feature)}) ` +
+            'whether a record with that id is there, or materialize again (a new publication replaces it).',
+        );
+      }
       if (error instanceof FeatureStoreError) {
         if (error.feature !== undefined) throw error;
         throw new FeatureStoreError(error.code, error.message, {
@@ -759,7 +773,8 @@ export class PostgresMaterializer extends MaterializerBase {
     try {
       return await client.query(config);
     } catch (error) {
-      if (!isServerError(error)) broken = error as Error;
+      // A server error leaves the session usable, unless it is the server ending the session.
+      if (!isServerError(error) || isConnectionLoss(error)) broken = error as Error;
       throw error;
     } finally {
       client.off('error', onError);

@@ -20,13 +20,16 @@ export class Transaction {
     client.on('error', this.#onError);
   }
 
-  /** Sends BEGIN on `client`; on failure gives the connection up and rethrows. */
+  /** Sends BEGIN on `client`; on failure closes the connection and rethrows. */
   static async begin(client: PoolClient, statements = ''): Promise<Transaction> {
     const transaction = new Transaction(client);
     try {
       await client.query(`BEGIN;${statements}`);
       transaction.#open = true;
     } catch (error) {
+      // Closed, not given back: a session the server ended answers BEGIN with its last message,
+      // and pg would still call the connection queryable.
+      transaction.#broken ??= error as Error;
       await transaction.end();
       throw error;
     }

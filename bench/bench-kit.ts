@@ -6,6 +6,7 @@
  * the hand-written code a competent user would write instead, side by side in the same run.
  */
 import os from 'node:os';
+import { type Data, type Field, makeData, RecordBatch, Schema, Struct, Table } from 'apache-arrow';
 import { defaultStore, type FeatureDecorator, type Materializer } from 'featurefn';
 import pg from 'pg';
 
@@ -290,4 +291,31 @@ export async function assertPostgresReachable(): Promise<void> {
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+/**
+ * Runs a benchmark on PostgreSQL when a server answers at {@link POSTGRES_URL} (else `log` says
+ * why it was skipped), then on DuckDB; returns their results in that order.
+ */
+export async function onPostgresThenDuckDB(
+  postgres: () => Promise<BenchResult[]>,
+  duckdb: () => Promise<BenchResult[]>,
+  log: (message: string) => void,
+): Promise<BenchResult[]> {
+  const results: BenchResult[] = [];
+  try {
+    await assertPostgresReachable();
+    results.push(...(await postgres()));
+  } catch (error) {
+    if (!(error instanceof BenchUnavailable)) throw error;
+    log(`PostgreSQL skipped: ${error.message}`);
+  }
+  results.push(...(await duckdb()));
+  return results;
+}
+
+/** A table of one record batch: `children[i]` holds the values of `fields[i]`, all of one length. */
+export function tableOf(fields: Field[], children: Data[]): Table {
+  const data = makeData({ type: new Struct(fields), length: children[0]?.length ?? 0, children });
+  return new Table(new RecordBatch(new Schema(fields), data));
 }

@@ -26,33 +26,22 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DuckDBInstance, dateValue } from '@duckdb/node-api';
-import {
-  Field,
-  Float64,
-  Int32,
-  makeData,
-  RecordBatch,
-  Schema,
-  Struct,
-  Table,
-  Utf8,
-  vectorFromArray,
-} from 'apache-arrow';
+import { Field, Float64, Int32, type Table, Utf8, vectorFromArray } from 'apache-arrow';
 import { type Feature, FeatureStore, Last, type Materializer } from 'featurefn';
 import { DuckDBMaterializer } from 'featurefn/duckdb';
 import { PostgresMaterializer } from 'featurefn/postgres';
 import pg from 'pg';
 import { flightsDatabase } from '../examples/flights/flights-data.js';
 import {
-  assertPostgresReachable,
   type BenchResult,
-  BenchUnavailable,
   formatMs,
   median,
   msSince,
   now,
+  onPostgresThenDuckDB,
   POSTGRES_URL,
   ratioOf,
+  tableOf,
 } from './bench-kit.js';
 
 const FULL = process.env.FEATUREFN_BENCH_FULL === '1';
@@ -137,15 +126,9 @@ function historyFeatures(daily: Daily): { store: FeatureStore; features: History
       new Field('origin', new Utf8(), false),
       new Field(name, type === 'INTEGER' ? new Int32() : new Float64(), type === 'DOUBLE'),
     ];
-    return store.feature({ module: 'history', entity: 'origin', name }, async ({ when }: { when: Date }) => {
-      const column = vectorFromArray(values(daily, k, dayOf(when)), fields[1]!.type).data[0]!;
-      const data = makeData({
-        type: new Struct(fields),
-        length: daily.origins.length,
-        children: [origins, column],
-      });
-      return new Table(new RecordBatch(new Schema(fields), data));
-    });
+    return store.feature({ module: 'history', entity: 'origin', name }, async ({ when }: { when: Date }) =>
+      tableOf(fields, [origins, vectorFromArray(values(daily, k, dayOf(when)), fields[1]!.type).data[0]!]),
+    );
   });
   return { store, features };
 }
@@ -170,16 +153,11 @@ export async function run(): Promise<BenchResult[]> {
   log(
     `${FEATURES} features × ${DAYS} days = ${FEATURES * DAYS} materializations per store, ${daily.origins.length} rows each${FULL ? '' : ' (FEATUREFN_BENCH_FULL=1 for 365 days)'}`,
   );
-  const results: BenchResult[] = [];
-  try {
-    await assertPostgresReachable();
-    results.push(...(await history(daily, await postgresSide())));
-  } catch (error) {
-    if (!(error instanceof BenchUnavailable)) throw error;
-    log(`PostgreSQL skipped: ${error.message}`);
-  }
-  results.push(...(await history(daily, await duckdbSide())));
-  return results;
+  return onPostgresThenDuckDB(
+    async () => history(daily, await postgresSide()),
+    async () => history(daily, await duckdbSide()),
+    log,
+  );
 }
 
 async function history(daily: Daily, side: Side): Promise<BenchResult[]> {

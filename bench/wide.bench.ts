@@ -15,33 +15,23 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
-import {
-  Field,
-  Float64,
-  makeData,
-  RecordBatch,
-  Schema,
-  Struct,
-  Table,
-  Utf8,
-  vectorFromArray,
-} from 'apache-arrow';
+import { Field, Float64, makeData, type Table, Utf8, vectorFromArray } from 'apache-arrow';
 import { type Feature, FeatureStore, Last, type Materializer } from 'featurefn';
 import { DuckDBMaterializer } from 'featurefn/duckdb';
 import { PostgresMaterializer } from 'featurefn/postgres';
 import pg from 'pg';
 import { seeded } from '../test/support/seeded.js';
 import {
-  assertPostgresReachable,
   type BenchResult,
-  BenchUnavailable,
   formatMs,
   formatP50P99,
+  onPostgresThenDuckDB,
   POSTGRES_URL,
   ratioOf,
   rotation,
   sampleInterleaved,
   summarize,
+  tableOf,
 } from './bench-kit.js';
 
 const ENTITIES = 2_000;
@@ -63,16 +53,13 @@ function values(f: number, d: number): Float64Array {
 }
 
 function featureTable(f: number, d: number): Table {
-  const fields = [new Field('entity', new Utf8(), false), new Field(column(f), new Float64(), false)];
-  const data = makeData({
-    type: new Struct(fields),
-    length: ENTITIES,
-    children: [
+  return tableOf(
+    [new Field('entity', new Utf8(), false), new Field(column(f), new Float64(), false)],
+    [
       vectorFromArray(KEYS, new Utf8()).data[0]!,
       makeData({ type: new Float64(), length: ENTITIES, data: values(f, d) }),
     ],
-  });
-  return new Table(new RecordBatch(new Schema(fields), data));
+  );
 }
 
 /** 50 features in a store of their own, each `({ when }) => table of (entity, f<n>)`. */
@@ -89,17 +76,8 @@ function wideFeatures(): { store: FeatureStore; features: WideFeature[] } {
   return { store, features };
 }
 
-export async function run(): Promise<BenchResult[]> {
-  const results: BenchResult[] = [];
-  try {
-    await assertPostgresReachable();
-    results.push(...(await onPostgres()));
-  } catch (error) {
-    if (!(error instanceof BenchUnavailable)) throw error;
-    log(`PostgreSQL skipped: ${error.message}`);
-  }
-  results.push(...(await onDuckDB()));
-  return results;
+export function run(): Promise<BenchResult[]> {
+  return onPostgresThenDuckDB(onPostgres, onDuckDB, log);
 }
 
 async function materializeAll(

@@ -1,18 +1,21 @@
 /**
- * The PostgreSQL server restarted (`pg_ctl restart -m fast`) while readers loop over `Last()`. (A
- * load in flight during the restart once never settled: see repro/postgres-restart-load-hang.ts.) The server is one of this test's own (see private-server.ts): restarting the shared
- * one would cut off every other test using it. Calls in flight fail with a FeatureStoreError naming
- * the lost connection; later calls recover by themselves; nothing published is lost or altered;
- * and the store hears other processes' publications again (its LISTEN connection reconnects).
+ * The PostgreSQL server restarted (`pg_ctl restart -m fast`) while readers loop over `Last()` and a
+ * load is in flight. The server is one of this test's own (see private-server.ts): restarting the
+ * shared one would cut off every other test using it. Calls in flight fail with a FeatureStoreError
+ * naming the lost connection (the load: saying that nothing was stored, or that the outcome is
+ * unknown), or complete; none hangs; later calls recover by themselves; nothing published is lost
+ * or altered; and the store hears other processes' publications again (its LISTEN connection
+ * reconnects).
  */
-import { FeatureStore, type FeatureStoreError, Last } from 'featurefn';
+import { FeatureStore, FeatureStoreError, Last } from 'featurefn';
 import { PostgresMaterializer } from 'featurefn/postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { report, sleep, until } from './children.js';
 import { checkFailure, printSamples } from './failures.js';
+import { recoveredReads, startReaders } from './fault-readers.js';
 import { inspectStore, orphans } from './inspect.js';
 import { type PrivateServer, postgresBinaries, startPrivateServer } from './private-server.js';
-import { checksumOf, dayOf, expectedJoinChecksum, registerWorkload, whenOf } from './workload.js';
+import { checksumOf, dayOf, expectedChecksum, registerWorkload, whenOf } from './workload.js';
 
 const SCALE = 0.2;
 
@@ -29,7 +32,7 @@ if ('reason' in binaries && process.env.CI === 'true')
   throw new Error(`the restart test needs PostgreSQL server binaries in CI: ${binaries.reason}`);
 
 describe.skipIf('reason' in binaries)(
-  `PostgreSQL server restarted during reads${'reason' in binaries ? ` (skipped: ${binaries.reason})` : ''}`,
+  `PostgreSQL server restarted during reads and a load${'reason' in binaries ? ` (skipped: ${binaries.reason})` : ''}`,
   () => {
     let server: PrivateServer;
     beforeAll(async () => {
@@ -63,46 +66,44 @@ describe.skipIf('reason' in binaries)(
       ].map((m) => m.id);
 
       const problems: string[] = [];
-      let reads = 0;
-      let failed = 0;
-      let running = true;
       const frame = store.withParams({ when: Last() }).getFeatures(features.alpha, features.beta);
-      // Whole reads, checked against what was published, and key lookups: many round trips, so
-      // that some are in flight while the server goes down and while it starts again.
-      const reader = async (whole: boolean) => {
-        while (running) {
-          await new Promise((resolve) => setImmediate(resolve));
-          try {
-            if (whole) {
-              const rows = await frame.toArray({ params: true });
-              if (checksumOf('join', rows) !== expectedJoinChecksum(dayOf(rows[0]!.when), SCALE))
-                problems.push(`a read of ${rows.length} rows differs from what was published`);
-            } else {
-              const rows = await frame.filter({ k: 'K000042' }).toArray();
-              if (rows.length !== 1) problems.push(`a key lookup gave ${rows.length} rows`);
-            }
-            reads++;
-          } catch (error) {
-            failed++;
-            checkFailure(error, problems);
-          }
-        }
-      };
-      const readers = [reader(true), reader(false), reader(false), reader(false)];
+      const readers = startReaders(frame, SCALE, problems);
       await sleep(1_000);
+      // A load of day 2 (22,000 rows), in flight when the server goes down.
+      const loading = materializer.materialize(features.alpha, { when: whenOf(2) }).then(
+        (record) => record,
+        (error: unknown) => error,
+      );
+      await sleep(100);
       const restartStarted = Date.now();
       await server.restart();
       const restartMs = Date.now() - restartStarted;
+      const load = await within(loading, 'the load in flight during the restart to settle');
       await sleep(3_000);
-      running = false;
-      await within(Promise.all(readers), 'the readers to finish their last call');
+      await within(readers.stop(), 'the readers to finish their last call');
+      if (load instanceof Error) {
+        checkFailure(load, problems);
+        if (!/Nothing was stored|may or may not have been stored/.test(load.message))
+          problems.push(`the failed load does not say what was stored: ${load.message.slice(0, 300)}`);
+      }
 
       // Recovered: reads succeed again, and every publication is still there, whole.
-      let recovered = 0;
-      for (let i = 0; i < 20; i++) {
-        const rows = await within(frame.toArray({ params: true }), 'a read after the restart');
-        if (checksumOf('join', rows) === expectedJoinChecksum(1, SCALE) && dayOf(rows[0]!.when) === 1)
-          recovered++;
+      const recovered = await within(recoveredReads(frame, SCALE, 1), 'the reads after the restart');
+      // The load's day: stored whole, or not at all (then the previous record, if any, is left).
+      const [day2] = await materializer
+        .listMaterializations(features.alpha)
+        .then((all) => all.filter((m) => dayOf(m.params.when) === 2));
+      if (load instanceof FeatureStoreError && /Nothing was stored/.test(load.message) && day2 !== undefined)
+        problems.push(`the load said nothing was stored, but day 2 has record ${day2.id}`);
+      if (!(load instanceof Error) && day2?.id !== (load as { id: string }).id)
+        problems.push(`the load's record ${(load as { id: string }).id} is not day 2's (${day2?.id})`);
+      if (day2 !== undefined) {
+        const rows = await store
+          .withParams({ when: whenOf(2) })
+          .getFeatures(features.alpha)
+          .toArray();
+        if (checksumOf('alpha', rows) !== expectedChecksum('alpha', 2, SCALE))
+          problems.push('the load of day 2 reads back altered');
       }
       const after = [
         ...(await materializer.listMaterializations(features.alpha)),
@@ -126,8 +127,9 @@ describe.skipIf('reason' in binaries)(
       await within(materializer.close(), 'closing the store');
       for (const error of background) checkFailure(error, problems);
       report('PostgreSQL restart', {
-        reads,
-        failedReads: failed,
+        reads: readers.counts.reads,
+        failedReads: readers.counts.failed,
+        load: load instanceof Error ? 'failed' : 'completed',
         restarts: 1,
         restartMs,
         backgroundErrors: background.length,
@@ -135,7 +137,7 @@ describe.skipIf('reason' in binaries)(
         violations: problems.length,
       });
       expect(problems).toEqual([]);
-      expect(failed).toBeGreaterThan(0);
+      expect(readers.counts.failed).toBeGreaterThan(0);
       expect(recovered).toBe(20);
       expect(moved).toBe(true);
     }, 180_000);

@@ -70,7 +70,50 @@ JSON
     cat "$log" >&2
     problem "npm install featurefn $* printed ERESOLVE: a peer range in package.json does not accept that version"
   fi
+  cp "$WORK/departures.ts" "$dir/"
 }
+
+# The feature the stores' scripts materialize and read back; each project gets a copy.
+cat >"$WORK/departures.ts" <<'TS'
+import { FeatureStore } from 'featurefn';
+
+export const store = new FeatureStore();
+/** Departures per origin. */
+export const departures = store.feature(
+  { module: 'consumer', entity: 'origin' },
+  async function departures({ when }: { when: Date }) {
+    return [
+      { origin: 'SFO', departures: when.getUTCDate() },
+      { origin: 'LAX', departures: 1 },
+    ];
+  },
+);
+TS
+
+# Materializes departures with DuckDB, publishes it to the online store that ./online.ts exports,
+# and reads it back from there: main.ts of every online store's project.
+cat >"$WORK/online-main.ts" <<'TS'
+import { Last } from 'featurefn';
+import { DuckDBMaterializer } from 'featurefn/duckdb';
+import { departures, store } from './departures.js';
+import { label, online } from './online.js';
+
+const materializer = new DuckDBMaterializer({ path: ':memory:', online });
+store.addDecorator(materializer.decorator);
+try {
+  await materializer.materialize(departures, { when: new Date('2001-03-08') });
+  const frame = store.withParams({ when: Last() }).getFeatures(departures).filter({ origin: 'SFO' });
+  const rows = await frame.toArray();
+  if (JSON.stringify(rows) !== JSON.stringify([{ origin: 'SFO', departures: 8 }]))
+    throw new Error(`read back ${JSON.stringify(rows)}`);
+  const plan = await frame.explain();
+  if (!plan.includes('online')) throw new Error(`not served online:\n${plan}`);
+} finally {
+  await materializer.close();
+  await online.close(); // the materializer does not own it
+}
+console.log(`  ${label}: materialized, published online and read back`);
+TS
 
 # check <dir> <label>: strict tsc (emitting to out/), then node on the output and tsx on the source.
 check() {
@@ -113,20 +156,10 @@ INSTALLED=$(node -p "require('$WORK/duckdb/node_modules/@duckdb/node-api/package
 [ "$INSTALLED" = "$DUCKDB_VERSION" ] ||
   problem "\`npm install featurefn @duckdb/node-api\` installed @duckdb/node-api $INSTALLED, but featurefn is built and tested with $DUCKDB_VERSION: fix its peer range"
 cat >"$WORK/duckdb/main.ts" <<'TS'
-import { FeatureStore, Last } from 'featurefn';
+import { Last } from 'featurefn';
 import { DuckDBMaterializer } from 'featurefn/duckdb';
+import { departures, store } from './departures.js';
 
-const store = new FeatureStore();
-/** Departures per origin. */
-const departures = store.feature(
-  { module: 'consumer', entity: 'origin' },
-  async function departures({ when }: { when: Date }) {
-    return [
-      { origin: 'SFO', departures: when.getUTCDate() },
-      { origin: 'LAX', departures: 1 },
-    ];
-  },
-);
 const materializer = new DuckDBMaterializer({ path: ':memory:' });
 store.addDecorator(materializer.decorator);
 try {
@@ -144,23 +177,13 @@ check duckdb "featurefn/duckdb with @duckdb/node-api@$INSTALLED"
 # --- featurefn/postgres + pg + pg-copy-streams ------------------------------------------------
 install postgres pg pg-copy-streams @types/pg @types/pg-copy-streams
 cat >"$WORK/postgres/main.ts" <<'TS'
-import { FeatureStore, Last } from 'featurefn';
+import { Last } from 'featurefn';
 import { PostgresMaterializer } from 'featurefn/postgres';
 import pg from 'pg';
+import { departures, store } from './departures.js';
 
 const url = process.env.FEATUREFN_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const schema = `consumer_${process.pid}_${Date.now()}`;
-const store = new FeatureStore();
-/** Departures per origin. */
-const departures = store.feature(
-  { module: 'consumer', entity: 'origin' },
-  async function departures({ when }: { when: Date }) {
-    return [
-      { origin: 'SFO', departures: when.getUTCDate() },
-      { origin: 'LAX', departures: 1 },
-    ];
-  },
-);
 const materializer = new PostgresMaterializer({ connection: url, schema });
 store.addDecorator(materializer.decorator);
 try {
@@ -181,78 +204,26 @@ FEATUREFN_PG_URL=$PG_URL check postgres 'featurefn/postgres with pg and pg-copy-
 
 # --- featurefn/sqlite + better-sqlite3, with featurefn/duckdb as the offline store ------------
 install sqlite @duckdb/node-api better-sqlite3 @types/better-sqlite3
-cat >"$WORK/sqlite/main.ts" <<'TS'
-import { FeatureStore, Last } from 'featurefn';
-import { DuckDBMaterializer } from 'featurefn/duckdb';
+cp "$WORK/online-main.ts" "$WORK/sqlite/main.ts"
+cat >"$WORK/sqlite/online.ts" <<'TS'
 import { SqliteOnlineStore } from 'featurefn/sqlite';
 
-const store = new FeatureStore();
-/** Departures per origin. */
-const departures = store.feature(
-  { module: 'consumer', entity: 'origin' },
-  async function departures({ when }: { when: Date }) {
-    return [
-      { origin: 'SFO', departures: when.getUTCDate() },
-      { origin: 'LAX', departures: 1 },
-    ];
-  },
-);
-const online = new SqliteOnlineStore(); // in memory; give it a path to keep it
-const materializer = new DuckDBMaterializer({ path: ':memory:', online });
-store.addDecorator(materializer.decorator);
-try {
-  await materializer.materialize(departures, { when: new Date('2001-03-08') });
-  const frame = store.withParams({ when: Last() }).getFeatures(departures).filter({ origin: 'SFO' });
-  const rows = await frame.toArray();
-  if (JSON.stringify(rows) !== JSON.stringify([{ origin: 'SFO', departures: 8 }]))
-    throw new Error(`read back ${JSON.stringify(rows)}`);
-  const plan = await frame.explain();
-  if (!plan.includes('online')) throw new Error(`not served online:\n${plan}`);
-} finally {
-  await materializer.close();
-  await online.close(); // the materializer does not own it
-}
-console.log('  featurefn/sqlite: materialized, published online and read back from SQLite');
+export const label = 'featurefn/sqlite (SQLite)';
+export const online = new SqliteOnlineStore(); // in memory; give it a path to keep it
 TS
 check sqlite 'featurefn/sqlite with better-sqlite3 (DuckDB offline)'
 
 # --- featurefn/redis + ioredis, with featurefn/duckdb as the offline store --------------------
 install redis @duckdb/node-api ioredis
-cat >"$WORK/redis/main.ts" <<'TS'
-import { FeatureStore, Last } from 'featurefn';
-import { DuckDBMaterializer } from 'featurefn/duckdb';
+cp "$WORK/online-main.ts" "$WORK/redis/main.ts"
+cat >"$WORK/redis/online.ts" <<'TS'
 import { RedisOnlineStore } from 'featurefn/redis';
 
-const store = new FeatureStore();
-/** Departures per origin. */
-const departures = store.feature(
-  { module: 'consumer', entity: 'origin' },
-  async function departures({ when }: { when: Date }) {
-    return [
-      { origin: 'SFO', departures: when.getUTCDate() },
-      { origin: 'LAX', departures: 1 },
-    ];
-  },
-);
-const online = new RedisOnlineStore({
+export const label = 'featurefn/redis (Redis)';
+export const online = new RedisOnlineStore({
   url: process.env.FEATUREFN_REDIS_URL ?? 'redis://127.0.0.1:6379',
   prefix: `consumer:${process.pid}:${Date.now()}:`,
 });
-const materializer = new DuckDBMaterializer({ path: ':memory:', online });
-store.addDecorator(materializer.decorator);
-try {
-  await materializer.materialize(departures, { when: new Date('2001-03-08') });
-  const frame = store.withParams({ when: Last() }).getFeatures(departures).filter({ origin: 'SFO' });
-  const rows = await frame.toArray();
-  if (JSON.stringify(rows) !== JSON.stringify([{ origin: 'SFO', departures: 8 }]))
-    throw new Error(`read back ${JSON.stringify(rows)}`);
-  const plan = await frame.explain();
-  if (!plan.includes('online')) throw new Error(`not served online:\n${plan}`);
-} finally {
-  await materializer.close();
-  await online.close(); // the materializer does not own it
-}
-console.log('  featurefn/redis: materialized, published online and read back from Redis');
 TS
 check redis 'featurefn/redis with ioredis (DuckDB offline)'
 

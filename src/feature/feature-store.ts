@@ -98,6 +98,7 @@ export class FeatureStore {
 
   #features = new Map<string, Registered>();
   #generation = 0;
+  #servingEpoch = 0;
   #decorators: { readonly decorator: FeatureDecorator; readonly modulePrefix: string | undefined }[] = [];
 
   /**
@@ -200,6 +201,7 @@ export class FeatureStore {
   }
 
   #decoratorsChanged(): void {
+    this.#servingEpoch++;
     for (const entry of this.#features.values()) {
       entry.chain = undefined;
       entry.serving = undefined;
@@ -294,6 +296,11 @@ export class FeatureStore {
     return this.#generation;
   }
 
+  /** Changes whenever decorators are added or removed, which may change what serves a feature. @internal */
+  get servingEpoch(): number {
+    return this.#servingEpoch;
+  }
+
   /**
    * The feature's documentation: its doc comment (summary, text, `@maintainer`, `@status`,
    * `@tags` comma-separated, `@param`) merged with its options, options winning. The comment is
@@ -350,9 +357,10 @@ export class FeatureStore {
   }
 
   #entry(feature: Feature | string): Registered {
-    const name = typeof feature === 'string' ? feature : featureInfoOf(feature).name;
+    const info = typeof feature === 'string' ? undefined : featureInfoOf(feature);
+    const name = info === undefined ? (feature as string) : info.name;
     const entry = this.#features.get(name);
-    if (entry === undefined || (typeof feature !== 'string' && entry.info !== featureInfoOf(feature))) {
+    if (entry === undefined || (info !== undefined && entry.info !== info)) {
       const known = [...this.#features.keys()].slice(0, 20).join(', ');
       throw new FeatureStoreError(
         'UNKNOWN_FEATURE',

@@ -113,13 +113,10 @@ export type FeatureCall = (params: unknown) => Promise<unknown>;
 
 /** The registry entry of a feature, or a clear error for anything else. @internal */
 export function featureInfoOf(feature: unknown): FeatureInfo {
-  if (
-    typeof feature === 'function' &&
-    'info' in feature &&
-    typeof feature.info === 'object' &&
-    feature.info !== null
-  ) {
-    return feature.info as FeatureInfo;
+  if (typeof feature === 'function') {
+    // `info` is a getter (a redefinition replaces it): read it once.
+    const info = (feature as { info?: unknown }).info;
+    if (typeof info === 'object' && info !== null) return info as FeatureInfo;
   }
   if (typeof feature === 'object' && feature !== null && 'sourceHash' in feature && 'name' in feature) {
     return feature as FeatureInfo;

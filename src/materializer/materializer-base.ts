@@ -17,10 +17,16 @@ import { clip, describeValue, formatParamValue } from '../format.js';
 import { adapterByKind, adapterFor } from '../frame/adapters.js';
 import { type ColumnSpec, columnsOf, type Row, tableToRows } from '../frame/columns.js';
 import type { FrameAdapter } from '../frame/frame-adapter.js';
-import { bindSources, type SourcePartition, treeOf } from '../query/nodes.js';
-import { type CompiledQuery, compileRead, type SqlDialect } from '../query/sql-compiler.js';
+import { bindSources, type QueryTree, type SourcePartition, treeOf } from '../query/nodes.js';
+import {
+  type CompiledQuery,
+  compileRead,
+  rebindRead,
+  type SqlDialect,
+  sameShape,
+} from '../query/sql-compiler.js';
 import { fresh, resolvedSources } from '../resolver/resolved-sources.js';
-import { isResolver, type ParamSpec, type Resolver, resolveParams, specKey } from '../resolver/resolvers.js';
+import { type ParamSpec, resolveParams, specKey } from '../resolver/resolvers.js';
 import { isSqlQuery, SqlQuery, type SqlSource } from '../sql/sql-query.js';
 import type { FeatureRecordInput } from './feature-catalog.js';
 import type {
@@ -34,6 +40,7 @@ import type {
   OnlineCacheStats,
   PruneOptions,
   ReadPlan,
+  ReadSource,
   ResolvedSources,
   StoredFeature,
 } from './materializer.js';
@@ -45,6 +52,8 @@ const REPLACED_READ_ATTEMPTS = 5;
 const NOTHING_YET: ReadonlySet<string> = new Set(['NO_CONSISTENT_MATERIALIZATION', 'TOO_OLD']);
 /** Resolutions kept between catalog changes. */
 const MAX_RESOLUTIONS = 1000;
+/** Compiled query shapes kept per planned sources. */
+const MAX_SHAPES = 8;
 
 /** Everything a store needs to publish one materialization. */
 export interface PublishInput {
@@ -79,16 +88,20 @@ export abstract class MaterializerBase implements Materializer {
   #shapes = new Map<string, readonly ColumnSpec[]>();
   /** Bumped whenever the catalog held changes: compiled reads made before may lack a column. */
   protected catalogEpoch = 0;
-  #version = 0;
   #resolutions = new Map<string, ResolvedSources | undefined>();
+  /** The resolutions made since the catalog last changed: what `isCurrent` answers from. */
+  #current = new WeakSet<ResolvedSources>();
   /**
-   * The last resolution, found again by comparing values (not the memo key): a server repeating
-   * one read skips building the key. `held` is the spec as it was, so a caller changing a Date it
-   * passed cannot make an old resolution look current.
+   * Compiled reads per planned sources (the planner gives the same array to every read of one
+   * resolution of one frame), each with the query it was compiled from: a repeated read only binds
+   * its values. Valid for one catalog epoch.
    */
-  #lastResolution:
-    | { features: readonly string[]; held: HeldSpec; resolved: ResolvedSources | undefined }
-    | undefined;
+  #compiled = new WeakMap<
+    readonly ReadSource[],
+    { epoch: number; reads: { query: QueryTree; compiled: CompiledQuery }[] }
+  >();
+  /** The whole-materialization read of each record, for decorated calls. */
+  #whole = new WeakMap<Materialization, ReadPlan>();
   /** Catalog loads started so far: tells a resolution whether it saw the store or memory. */
   #loads = 0;
   #closed = false;
@@ -328,16 +341,12 @@ export abstract class MaterializerBase implements Materializer {
 
   /** @internal */
   async resolveSources(features: readonly string[], spec: ParamSpec): Promise<ResolvedSources | undefined> {
-    const last = this.#lastResolution;
-    if (last !== undefined && sameNames(last.features, features) && sameSpec(last.held, spec)) {
-      if (fresh(last.resolved)) return last.resolved;
-    }
+    // Another store on the same database published: what was resolved before may be behind.
+    if (this.#catalog !== undefined && !this.catalogIsCurrent()) this.invalidate();
     const memoKey = `${features.join('\u0000')}\u0000${specKey(spec)}`;
-    const version = this.#version;
+    const current = this.#current;
     if (this.#resolutions.has(memoKey) && fresh(this.#resolutions.get(memoKey))) {
-      const resolved = this.#resolutions.get(memoKey);
-      this.#lastResolution = { features, held: holdSpec(spec), resolved };
-      return resolved;
+      return this.#resolutions.get(memoKey);
     }
     const loads = this.#loads;
     let resolved: ResolvedSources | undefined;
@@ -351,13 +360,18 @@ export abstract class MaterializerBase implements Materializer {
       this.invalidate();
       return this.#resolve(features, spec);
     }
-    if (version === this.#version) {
+    if (current === this.#current) {
       // Exact values in specs are unbounded; a busy reader keeps only the recent ones.
       if (this.#resolutions.size >= MAX_RESOLUTIONS) this.#resolutions.clear();
       this.#resolutions.set(memoKey, resolved);
-      this.#lastResolution = { features, held: holdSpec(spec), resolved };
+      if (resolved !== undefined) current.add(resolved);
     }
     return resolved;
+  }
+
+  /** @internal */
+  isCurrent(resolved: ResolvedSources): boolean {
+    return this.#current.has(resolved) && fresh(resolved) && this.catalogIsCurrent();
   }
 
   async #resolve(features: readonly string[], spec: ParamSpec): Promise<ResolvedSources | undefined> {
@@ -451,11 +465,11 @@ export abstract class MaterializerBase implements Materializer {
         `the ${this.name} store has no SQL source to express reads in.`,
       );
     }
-    const { strings, params } = this.compile(plan);
+    const { strings, params, places } = this.compile(plan);
     return new SqlQuery(
       source,
       strings,
-      params.map((p) => p.value),
+      places.map((i) => params[i]!.value),
     );
   }
 
@@ -755,9 +769,8 @@ export abstract class MaterializerBase implements Materializer {
   }
 
   #forgetResolutions(): void {
-    this.#version++;
     this.#resolutions.clear();
-    this.#lastResolution = undefined;
+    this.#current = new WeakSet();
   }
 
   protected assertOpen(): void {
@@ -827,17 +840,38 @@ export abstract class MaterializerBase implements Materializer {
     return adapterByKind(materialization.kind).fromArrow(await this.read(plan, 'arrow'));
   }
 
-  /** A read of one whole materialization, with no filter. */
+  /** A read of one whole materialization, with no filter; the same plan for the same feature and record. */
   protected planOf(feature: FeatureInfo, materialization: Materialization): ReadPlan {
-    return { sources: [{ feature, materialization }], query: treeOf([feature.name]) };
+    const held = this.#whole.get(materialization);
+    if (held !== undefined && held.sources[0]!.feature === feature) return held;
+    const plan = { sources: [{ feature, materialization }], query: treeOf([feature.name]) };
+    this.#whole.set(materialization, plan);
+    return plan;
   }
 
+  /**
+   * The SQL of a planned read: compiled once per planned sources, catalog epoch and query shape;
+   * a later read of the same shape only binds its own values into it.
+   */
   protected compile(plan: ReadPlan): CompiledQuery {
+    let held = this.#compiled.get(plan.sources);
+    if (held === undefined || held.epoch !== this.catalogEpoch) {
+      held = { epoch: this.catalogEpoch, reads: [] };
+      this.#compiled.set(plan.sources, held);
+    }
+    for (const read of held.reads) {
+      if (read.query === plan.query) return read.compiled;
+      if (sameShape(read.query, plan.query)) return rebindRead(read.compiled, plan.query);
+    }
     const query = bindSources(plan.query, (_, i) => {
       const m = plan.sources[i]!.materialization;
       return { key: m.key, ...this.#widened(m), ...this.sourceOf(m) };
     });
-    return compileRead(query, this.dialect);
+    const compiled = compileRead(query, this.dialect);
+    // A frame filtered many ways keeps a few shapes; past that, the recent ones.
+    if (held.reads.length >= MAX_SHAPES) held.reads.shift();
+    held.reads.push({ query: plan.query, compiled });
+    return compiled;
   }
 
   /**
@@ -1086,55 +1120,6 @@ function sameNames(a: readonly string[], b: readonly string[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
-}
-
-/** A spec's values as they were: Dates by their instant, resolvers by kind and bound. */
-type HeldSpec = Readonly<Record<string, unknown>>;
-
-/** A Date (by its instant) or a resolver as it was when held: callers may change a Date later. */
-class Held {
-  constructor(
-    readonly kind: 'date' | Resolver['kind'],
-    readonly at: unknown,
-    readonly maxAge?: number,
-  ) {}
-}
-
-function holdValue(value: unknown): unknown {
-  if (value instanceof Date) return new Held('date', value.getTime());
-  if (isResolver(value)) return new Held(value.kind, holdValue(value.at), value.maxAge);
-  return value;
-}
-
-function holdSpec(spec: ParamSpec): HeldSpec {
-  const held: Record<string, unknown> = {};
-  for (const name in spec) if (Object.hasOwn(spec, name)) held[name] = holdValue(spec[name]);
-  return held;
-}
-
-/** True when `spec` has the names and values `held` had (Dates compared by instant). */
-function sameSpec(held: HeldSpec, spec: ParamSpec): boolean {
-  let count = 0;
-  for (const name in spec) {
-    if (!Object.hasOwn(spec, name)) continue;
-    if (!Object.hasOwn(held, name) || !sameValue(held[name], spec[name])) return false;
-    count++;
-  }
-  for (const name in held) if (Object.hasOwn(held, name)) count--;
-  return count === 0;
-}
-
-function sameValue(held: unknown, value: unknown): boolean {
-  if (value instanceof Date)
-    return held instanceof Held && held.kind === 'date' && held.at === value.getTime();
-  if (isResolver(value))
-    return (
-      held instanceof Held &&
-      held.kind === value.kind &&
-      held.maxAge === value.maxAge &&
-      sameValue(held.at, value.at)
-    );
-  return held === value;
 }
 
 async function* noBatches(): AsyncIterable<RecordBatch> {}

@@ -254,6 +254,12 @@ export interface Materializer {
    * `spec` gives. @internal
    */
   resolveSources(features: readonly string[], spec: ParamSpec): Promise<ResolvedSources | undefined>;
+  /**
+   * True while `resolved` (given by `resolveSources`) is what `resolveSources` would give again:
+   * the store has seen no publication or retirement since, and no `maxAge` bound has passed. A
+   * read planned on it can then be run again as planned. @internal
+   */
+  isCurrent(resolved: ResolvedSources): boolean;
   /** Runs a planned read. @internal */
   read(plan: ReadPlan, format: 'rows'): Promise<Row[]>;
   /** @internal */

@@ -18,7 +18,7 @@ import {
 } from './nodes.js';
 import { notMaterialized } from './on-missing.js';
 import { type ReadOptions, rowsWithParams, tableWithParams } from './param-columns.js';
-import { type FrameHost, planRead, type ReadRoute, readLive } from './planner.js';
+import { type FrameHost, plannedRoute, planRead, type ReadRoute, readLive } from './planner.js';
 
 export type { ReadOptions } from './param-columns.js';
 
@@ -78,7 +78,7 @@ export class LazyFrame {
     if (exact.length > 0) {
       checkParams(Object.fromEntries(exact.map((name) => [name, spec[name]])), features[0]!.name);
     }
-    return new LazyFrame(host, features, { ...spec }, treeOf(features.map((f) => f.name)));
+    return new LazyFrame(host, features, { ...spec }, baseTree(features));
   }
 
   /**
@@ -128,7 +128,8 @@ export class LazyFrame {
    * ```
    */
   async toArray(options?: ReadOptions): Promise<Row[]> {
-    const plan = await this.#plan();
+    const planning = this.#plan();
+    const plan = planning instanceof Promise ? await planning : planning;
     if (plan.kind === 'store') {
       const rows = await plan.materializer.read(plan.plan, 'rows');
       return options?.params
@@ -150,7 +151,8 @@ export class LazyFrame {
    * column per parameter the frame was read at.
    */
   async toArrow(options?: ReadOptions): Promise<Table> {
-    const plan = await this.#plan();
+    const planning = this.#plan();
+    const plan = planning instanceof Promise ? await planning : planning;
     let table: Table;
     if (plan.kind === 'store') {
       table = await plan.materializer.read(plan.plan, 'arrow');
@@ -266,8 +268,15 @@ export class LazyFrame {
     return planRead(this.#host, this.#features, this.#spec, this.#query, explaining);
   }
 
-  /** The route a read takes, refused when it would run feature code the store forbids. */
-  async #plan(): Promise<ReadRoute> {
+  /**
+   * The route a read takes, refused when it would run feature code the store forbids: at once
+   * when the same read was planned before and nothing it depends on changed.
+   */
+  #plan(): ReadRoute | Promise<ReadRoute> {
+    return plannedRoute(this.#host, this.#features, this.#spec, this.#query) ?? this.#planAnew();
+  }
+
+  async #planAnew(): Promise<ReadRoute> {
     const route = await this.#route();
     if (route.kind === 'live' && this.#refuses(route)) throw notMaterialized(route.missing, route.params);
     return route;
@@ -280,6 +289,25 @@ export class LazyFrame {
   #names(): string[] {
     return this.#features.map((f) => f.name);
   }
+}
+
+/** The last tree built for a list of features, by its first feature: frames built per request share it. */
+const trees = new WeakMap<
+  FeatureInfo,
+  { readonly features: readonly FeatureInfo[]; readonly tree: QueryTree }
+>();
+
+/** The tree of a read of `features` before any operation; the same object for the same features. */
+function baseTree(features: readonly FeatureInfo[]): QueryTree {
+  const held = trees.get(features[0]!);
+  if (held !== undefined && held.features.length === features.length) {
+    let same = true;
+    for (let i = 0; same && i < features.length; i++) same = held.features[i] === features[i];
+    if (same) return held.tree;
+  }
+  const tree = treeOf(features.map((f) => f.name));
+  trees.set(features[0]!, { features: [...features], tree });
+  return tree;
 }
 
 /** Column names a stored read returns: the last selection's, or every source column. */

@@ -1,12 +1,20 @@
 import { FeatureStoreError } from '../errors.js';
 import { keyOf } from '../feature/entity-key.js';
 import type { FeatureInfo } from '../feature/feature.js';
-import { governSources } from '../feature/freshness.js';
+import { governSources, isStale, ownerOf, type VersionHost } from '../feature/freshness.js';
 import type { Params } from '../feature/params.js';
 import { adapterFor } from '../frame/adapters.js';
 import { type ColumnSpec, columnsOf, type Row, tableToRows } from '../frame/columns.js';
-import type { Materializer, ReadPlan, ReadSource } from '../materializer/materializer.js';
-import { formatSpec, isResolver, type ParamSpec, resolveParams } from '../resolver/resolvers.js';
+import type { Materializer, ReadPlan, ReadSource, ResolvedSources } from '../materializer/materializer.js';
+import {
+  formatSpec,
+  type HeldSpec,
+  holdSpec,
+  isResolver,
+  type ParamSpec,
+  resolveParams,
+  sameSpec,
+} from '../resolver/resolvers.js';
 import { evaluateRead, type RowSource } from './evaluate.js';
 import { liveCalls } from './live-route.js';
 import type { QueryTree } from './nodes.js';
@@ -17,6 +25,92 @@ export interface FrameHost {
   call(info: FeatureInfo, params: unknown): Promise<unknown>;
   /** `onMissing: 'error'` refuses reads that would run feature code. */
   readonly config?: { readonly onMissing?: 'compute' | 'error' };
+  /** Changes whenever `servingMaterializer` may answer otherwise (decorators added or removed). */
+  readonly servingEpoch: number;
+}
+
+/**
+ * A read planned to one store, kept so that planning the same read again (the same features,
+ * spec and store) checks that its resolution is still current instead of redoing it.
+ */
+interface PlannedRoute {
+  readonly features: readonly FeatureInfo[];
+  readonly spec: HeldSpec;
+  readonly servingEpoch: number;
+  readonly materializer: Materializer;
+  readonly resolved: ResolvedSources;
+  readonly sources: readonly ReadSource[];
+  /**
+   * When no source was stale and one store registered every feature: that store and its
+   * generation then. Staleness changes only with a redefinition, which changes the generation.
+   */
+  readonly fresh: { readonly host: VersionHost | undefined; readonly generation: number } | undefined;
+}
+
+/** Routes planned per host, the most recent last. */
+const planned = new WeakMap<FrameHost, PlannedRoute[]>();
+/** Routes kept per host: a server reads a few sets of features, each with its own spec. */
+const MAX_PLANNED = 8;
+
+/**
+ * The store route of a read planned before, when nothing it depends on changed: the same
+ * features (by identity) and spec, the same decorators, a resolution the store says is still
+ * current (no publication since, no `maxAge` passed), and no source stale (else `onStale` is
+ * applied again, as on every read). `undefined` when the read must be planned anew. @internal
+ */
+export function plannedRoute(
+  host: FrameHost,
+  features: readonly FeatureInfo[],
+  spec: ParamSpec,
+  query: QueryTree,
+): ReadRoute | undefined {
+  const routes = planned.get(host);
+  if (routes === undefined) return undefined;
+  for (let r = routes.length - 1; r >= 0; r--) {
+    const route = routes[r]!;
+    if (!sameFeatures(route.features, features) || !sameSpec(route.spec, spec)) continue;
+    if (route.servingEpoch !== host.servingEpoch || !route.materializer.isCurrent(route.resolved))
+      return undefined;
+    const fresh = route.fresh;
+    if (fresh === undefined || (fresh.host !== undefined && fresh.host.generation !== fresh.generation)) {
+      if (governSources(route.sources, false).compute) return undefined;
+    }
+    const { resolved } = route;
+    return {
+      kind: 'store',
+      materializer: route.materializer,
+      params: resolved.params,
+      plan: { sources: route.sources, query, resolved: resolved.materializations },
+    };
+  }
+  return undefined;
+}
+
+function remember(host: FrameHost, spec: ParamSpec, route: PlannedRoute): void {
+  let routes = planned.get(host);
+  if (routes === undefined) {
+    routes = [];
+    planned.set(host, routes);
+  }
+  const same = routes.findIndex((r) => sameFeatures(r.features, route.features) && sameSpec(r.spec, spec));
+  if (same !== -1) routes.splice(same, 1);
+  else if (routes.length >= MAX_PLANNED) routes.shift();
+  routes.push(route);
+}
+
+/** Whether a read's sources were fresh, in the form {@link PlannedRoute.fresh} keeps. */
+function freshness(sources: readonly ReadSource[]): PlannedRoute['fresh'] {
+  const host = ownerOf(sources[0]!.feature);
+  for (const { feature, materialization } of sources) {
+    if (ownerOf(feature) !== host || isStale(host, materialization) === true) return undefined;
+  }
+  return { host, generation: host?.generation ?? 0 };
+}
+
+function sameFeatures(a: readonly FeatureInfo[], b: readonly FeatureInfo[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /**
@@ -55,6 +149,7 @@ export async function planRead(
   query: QueryTree,
   explaining = false,
 ): Promise<ReadRoute> {
+  const servingEpoch = host.servingEpoch;
   const names: string[] = new Array(features.length);
   const materializers: (Materializer | undefined)[] = new Array(features.length);
   let oneStore = true;
@@ -84,6 +179,17 @@ export async function planRead(
           featureParams: calls.featureParams,
           missing: [],
         };
+      }
+      if (!explaining && first.isCurrent(resolved)) {
+        remember(host, spec, {
+          features,
+          spec: holdSpec(spec),
+          servingEpoch,
+          materializer: first,
+          resolved,
+          sources,
+          fresh: freshness(sources),
+        });
       }
       const plan = { sources, query, resolved: resolved.materializations };
       return { kind: 'store', materializer: first, params: resolved.params, plan, stale: stale.note };

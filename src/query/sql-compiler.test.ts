@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { ColumnType } from '../frame/columns.js';
 import { evaluateRead } from './evaluate.js';
 import { bindSources, type FilterConditions, gt, predicatesOf, type QueryTree, treeOf } from './nodes.js';
-import { compileRead, type SqlDialect } from './sql-compiler.js';
+import { compileRead, rebindRead, type SqlDialect, sameShape } from './sql-compiler.js';
 
 const dialect: SqlDialect = {
   quote: (id) => `"${id.replaceAll('"', '""')}"`,
@@ -49,17 +49,19 @@ const query = (
 };
 
 describe('compileRead', () => {
-  it('joins on shared keys, pushes key filters into every source and binds every value', () => {
-    const { sql, params, columns } = compileRead(
+  it('joins on shared keys, pushes key filters into every source and binds every value once', () => {
+    const { sql, params, places, strings, columns } = compileRead(
       query([airports, routes], { origin: 'SFO', share: gt(0.5) }, { limit: 10 }),
       dialect,
     );
     expect(sql).toBe(
       'SELECT t0."origin" AS "origin", t0."departures" AS "departures", t1."destination" AS "destination", t1."share" AS "share" ' +
         'FROM "s"."m_1" AS t0 LEFT JOIN "s"."m_2" AS t1 ON t1."origin" = t0."origin" AND t1."origin" = $1 ' +
-        'WHERE t0."origin" = $2 AND t1."share" > $3 LIMIT $4',
+        'WHERE t0."origin" = $1 AND t1."share" > $2 LIMIT $3',
     );
-    expect(params.map((p) => p.value)).toEqual(['SFO', 'SFO', 0.5, 10]);
+    expect(params.map((p) => p.value)).toEqual(['SFO', 0.5, 10]);
+    expect(places).toEqual([0, 0, 1, 2]);
+    expect(strings).toHaveLength(places.length + 1);
     expect(columns.map((c) => c.name)).toEqual(['origin', 'departures', 'destination', 'share']);
   });
 
@@ -124,10 +126,10 @@ describe('compileRead reads a key lookup with one probe per feature', () => {
     expect(sql).toBe(
       'SELECT t0."origin" AS "origin", t0."departures" AS "departures", ' +
         '(SELECT t1."delay" FROM "s"."m_3" AS t1 WHERE t1."origin" = $1) AS "delay", ' +
-        '(SELECT t1."late" FROM "s"."m_3" AS t1 WHERE t1."origin" = $2) AS "late" ' +
-        'FROM "s"."m_1" AS t0 WHERE t0."origin" = $3',
+        '(SELECT t1."late" FROM "s"."m_3" AS t1 WHERE t1."origin" = $1) AS "late" ' +
+        'FROM "s"."m_1" AS t0 WHERE t0."origin" = $1',
     );
-    expect(params.map((p) => p.value)).toEqual(['SFO', 'SFO', 'SFO']);
+    expect(params.map((p) => p.value)).toEqual(['SFO']);
     expect(columns.map((c) => c.name)).toEqual(['origin', 'departures', 'delay', 'late']);
   });
 
@@ -156,9 +158,9 @@ describe('compileRead reads a key lookup with one probe per feature', () => {
     );
     expect(sql).toBe(
       'SELECT t0."origin" AS "origin", (SELECT t1."late" FROM "s"."m_3" AS t1 WHERE t1."origin" = $1 AND t1."_m" = $2) AS "late" ' +
-        'FROM "s"."m_1" AS t0 WHERE t0."_m" = $3 AND t0."origin" = $4',
+        'FROM "s"."m_1" AS t0 WHERE t0."_m" = $3 AND t0."origin" = $1',
     );
-    expect(params.map((p) => p.value)).toEqual(['SFO', 41n, 40n, 'SFO']);
+    expect(params.map((p) => p.value)).toEqual(['SFO', 41n, 40n]);
     const dropped = compileRead({ kind: 'project', input: filtered, columns: ['departures'] }, dialect).sql;
     expect(dropped).not.toContain('m_3');
   });
@@ -231,8 +233,45 @@ describe('compileRead keeps the order of the calls', () => {
     expect(sql).toBe(
       'SELECT t0."origin" AS "origin", t0."departures" AS "departures", t1."destination" AS "destination", t1."share" AS "share" ' +
         'FROM "s"."m_1" AS t0 LEFT JOIN "s"."m_2" AS t1 ON t1."origin" = t0."origin" AND t1."_m" = $1 AND t1."origin" = $2 ' +
-        'WHERE t0."_m" = $3 AND t0."origin" = $4',
+        'WHERE t0."_m" = $3 AND t0."origin" = $2',
     );
-    expect(params.map((p) => p.value)).toEqual([41n, 'SFO', 40n, 'SFO']);
+    expect(params.map((p) => p.value)).toEqual([41n, 'SFO', 40n]);
+  });
+});
+
+describe('sameShape and rebindRead', () => {
+  const shaped = (conditions: FilterConditions, rest: { select?: string[]; limit?: number } = {}) =>
+    query([airports, routes], conditions, rest);
+
+  it('tells trees that compile to the same SQL from those that do not', () => {
+    expect(sameShape(shaped({ origin: 'SFO' }), shaped({ origin: 'LAX' }))).toBe(true);
+    expect(
+      sameShape(shaped({ origin: ['A', null] }, { limit: 1 }), shaped({ origin: ['B', null] }, { limit: 9 })),
+    ).toBe(true);
+    for (const [a, b] of [
+      [shaped({ origin: ['A', null] }), shaped({ origin: [null, 'A'] })],
+      [shaped({ origin: ['A', 'B'] }), shaped({ origin: ['A'] })],
+      [shaped({ origin: 'A' }), shaped({ origin: gt('A') })],
+      [shaped({ origin: 'A' }), shaped({ destination: 'A' })],
+      [shaped({ origin: 'A' }), shaped({ origin: null })],
+      [shaped({ origin: 'A' }, { select: ['origin'] }), shaped({ origin: 'A' }, { select: ['share'] })],
+      [shaped({ origin: 'A' }), shaped({ origin: 'A' }, { limit: 1 })],
+      [shaped({ origin: 'A' }), query([airports], { origin: 'A' })],
+    ] as const) {
+      expect(sameShape(a, b)).toBe(false);
+    }
+  });
+
+  it('binds another tree of the same shape into the compiled text, as compiling it would', () => {
+    const compiled = compileRead(shaped({ origin: ['A', null], share: gt(0.1) }, { limit: 3 }), dialect);
+    const other = shaped({ origin: ['B', null], share: gt(0.7) }, { limit: 5 });
+    const rebound = rebindRead(compiled, other);
+    const direct = compileRead(other, dialect);
+    expect(rebound.sql).toBe(direct.sql);
+    expect(rebound.params).toEqual(direct.params);
+    expect(rebound.places).toEqual(direct.places);
+    expect(() => rebindRead(compiled, shaped({ origin: [1, null], share: gt(0.7) }, { limit: 5 }))).toThrow(
+      /filter on "origin"/,
+    );
   });
 });

@@ -9,6 +9,7 @@ import {
   type LimitNode,
   layoutOf,
   type Predicate,
+  type ProjectNode,
   type QueryTree,
   type StoredSource,
   unwind,
@@ -18,7 +19,7 @@ import {
 export interface SqlDialect {
   /** Quotes an identifier. */
   quote(identifier: string): string;
-  /** Placeholder for the `index`-th bound value (1-based), e.g. `$1`. */
+  /** Placeholder for the `index`-th bound value (1-based), e.g. `$1`; a value bound in several places has the same one in each. */
   placeholder(index: number): string;
   /** The SQL type a column of `type` is read as (for a typed NULL). */
   sqlType(type: ColumnType): string;
@@ -31,17 +32,22 @@ export interface BoundValue {
 }
 
 /**
- * A compiled read in the form the `sql` tag builds: the text around each bound value
- * (`strings`, one more than `params`; values are never spliced into it), plus the text rendered
- * with the dialect's placeholders and the output columns.
+ * A compiled read: the text around each place a value is bound (`strings`; values are never
+ * spliced into it), the values, the text rendered with the dialect's placeholders, and the
+ * output columns. A value bound in several places (a key lookup repeats the key in each probe) is
+ * one parameter, whose placeholder appears in each of them.
  */
 export interface CompiledQuery {
+  /** The text around each place a value is bound: one more than `places`. */
   readonly strings: readonly string[];
+  /** The bound values, each once, in the order of their first place. */
   readonly params: readonly BoundValue[];
-  /** `strings` joined by the dialect's placeholders, numbered in text order. */
+  /** For each place between `strings`, the index in `params` of the value bound there. */
+  readonly places: readonly number[];
+  /** `strings` joined by the dialect's placeholders: `placeholder(i + 1)` wherever `params[i]` is bound. */
   readonly sql: string;
   readonly columns: readonly ColumnSpec[];
-  /** Where each bound value comes from in the tree, for {@link rebindRead}. @internal */
+  /** Where each of `params` comes from in the tree, for {@link rebindRead}. @internal */
   readonly slots?: readonly BindSlot[];
 }
 
@@ -115,13 +121,22 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
 
   const strings: string[] = [''];
   const params: BoundValue[] = [];
+  const places: number[] = [];
   const slots: BindSlot[] = [];
+  /** The parameter of each filter value bound so far, by operation, predicate and item. */
+  const bound = new Map<string, number>();
   const text = (t: string) => {
     strings[strings.length - 1] += t;
   };
-  const bind = (bound: BoundValue, slot: BindSlot) => {
-    params.push(bound);
-    slots.push(slot);
+  const bind = (value: BoundValue, slot: BindSlot) => {
+    const key = 'op' in slot ? `${slot.op}:${slot.predicate}:${slot.item ?? ''}` : undefined;
+    let index = key === undefined ? undefined : bound.get(key);
+    if (index === undefined) {
+      index = params.push(value) - 1;
+      slots.push(slot);
+      if (key !== undefined) bound.set(key, index);
+    }
+    places.push(index);
     strings.push('');
   };
   const q = (name: string) => dialect.quote(name);
@@ -249,7 +264,7 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
     const { type } = typeOf.get(name)!;
     return { name, type };
   });
-  return { strings, params, sql: render(strings, dialect), columns: output, slots };
+  return { strings, params, places, sql: render(strings, places, dialect), columns: output, slots };
 }
 
 /**
@@ -289,45 +304,64 @@ function smallest(operations: ReturnType<typeof unwind>['operations'], limits: r
   return n;
 }
 
-function render(strings: readonly string[], dialect: SqlDialect): string {
+function render(strings: readonly string[], places: readonly number[], dialect: SqlDialect): string {
   let sql = strings[0]!;
-  for (let i = 1; i < strings.length; i++) sql += dialect.placeholder(i) + strings[i]!;
+  for (let i = 1; i < strings.length; i++) sql += dialect.placeholder(places[i - 1]! + 1) + strings[i]!;
   return sql;
 }
 
 /**
- * Text equal for two trees exactly when, over the same stored sources, they compile to the same
- * SQL and bind their values in the same places: a cache key for compiled reads. @internal
+ * True when `a` and `b`, over the same stored sources, compile to the same SQL and bind their
+ * values in the same places (see {@link rebindRead}): the same operations, columns, operators,
+ * and IN lists of the same length with nulls at the same places. Allocates nothing. @internal
  */
-export function queryShape(tree: QueryTree): string {
-  // Names are length-prefixed, so no column name can make two shapes look alike.
-  let shape = '';
-  for (let node = tree; node.kind !== 'source' && node.kind !== 'join'; node = node.input) {
-    if (node.kind === 'limit') shape += 'L;';
-    else if (node.kind === 'project') {
-      shape += 'p';
-      for (const name of node.columns) shape += `${name.length}:${name}`;
-      shape += ';';
-    } else {
-      shape += 'f';
-      for (const p of node.predicates) {
-        shape += `${p.kind}${p.column.length}:${p.column}`;
-        if (p.kind === 'compare') shape += p.op;
-        else if (p.kind === 'in') {
-          let nulls = 0;
-          for (const v of p.values) if (v === null) nulls++;
-          shape += `${p.values.length - nulls}/${nulls}`;
-        }
-        shape += ',';
+export function sameShape(a: QueryTree, b: QueryTree): boolean {
+  for (;;) {
+    if (a === b) return true;
+    if (a.kind !== b.kind) return false;
+    switch (a.kind) {
+      case 'source':
+        return a.feature === (b as typeof a).feature;
+      case 'join': {
+        const other = (b as typeof a).sources;
+        if (a.sources.length !== other.length) return false;
+        for (let i = 0; i < other.length; i++) if (a.sources[i]!.feature !== other[i]!.feature) return false;
+        return true;
       }
-      shape += ';';
+      case 'limit':
+        break;
+      case 'project': {
+        const other = (b as typeof a).columns;
+        if (a.columns.length !== other.length) return false;
+        for (let i = 0; i < other.length; i++) if (a.columns[i] !== other[i]) return false;
+        break;
+      }
+      case 'filter': {
+        const other = (b as typeof a).predicates;
+        if (a.predicates.length !== other.length) return false;
+        for (let i = 0; i < other.length; i++)
+          if (!samePredicateShape(a.predicates[i]!, other[i]!)) return false;
+        break;
+      }
     }
+    a = (a as FilterNode | ProjectNode | LimitNode).input;
+    b = (b as FilterNode | ProjectNode | LimitNode).input;
   }
-  return shape;
+}
+
+function samePredicateShape(p: Predicate, q: Predicate): boolean {
+  if (p.kind !== q.kind || p.column !== q.column) return false;
+  if (p.kind === 'compare') return p.op === (q as typeof p).op;
+  if (p.kind === 'in') {
+    const values = (q as typeof p).values;
+    if (p.values.length !== values.length) return false;
+    for (let i = 0; i < values.length; i++) if ((p.values[i] === null) !== (values[i] === null)) return false;
+  }
+  return true;
 }
 
 /**
- * `compiled` (from a tree of the same {@link queryShape}) with the values of `tree` bound
+ * `compiled` (from a tree of the same shape, see {@link sameShape}) with the values of `tree` bound
  * instead, checked as {@link compileRead} checks them. @internal
  */
 export function rebindRead(compiled: CompiledQuery, tree: QueryTree): CompiledQuery {
@@ -353,7 +387,7 @@ export function rebindRead(compiled: CompiledQuery, tree: QueryTree): CompiledQu
           : null;
     params[i] = { value: checkValue(slot.column, value), type: slot.column.type };
   }
-  return { strings: compiled.strings, params, sql: compiled.sql, columns: compiled.columns, slots };
+  return { ...compiled, params };
 }
 
 /** Refuses a filter value of the wrong kind for its column, in words. @internal */

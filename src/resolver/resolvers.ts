@@ -98,6 +98,59 @@ export function specKey(spec: ParamSpec): string {
   return key;
 }
 
+/** A spec's values as they were: Dates by their instant, resolvers by kind and bound. @internal */
+export type HeldSpec = Readonly<Record<string, unknown>>;
+
+/** A Date (by its instant) or a resolver as it was when held: callers may change a Date later. */
+class Held {
+  constructor(
+    readonly kind: 'date' | Resolver['kind'],
+    readonly at: unknown,
+    readonly maxAge?: number,
+  ) {}
+}
+
+function holdValue(value: unknown): unknown {
+  if (value instanceof Date) return new Held('date', value.getTime());
+  if (isResolver(value)) return new Held(value.kind, holdValue(value.at), value.maxAge);
+  return value;
+}
+
+/**
+ * `spec` as it is now, to compare later specs with ({@link sameSpec}): a caller changing a Date
+ * it passed cannot make a later spec look like this one. @internal
+ */
+export function holdSpec(spec: ParamSpec): HeldSpec {
+  const held: Record<string, unknown> = {};
+  for (const name in spec) if (Object.hasOwn(spec, name)) held[name] = holdValue(spec[name]);
+  return held;
+}
+
+/** True when `spec` has the names and values `held` had (Dates compared by instant). @internal */
+export function sameSpec(held: HeldSpec, spec: ParamSpec): boolean {
+  let count = 0;
+  for (const name in spec) {
+    if (!Object.hasOwn(spec, name)) continue;
+    if (!Object.hasOwn(held, name) || !sameValue(held[name], spec[name])) return false;
+    count++;
+  }
+  for (const name in held) if (Object.hasOwn(held, name)) count--;
+  return count === 0;
+}
+
+function sameValue(held: unknown, value: unknown): boolean {
+  if (value instanceof Date)
+    return held instanceof Held && held.kind === 'date' && held.at === value.getTime();
+  if (isResolver(value))
+    return (
+      held instanceof Held &&
+      held.kind === value.kind &&
+      held.maxAge === value.maxAge &&
+      sameValue(held.at, value.at)
+    );
+  return held === value;
+}
+
 /** A feature's materializations, as resolution needs them. @internal */
 export interface MaterializedParams {
   readonly feature: string;

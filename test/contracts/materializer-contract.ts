@@ -569,6 +569,62 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
         expect((await frame.toArray())[0]?.departures).toBe(2);
       });
 
+      it('follows a publication, an unpublish and another store’s publication between two reads of one frame', async () => {
+        const frame = store
+          .withParams({ when: Last() })
+          .getFeatures(departures, meanDelay)
+          .filter({ origin: 'LAX' });
+        const anew = () =>
+          store.withParams({ when: Last() }).getFeatures(departures, meanDelay).filter({ origin: 'LAX' });
+        const both = async () => [
+          (await frame.toArray())[0]?.departures,
+          (await anew().toArray())[0]?.departures,
+        ];
+        expect(await both()).toEqual([1, 1]);
+        const record = await materializer.materialize(meanDelay, { when: day(3) });
+        expect(await both()).toEqual([2, 2]);
+        await materializer.unpublish(record.id);
+        expect(await both()).toEqual([1, 1]);
+        if (another === undefined) return; // in memory: no other store reaches it
+        const writer = another();
+        try {
+          await writer.materialize(meanDelay, { when: day(3) });
+        } finally {
+          await writer.close();
+        }
+        expect(await both()).toEqual([2, 2]);
+      });
+
+      it('stops serving a frame from the store once its decorator is detached', async () => {
+        const local = new FeatureStore();
+        const detach = local.addDecorator(materializer.decorator);
+        const counted = local.feature(
+          { module: 'flights', entity: 'origin' },
+          async function counted({ when }: { when: Date }) {
+            return countByOrigin(when);
+          },
+        );
+        await materializer.materialize(counted, { when: day(1) });
+        const frame = local.withParams({ when: Last() }).getFeatures(counted).filter({ origin: 'SFO' });
+        expect(await frame.toArray()).toEqual([{ origin: 'SFO', departures: 1 }]);
+        expect(await frame.toArray()).toEqual([{ origin: 'SFO', departures: 1 }]);
+        detach();
+        await expect(frame.toArray()).rejects.toMatchObject({ code: 'NO_CONSISTENT_MATERIALIZATION' });
+      });
+
+      it('binds each read’s own IN list into a statement compiled for another with nulls elsewhere', async () => {
+        const frame = store.withParams({ when: Last() }).getFeatures(departures, meanDelay);
+        for (const origin of [
+          [null, 'SFO'],
+          ['SFO', null],
+          [null, 'LAX'],
+          ['LAX', 'SFO'],
+        ]) {
+          const rows = await frame.filter({ origin }).toArray();
+          expect(rows.map((r) => r.origin).sort()).toEqual(origin.filter((o) => o !== null).sort());
+        }
+      });
+
       it('compiles filters, selection and limit into one statement with bound values', async () => {
         const frame = store
           .withParams({ when: Last() })
@@ -1382,6 +1438,21 @@ export function describeMaterializer(name: string, factory: MaterializerFactory)
         process.on('warning', listener);
         return { seen, stop: () => process.off('warning', listener) };
       }
+
+      it('applies onStale to the next read of a frame once its feature is redefined', async () => {
+        const { own, f } = await materializedThen(1);
+        await materializer.materialize(f, { when: day(1) });
+        own.config.onStale = 'compute';
+        const frame = own.withParams({ when: Last() }).getFeatures(f);
+        const anew = () => own.withParams({ when: Last() }).getFeatures(f).toArray();
+        expect(await frame.toArray()).toEqual([{ origin: 'SFO', n: 1 }]);
+        expect(await anew()).toEqual([{ origin: 'SFO', n: 1 }]);
+        own.feature({ module: 'fresh', entity: 'origin' }, async function level(_: { when: Date }) {
+          return [{ origin: 'SFO', n: 2 }];
+        });
+        expect(await frame.toArray()).toEqual([{ origin: 'SFO', n: 2 }]);
+        expect(await anew()).toEqual([{ origin: 'SFO', n: 2 }]);
+      });
 
       it("onStale 'warn' (default) serves the stored values and warns once per feature and version", async () => {
         const { own, read, call } = await staleSetup();

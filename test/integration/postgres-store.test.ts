@@ -166,7 +166,7 @@ describe.skipIf(!server.available)(`PostgreSQL store${server.reason}`, () => {
 
     const explained = await frame.explain();
     expect(explained).toContain('2001-03-08T00:00:00.000Z');
-    const statement = statementOf(explained, ['A01234', 'A01234']);
+    const statement = statementOf(explained, ['A01234']);
     const tables = (await materializer.listMaterializations(departures))
       .concat(await materializer.listMaterializations(meanDelay))
       .filter((m) => (m.params.when as Date).getUTCDate() === 8)
@@ -242,6 +242,28 @@ describe.skipIf(!server.available)(`PostgreSQL store${server.reason}`, () => {
     });
   });
 
+  it('moves a frame read again to what another store on the schema published, once it is notified', async () => {
+    const { departures } = airportFeatures(50);
+    const writer = new PostgresMaterializer({ connection: postgresUrl(), schema, poolSize: 1 });
+    try {
+      await writer.materialize(departures, { when: new Date('2001-03-01T00:00:00Z') });
+      const frame = store.withParams({ when: Last() }).getFeatures(departures).filter({ origin: 'A00001' });
+      const first = (await frame.toArray())[0]!.departures as number;
+      expect(await frame.toArray()).toEqual([{ origin: 'A00001', departures: first }]);
+      // Another `when` gives other values (the seeded generator has moved on).
+      await writer.materialize(departures, { when: new Date('2001-03-02T00:00:00Z') });
+      let moved = false;
+      for (let i = 0; i < 100 && !moved; i++) {
+        moved = (await frame.toArray())[0]!.departures !== first;
+        if (!moved) await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      expect(moved).toBe(true);
+      expect(await frame.resolvedParams()).toEqual({ when: new Date('2001-03-02T00:00:00Z') });
+    } finally {
+      await writer.close();
+    }
+  });
+
   it('runs reads as named prepared statements and never queries the catalog per read', async () => {
     // A pool of the user's: the materializer takes one connection to listen, the other serves reads.
     const pool = new pg.Pool({ connectionString: postgresUrl(), max: 2 });
@@ -278,9 +300,9 @@ describe.skipIf(!server.available)(`PostgreSQL store${server.reason}`, () => {
       );
       expect(rows).toHaveLength(1);
       expect(rows[0]!.statement).toBe(texts[0]);
-      // Placeholders are numbered in text order: the key of the other feature's probe comes first.
+      // The key is bound once: the other feature's probe and the outer WHERE share its placeholder.
       expect(rows[0]!.statement).toContain('WHERE t1."origin" = $1) AS "mean_delay" FROM');
-      expect(rows[0]!.statement).toContain('WHERE t0."origin" = $2');
+      expect(rows[0]!.statement).toContain('WHERE t0."origin" = $1');
     } finally {
       await own.close();
       // A pool passed in stays open for its owner; only the listening connection was closed.

@@ -32,13 +32,7 @@ import {
   MaterializerBase,
   type PublishInput,
 } from '../../materializer/materializer-base.js';
-import {
-  type BoundValue,
-  type CompiledQuery,
-  queryShape,
-  rebindRead,
-  type SqlDialect,
-} from '../../query/sql-compiler.js';
+import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
 import type { SqlQuery } from '../../sql/sql-query.js';
 import { CatalogListener, type ListenerConnection } from './catalog-listener.js';
 import { postgresColumnMapping, postgresColumnSpecs } from './columns.js';
@@ -195,8 +189,6 @@ export class PostgresMaterializer extends MaterializerBase {
   readonly #channel: string;
   /** Tells this instance's own notifications from other processes'. */
   readonly #instance = randomUUID();
-  /** Compiled reads by materializations and query shape: a request only binds its values. */
-  readonly #compiled = new Map<string, CompiledQuery>();
   /** Prepared-statement name of each read's SQL text. */
   readonly #statementNames = new Map<string, string>();
   /** Names of the statements prepared on each connection of the pool. */
@@ -325,19 +317,6 @@ export class PostgresMaterializer extends MaterializerBase {
 
   protected override isReplacedTable(error: unknown): boolean {
     return isReplacedTable(error);
-  }
-
-  /** Compiles a read once per set of materializations and query shape; later reads only bind values. */
-  protected override compile(plan: ReadPlan): CompiledQuery {
-    let key = `${this.catalogEpoch};`;
-    for (const source of plan.sources) key += `${source.materialization.id},`;
-    key += queryShape(plan.query);
-    const cached = this.#compiled.get(key);
-    if (cached !== undefined) return rebindRead(cached, plan.query);
-    const compiled = super.compile(plan);
-    if (this.#compiled.size >= 1000) this.#compiled.clear();
-    this.#compiled.set(key, compiled);
-    return compiled;
   }
 
   private tableOf(materialization: Materialization): string {
@@ -694,17 +673,17 @@ export class PostgresMaterializer extends MaterializerBase {
     });
   }
 
-  protected async runRead(query: CompiledQuery, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
+  protected runRead(query: CompiledQuery, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
     const values = query.params.map(toPostgresValue);
     const name = this.#statementName(query.sql);
     if (format === 'rows') {
-      const config: QueryConfig = { name, text: query.sql, values, types: READ_TYPES };
-      return (await this.#query(config)).rows as Row[];
+      return this.#query({ name, text: query.sql, values, types: READ_TYPES }) as Promise<Row[]>;
     }
     const config: QueryArrayConfig = { name, text: query.sql, values, types: READ_TYPES, rowMode: 'array' };
-    const { rows } = (await this.#query(config)) as { rows: unknown[][] };
-    const columns = query.columns.map((_, c) => rows.map((row) => row[c]));
-    return tableFromColumns(query.columns, columns);
+    return this.#query(config).then((rows) => {
+      const columns = query.columns.map((_, c) => (rows as unknown[][]).map((row) => row[c]));
+      return tableFromColumns(query.columns, columns);
+    });
   }
 
   protected async closeConnections(): Promise<void> {
@@ -723,8 +702,6 @@ export class PostgresMaterializer extends MaterializerBase {
 
   protected override invalidate(): void {
     super.invalidate();
-    // Compiled reads name tables, and old tables are gone after a republication.
-    this.#compiled.clear();
     if (this.#statementNames.size > 1000) this.#statementNames.clear();
   }
 
@@ -745,44 +722,52 @@ export class PostgresMaterializer extends MaterializerBase {
     return name;
   }
 
-  /** Runs a read, once more if the pool handed out a connection that had already died. */
-  async #query(config: QueryConfig | QueryArrayConfig): Promise<{ rows: unknown[] }> {
-    try {
-      return await this.#queryOnce(config);
-    } catch (error) {
-      // The query was never sent on a connection known to be broken: retrying it is safe.
-      if (error instanceof Error && /not queryable/.test(error.message)) return this.#queryOnce(config);
-      throw error;
-    }
+  /**
+   * Runs a read and resolves to its rows; once more if the pool handed out a connection that had
+   * already died. Written with the driver's callbacks: one promise per read, which a key lookup
+   * of tens of microseconds notices.
+   */
+  #query(config: QueryConfig | QueryArrayConfig): Promise<unknown[]> {
+    return new Promise((resolve, reject) => this.#send(config, true, resolve, reject));
   }
 
-  async #queryOnce(config: QueryConfig | QueryArrayConfig): Promise<{ rows: unknown[] }> {
-    const client = await this.#pool.connect();
-    let prepared = this.#prepared.get(client);
-    if (prepared === undefined) {
-      prepared = new Set();
-      this.#prepared.set(client, prepared);
-    }
-    let broken: Error | undefined;
-    // A checked-out client has no listener of the pool's: the server ending the session just after
-    // the answer (or between queries) would be an 'error' event nobody handles, which crashes the process.
-    const onError = (error: Error) => {
-      broken ??= error;
+  #send(
+    config: QueryConfig | QueryArrayConfig,
+    retry: boolean,
+    resolve: (rows: unknown[]) => void,
+    reject: (error: unknown) => void,
+  ): void {
+    const failed = (error: Error) => {
+      // The query was never sent on a connection known to be broken: retrying it is safe.
+      if (retry && /not queryable/.test(error.message)) this.#send(config, false, resolve, reject);
+      else reject(error);
     };
-    client.on('error', onError);
-    try {
-      return await client.query(config);
-    } catch (error) {
-      // A server error leaves the session usable, unless it is the server ending the session.
-      if (!isServerError(error) || isConnectionLoss(error)) broken = error as Error;
-      throw error;
-    } finally {
-      client.off('error', onError);
-      if (config.name !== undefined) prepared.add(config.name);
-      // Each text names its tables, so a connection would keep a prepared statement per replaced
-      // table: past the bound it is closed, which frees them all, and the pool opens a new one.
-      client.release(broken ?? prepared.size >= this.#maxPrepared);
-    }
+    this.#pool.connect((error, client) => {
+      if (error || client === undefined) return failed(error ?? new Error('the pool gave no connection'));
+      let prepared = this.#prepared.get(client);
+      if (prepared === undefined) {
+        prepared = new Set();
+        this.#prepared.set(client, prepared);
+      }
+      let broken: Error | undefined;
+      // A checked-out client has no listener of the pool's: the server ending the session just after
+      // the answer (or between queries) would be an 'error' event nobody handles, which crashes the process.
+      const onError = (error: Error) => {
+        broken ??= error;
+      };
+      client.on('error', onError);
+      client.query(config, (error: Error | undefined, result: { rows: unknown[] }) => {
+        client.off('error', onError);
+        // A server error leaves the session usable, unless it is the server ending the session.
+        if (error && (!isServerError(error) || isConnectionLoss(error))) broken = error;
+        if (config.name !== undefined) prepared.add(config.name);
+        // Each text names its tables, so a connection would keep a prepared statement per replaced
+        // table: past the bound it is closed, which frees them all, and the pool opens a new one.
+        client.release(broken ?? prepared.size >= this.#maxPrepared);
+        if (error) failed(error);
+        else resolve(result.rows);
+      });
+    });
   }
 
   /** Adds the primary key; on a duplicated or null key, says which, as DuckDB does. */

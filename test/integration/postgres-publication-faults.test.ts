@@ -13,6 +13,7 @@
  * leave the store exactly as it was, or, once COMMIT was sent, say that the outcome is unknown
  * and how to check it. Then the next publication succeeds.
  */
+import { type AddressInfo, createServer } from 'node:net';
 import type { Writable } from 'node:stream';
 import { FeatureStore, FeatureStoreError, Last } from 'featurefn';
 import { PostgresMaterializer } from 'featurefn/postgres';
@@ -22,6 +23,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adminClient, dropSchema, postgresUrl, requirePostgres, uniqueSchema } from '../support/postgres.js';
 
 const server = await requirePostgres();
+
+/** A local port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
 
 const NOTHING_STORED = /Nothing was stored\.$/;
 
@@ -46,12 +56,15 @@ describe.skipIf(!server.available)(
     /** What the feature returns: value `version * 1e6 + i` for key `K<i>`; 30,000 rows (several COPY chunks). */
     let version = 1;
     let duplicateKeys = false;
+    /** Run by the feature's function before it computes (then after the publication read the catalog). */
+    let beforeCompute: (() => Promise<void>) | undefined;
     let feature: ReturnType<typeof register>;
     /** The fault to inject at the next statement matching `step`. */
     let armed: { step: RegExp; moment: Moment; fired: boolean } | undefined;
 
     function register(target: FeatureStore) {
       return target.feature({ module: 'faults', entity: 'k' }, async function value() {
+        await beforeCompute?.();
         const v = version;
         return Array.from({ length: 30_000 }, (_, i) => ({
           k: `K${String(duplicateKeys ? i % 10 : i).padStart(5, '0')}`,
@@ -224,6 +237,34 @@ describe.skipIf(!server.available)(
     }
 
     const snapshot = async () => ({ ids: await catalog(), tables: await tables(), value: await readValue() });
+
+    it('the pool cannot connect (nothing listens): nothing stored, said so', async () => {
+      const before = await snapshot();
+      const options = (pool as unknown as { options: { port: number } }).options;
+      const port = options.port;
+      // Once the catalog was read, while the function runs: no idle connection is left to hand
+      // out, and new ones go to a port nothing listens on.
+      beforeCompute = async () => {
+        await admin.query(
+          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle'",
+          [app],
+        );
+        for (let i = 0; pool.idleCount > 0 && i < 500; i++) await new Promise((r) => setTimeout(r, 10));
+        options.port = await closedPort();
+      };
+      try {
+        version++;
+        const error = await materializer.materialize(feature, { when }).catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(FeatureStoreError);
+        expect((error as FeatureStoreError).message).toMatch(
+          /^Feature "faults\.value" .*: connecting to store the result failed in PostgreSQL: nothing accepts connections there .*Nothing was stored\.$/,
+        );
+      } finally {
+        beforeCompute = undefined;
+        options.port = port;
+      }
+      await expectUnchangedThenRecovers(before);
+    });
 
     const steps: [string, RegExp][] = [
       ['BEGIN', /^BEGIN/],

@@ -291,3 +291,16 @@ export async function assertPostgresReachable(): Promise<void> {
     await client.end().catch(() => undefined);
   }
 }
+
+/**
+ * True when the bench should run on `engine`: `FEATUREFN_BENCH_STORES` is a comma-separated list
+ * of stores (`duckdb`, `postgres`) to run alone; unset, every store runs.
+ */
+export function benchesStore(engine: string): boolean {
+  const only = process.env.FEATUREFN_BENCH_STORES;
+  if (only === undefined || only.trim() === '') return true;
+  return only
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .includes(engine);
+}

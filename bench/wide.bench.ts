@@ -35,6 +35,7 @@ import {
   assertPostgresReachable,
   type BenchResult,
   BenchUnavailable,
+  benchesStore,
   formatMs,
   formatP50P99,
   POSTGRES_URL,
@@ -92,13 +93,15 @@ function wideFeatures(): { store: FeatureStore; features: WideFeature[] } {
 export async function run(): Promise<BenchResult[]> {
   const results: BenchResult[] = [];
   try {
-    await assertPostgresReachable();
-    results.push(...(await onPostgres()));
+    if (benchesStore('postgres')) {
+      await assertPostgresReachable();
+      results.push(...(await onPostgres()));
+    }
   } catch (error) {
     if (!(error instanceof BenchUnavailable)) throw error;
     log(`PostgreSQL skipped: ${error.message}`);
   }
-  results.push(...(await onDuckDB()));
+  if (benchesStore('duckdb')) results.push(...(await onDuckDB()));
   return results;
 }
 

@@ -295,7 +295,8 @@ export async function assertPostgresReachable(): Promise<void> {
 
 /**
  * Runs a benchmark on PostgreSQL when a server answers at {@link POSTGRES_URL} (else `log` says
- * why it was skipped), then on DuckDB; returns their results in that order.
+ * why it was skipped), then on DuckDB; returns their results in that order. Each runs only if
+ * {@link benchesStore} names it.
  */
 export async function onPostgresThenDuckDB(
   postgres: () => Promise<BenchResult[]>,
@@ -304,13 +305,15 @@ export async function onPostgresThenDuckDB(
 ): Promise<BenchResult[]> {
   const results: BenchResult[] = [];
   try {
-    await assertPostgresReachable();
-    results.push(...(await postgres()));
+    if (benchesStore('postgres')) {
+      await assertPostgresReachable();
+      results.push(...(await postgres()));
+    }
   } catch (error) {
     if (!(error instanceof BenchUnavailable)) throw error;
     log(`PostgreSQL skipped: ${error.message}`);
   }
-  results.push(...(await duckdb()));
+  if (benchesStore('duckdb')) results.push(...(await duckdb()));
   return results;
 }
 
@@ -318,4 +321,17 @@ export async function onPostgresThenDuckDB(
 export function tableOf(fields: Field[], children: Data[]): Table {
   const data = makeData({ type: new Struct(fields), length: children[0]?.length ?? 0, children });
   return new Table(new RecordBatch(new Schema(fields), data));
+}
+
+/**
+ * True when the bench should run on `engine`: `FEATUREFN_BENCH_STORES` is a comma-separated list
+ * of stores (`duckdb`, `postgres`) to run alone; unset, every store runs.
+ */
+export function benchesStore(engine: string): boolean {
+  const only = process.env.FEATUREFN_BENCH_STORES;
+  if (only === undefined || only.trim() === '') return true;
+  return only
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .includes(engine);
 }

@@ -15,6 +15,7 @@
  * disk after `prune({ keep: 7 })` + `vacuum()` against the hand-written `DELETE` of older days.
  *
  * Shape: F=50, D=30 (1,500 materializations per store); `FEATUREFN_BENCH_FULL=1` runs F=50, D=365.
+ * `FEATUREFN_BENCH_STORES=duckdb` (or `postgres`) runs one store only.
  *
  * Data: the real flights of `vega-datasets` (examples/flights), 2001-01-01 to 2001-07-01. Daily
  * departures and delay sums per airport are computed once in DuckDB; feature `k` is, per airport,

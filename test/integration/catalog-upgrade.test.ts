@@ -13,6 +13,7 @@ import { PostgresMaterializer } from 'featurefn/postgres';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { canonicalParams } from '../../src/feature/params.js';
+import { shapeTableName } from '../../src/materializer/shape-table.js';
 import { dropSchema, postgresUrl, requirePostgres, uniqueSchema } from '../support/postgres.js';
 
 const when = new Date(Date.UTC(2001, 2, 1));
@@ -109,6 +110,91 @@ describe('a DuckDB catalog of format 1', () => {
   it('of a newer format is refused', async () => {
     const path = await oldStore('99');
     await refusedAsNewer(() => new DuckDBMaterializer({ path }));
+  });
+});
+
+describe('a DuckDB catalog of format 2', () => {
+  let dir: string | undefined;
+  afterEach(() => {
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A store as format 2 wrote it: a live record in `m_1`, a retired one in `m_2` (DDL of that release). */
+  async function formatTwo(): Promise<string> {
+    dir = mkdtempSync(join(tmpdir(), 'featurefn-upgrade-'));
+    const path = join(dir, 'store.duckdb');
+    const instance = await DuckDBInstance.create(path);
+    const c = await instance.connect();
+    for (const sql of [
+      'CREATE SCHEMA featurefn',
+      'CREATE TABLE featurefn.meta (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)',
+      `CREATE TABLE featurefn.catalog (
+         id BIGINT PRIMARY KEY, feature_name VARCHAR NOT NULL, params_key VARCHAR NOT NULL,
+         kind VARCHAR NOT NULL, "key" VARCHAR NOT NULL, "columns" VARCHAR NOT NULL, "rows" BIGINT NOT NULL,
+         source_hash VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL, status VARCHAR NOT NULL,
+         version VARCHAR DEFAULT '', lineage VARCHAR DEFAULT '{}')`,
+      'CREATE TABLE featurefn.retired (id BIGINT PRIMARY KEY, retired_at TIMESTAMP NOT NULL)',
+      `CREATE TABLE featurefn.features (feature_name VARCHAR NOT NULL, version VARCHAR NOT NULL,
+         metadata VARCHAR NOT NULL, recorded_at TIMESTAMP NOT NULL, PRIMARY KEY (feature_name, version))`,
+      "INSERT INTO featurefn.meta VALUES ('format_version', '2'), ('last_id', '2')",
+      'CREATE TABLE featurefn.m_1 (origin VARCHAR, n INTEGER)',
+      "INSERT INTO featurefn.m_1 VALUES ('SFO', 2), ('LAX', 1)",
+      'CREATE TABLE featurefn.m_2 (origin VARCHAR, n INTEGER)',
+      "INSERT INTO featurefn.m_2 VALUES ('SFO', 7)",
+      // Retired just now: kept through the default grace period (10 minutes).
+      `INSERT INTO featurefn.retired VALUES (2, epoch_ms(${Date.now()}))`,
+    ])
+      await c.run(sql);
+    await c.run(
+      `INSERT INTO featurefn.catalog VALUES (1, 'flights.departures', $1, 'rows', '["origin"]', $2, 2, 'abc', TIMESTAMP '2001-03-02 00:00:00', 'complete', '', '{}')`,
+      [paramsKey, columns],
+    );
+    c.closeSync();
+    instance.closeSync();
+    return path;
+  }
+
+  /** `stored_in` of every record and retired id, and the data tables, read around featurefn. */
+  async function layout(path: string): Promise<{ catalog: string[]; retired: string[]; tables: string[] }> {
+    const instance = await DuckDBInstance.create(path);
+    const c = await instance.connect();
+    const rows = async (sql: string) =>
+      (await c.runAndReadAll(sql)).getRows().map((r) => r.map(String).join(' '));
+    try {
+      return {
+        catalog: await rows('SELECT id, stored_in FROM featurefn.catalog ORDER BY id'),
+        retired: await rows('SELECT id, stored_in FROM featurefn.retired ORDER BY id'),
+        tables: await rows(
+          "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'featurefn' AND regexp_full_match(table_name, '(m|f)_[0-9a-f]+') ORDER BY 1",
+        ),
+      };
+    } finally {
+      c.closeSync();
+      instance.closeSync();
+    }
+  }
+
+  it('is upgraded in place: its tables stay where they are, are read, and new publications share a shape table', async () => {
+    const path = await formatTwo();
+    const kept = new DuckDBMaterializer({ path });
+    await kept.listMaterializations('flights.departures');
+    await kept.close();
+    // Upgraded without moving data: every record and retired id names its own table.
+    expect(await layout(path)).toEqual({
+      catalog: ['1 m_1'],
+      retired: ['2 m_2'],
+      tables: ['m_1', 'm_2'],
+    });
+    await readsAndWrites(() => new DuckDBMaterializer({ path }));
+    // The new publication (id 3, above `last_id`) replaced record 1: its 1 row is in the shape table.
+    const shape = shapeTableName('flights.departures', ['origin'], JSON.parse(columns));
+    const after = await layout(path);
+    expect(after.catalog).toEqual([`3 ${shape}`]);
+    expect(after.retired).toEqual(['1 m_1', '2 m_2']);
+    const vacuumed = new DuckDBMaterializer({ path, retainReplaced: 0 });
+    await vacuumed.vacuum(); // opening with no grace period already removes them
+    await vacuumed.close();
+    expect(await layout(path)).toEqual({ catalog: [`3 ${shape}`], retired: [], tables: [shape] });
   });
 });
 

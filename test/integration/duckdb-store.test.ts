@@ -7,19 +7,59 @@ import { DuckDBMaterializer } from 'featurefn/duckdb';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { chunkReads } from '../../src/engines/duckdb/duckdb-vectors.js';
 import { type ColumnSpec, columnsOf, tableFromColumns, tableToRows } from '../../src/frame/columns.js';
+import {
+  isShapeTable,
+  partitionColumnOf,
+  SHARED_MAX_ROWS,
+  shapeTableName,
+} from '../../src/materializer/shape-table.js';
 
-/** Names of the data tables in the store's schema. */
+/**
+ * Where materializations' rows are: `m_<id>` for each own table, `<shape table>:<id>` for each id
+ * with rows in a shape table (see `shapeTableName`).
+ */
 async function dataTables(instance: DuckDBInstance): Promise<string[]> {
   const c = await instance.connect();
   try {
-    const result = await c.runAndReadAll(
-      `SELECT table_name FROM duckdb_tables() WHERE schema_name = 'featurefn' AND table_name LIKE 'm\\_%' ESCAPE '\\' ORDER BY table_name`,
-    );
-    return result.getRows().map((r) => String(r[0]));
+    const names = (
+      await c.runAndReadAll(
+        `SELECT table_name FROM duckdb_tables() WHERE schema_name = 'featurefn' AND regexp_full_match(table_name, '(m|f)_[0-9a-f]+') ORDER BY table_name`,
+      )
+    )
+      .getRows()
+      .map((r) => String(r[0]));
+    const found: string[] = [];
+    for (const name of names) {
+      if (!isShapeTable(name)) found.push(name);
+      else {
+        // The id column is the first; its name depends on the shape's columns.
+        const column = (
+          await c.runAndReadAll(
+            `SELECT column_name FROM duckdb_columns() WHERE schema_name = 'featurefn' AND table_name = '${name}' AND column_index = 1`,
+          )
+        ).getRows()[0]![0];
+        const ids = await c.runAndReadAll(
+          `SELECT DISTINCT "${String(column)}" FROM featurefn.${name} ORDER BY 1`,
+        );
+        found.push(...ids.getRows().map(([id]) => `${name}:${String(id)}`));
+      }
+    }
+    return found;
   } finally {
     c.closeSync();
   }
 }
+
+/** Where `dataTables` lists the rows of materialization `id` of `counts` (one row, columns id and v). */
+const countsAt = (id: string) =>
+  `${shapeTableName(
+    'replace.counts',
+    ['id'],
+    [
+      { name: 'id', type: 'string' },
+      { name: 'v', type: 'int32' },
+    ],
+  )}:${id}`;
 
 describe('DuckDB store', () => {
   let instance: DuckDBInstance;
@@ -69,20 +109,85 @@ describe('DuckDB store', () => {
     }
   });
 
+  it('stores a small result in its feature’s shape table and a big one in its own, a column named _m included', async () => {
+    const materializer = new DuckDBMaterializer({ instance });
+    const own = new FeatureStore();
+    own.addDecorator(materializer.decorator);
+    const sized = own.feature({ module: 'sizes', entity: 'id' }, async function sized({ n }: { n: number }) {
+      return Array.from({ length: n }, (_, i) => ({ id: i, _m: `m${i}`, _m_1: i * 2 }));
+    });
+    try {
+      const small = await materializer.materialize(sized, { n: 3 });
+      const other = await materializer.materialize(sized, { n: 4 });
+      const big = await materializer.materialize(sized, { n: SHARED_MAX_ROWS });
+      const shape = shapeTableName('sizes.sized', ['id'], small.columns);
+      // The id column is the first name no column of the shape has.
+      expect(partitionColumnOf(small.columns)).toBe('_m_2');
+      const c = await instance.connect();
+      const stored = (
+        await c.runAndReadAll(`SELECT "_m_2", count(*) FROM featurefn.${shape} GROUP BY ALL ORDER BY 1`)
+      ).getRows();
+      c.closeSync();
+      expect(stored.map(([id, n]) => [String(id), Number(n)])).toEqual([
+        [small.id, 3],
+        [other.id, 4],
+      ]);
+      expect(await dataTables(instance)).toEqual([
+        `${shape}:${small.id}`,
+        `${shape}:${other.id}`,
+        `m_${big.id}`,
+      ]);
+      for (const n of [3, 4]) {
+        const rows = await own.withParams({ n }).getFeatures(sized).toArray();
+        expect(rows.sort((a, b) => Number(a.id) - Number(b.id))).toEqual(
+          Array.from({ length: n }, (_, i) => ({ id: i, _m: `m${i}`, _m_1: i * 2 })),
+        );
+      }
+      const one = await own
+        .withParams({ n: SHARED_MAX_ROWS })
+        .getFeatures(sized)
+        .filter({ id: 49_999 })
+        .toArray();
+      expect(one).toEqual([{ id: 49_999, _m: 'm49999', _m_1: 99_998 }]);
+    } finally {
+      await materializer.close();
+    }
+  });
+
+  it('vacuum() deletes shared rows of retired ids and of ids without a record, then drops the emptied shape table', async () => {
+    const materializer = new DuckDBMaterializer({ instance, retainReplaced: 0 });
+    const first = await materializer.materialize(counts, {});
+    const shape = countsAt(first.id).split(':')[0]!;
+    const c = await instance.connect();
+    // Rows no record names, as only a damaged store could hold.
+    await c.run(`INSERT INTO featurefn.${shape} VALUES (999, 'z', 1)`);
+    c.closeSync();
+    expect(await dataTables(instance)).toEqual([countsAt(first.id), countsAt('999')]);
+    await materializer.vacuum();
+    expect(await dataTables(instance)).toEqual([countsAt(first.id)]);
+    expect((await materializer.unpublish(first.id))?.id).toBe(first.id);
+    await materializer.vacuum();
+    expect(await dataTables(instance)).toEqual([]);
+    // Published again: the shape table is made again.
+    const again = await materializer.materialize(counts, {});
+    expect(await dataTables(instance)).toEqual([countsAt(again.id)]);
+    await materializer.close();
+  });
+
   it('retire the replaced table and drop it after retainReplaced, at the next publication or vacuum()', async () => {
     const kept = new DuckDBMaterializer({ instance, retainReplaced: '10 minutes' });
     const old = await kept.materialize(counts, {});
     version = 9;
     await kept.materialize(counts, {});
-    expect(await dataTables(instance)).toContain(`m_${old.id}`);
+    expect(await dataTables(instance)).toContain(countsAt(old.id));
     expect((await kept.listMaterializations(counts)).map((m) => m.id)).not.toContain(old.id);
     expect((await kept.vacuum()).dropped).toEqual([]);
     await kept.close();
     // A stop before the grace period ran out leaves the retired record: a later open or vacuum drops it.
-    expect(await dataTables(instance)).toContain(`m_${old.id}`);
+    expect(await dataTables(instance)).toContain(countsAt(old.id));
     const later = new DuckDBMaterializer({ instance, retainReplaced: 0 });
     await later.vacuum();
-    expect(await dataTables(instance)).not.toContain(`m_${old.id}`);
+    expect(await dataTables(instance)).not.toContain(countsAt(old.id));
     await later.close();
   });
 
@@ -93,7 +198,7 @@ describe('DuckDB store', () => {
     const second = await materializer.materialize(counts, {});
     version = 3;
     const third = await materializer.materialize(counts, {});
-    expect(await dataTables(instance)).toEqual([`m_${third.id}`]);
+    expect(await dataTables(instance)).toEqual([countsAt(third.id)]);
     expect([first.id, second.id, third.id]).toEqual(['1', '2', '3']);
     expect((await materializer.listMaterializations(counts)).map((m) => m.id)).toEqual([third.id]);
     await materializer.close();
@@ -109,12 +214,12 @@ describe('DuckDB store', () => {
     version = 3;
     // b's cached catalog is behind a's publication: it is read again, so b replaces a's table.
     const fromB = await b.materialize(counts, {});
-    expect(await dataTables(instance)).not.toContain(`m_${fromA.id}`);
+    expect(await dataTables(instance)).not.toContain(countsAt(fromA.id));
     expect((await a.listMaterializations(counts)).map((m) => m.id)).toEqual([fromB.id]);
 
     const c = new DuckDBMaterializer({ instance, retainReplaced: 0 });
     expect((await c.listMaterializations(counts)).map((m) => m.id)).toEqual([fromB.id]);
-    expect(await dataTables(instance)).toEqual([`m_${fromB.id}`]);
+    expect(await dataTables(instance)).toEqual([countsAt(fromB.id)]);
     for (const m of [a, b, c]) await m.close();
   });
 
@@ -171,7 +276,8 @@ describe('DuckDB store', () => {
     const c = await instance.connect();
     try {
       const stored = await c.runAndReadAll(
-        `SELECT id, list_count(embedding) AS n FROM featurefn.${`m_${record.id}`} ORDER BY id`,
+        `SELECT id, list_count(embedding) AS n FROM featurefn.${shapeTableName('nulls.embeddings', ['id'], columns)}
+         WHERE "_m" = ${record.id} ORDER BY id`,
       );
       expect(stored.getRowObjectsJS().map((r) => r.n)).toEqual([2n, 0n, null]);
     } finally {

@@ -14,19 +14,29 @@ export interface StoreTables {
   readonly catalog: { id: string; feature: string; paramsKey: string }[];
   /** Ids recorded as retired (replaced, kept for a grace period, then dropped). */
   readonly retired: string[];
+  /** Each materialization id with rows in a shape table (`f_<hex>`, id in its first column). */
+  readonly shared: { table: string; id: string }[];
 }
 
 /** The store's own tables; every other table must be a data table `m_<id>` the catalog or retired list names. */
 const OWN = new Set(['catalog', 'meta', 'retired', 'features']);
 
+/** A shape table's name: small materializations of one feature and shape share it. */
+const SHAPE = /^f_[0-9a-f]{16}$/;
+
 /**
  * Orphans: tables in the store's schema that are neither the store's own (`catalog`, `meta`,
- * `retired`, `features`) nor the data table `m_<id>` of a catalog record or of a retired id. A
- * crash must never leave one: nothing would ever drop it, and nothing tells what it holds.
+ * `retired`, `features`), nor a shape table, nor the data table `m_<id>` of a catalog record or
+ * of a retired id; and rows in a shape table whose id has no record and is not retired. A crash
+ * must never leave one: nothing would ever remove it, and nothing tells what it holds.
  */
-export function orphans({ tables, catalog, retired }: StoreTables): string[] {
-  const named = new Set([...catalog.map((r) => `m_${r.id}`), ...retired.map((id) => `m_${id}`)]);
-  return tables.filter((t) => !OWN.has(t) && !named.has(t));
+export function orphans({ tables, catalog, retired, shared }: StoreTables): string[] {
+  const ids = new Set([...catalog.map((r) => r.id), ...retired]);
+  const named = new Set([...ids].map((id) => `m_${id}`));
+  return [
+    ...tables.filter((t) => !OWN.has(t) && !SHAPE.test(t) && !named.has(t)),
+    ...shared.filter((s) => !ids.has(s.id)).map((s) => `${s.table} rows of id ${s.id}`),
+  ];
 }
 
 /** Catalog records sharing a feature and parameters: there must be at most one of each. */
@@ -65,7 +75,19 @@ async function inspectDuckDB(path: string): Promise<StoreTables> {
     const retired = tables.includes('retired')
       ? (await rows('SELECT id FROM featurefn.retired ORDER BY id')).map(([id]) => id!)
       : [];
-    return { tables, catalog, retired };
+    const shared: StoreTables['shared'] = [];
+    for (const table of tables.filter((t) => SHAPE.test(t))) {
+      // The id column is the first; its name depends on the shape's columns.
+      const column = (
+        await rows(
+          `SELECT column_name FROM duckdb_columns() WHERE schema_name = 'featurefn' AND database_name = current_database()
+         AND table_name = '${table}' AND column_index = 1`,
+        )
+      )[0]![0]!;
+      const ids = await rows(`SELECT DISTINCT "${column}" FROM featurefn.${table} ORDER BY 1`);
+      shared.push(...ids.map(([id]) => ({ table, id: id! })));
+    }
+    return { tables, catalog, retired, shared };
   } finally {
     c.closeSync();
     instance.closeSync();
@@ -94,7 +116,18 @@ async function inspectPostgres(url: string, schema: string): Promise<StoreTables
           await client.query<{ id: string }>(`SELECT id::text AS id FROM ${q('retired')} ORDER BY id`)
         ).rows.map((r) => r.id)
       : [];
-    return { tables: names, catalog, retired };
+    const shared: StoreTables['shared'] = [];
+    for (const table of names.filter((t) => SHAPE.test(t))) {
+      const { rows: first } = await client.query<{ name: string }>({
+        text: 'SELECT column_name AS name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 AND ordinal_position = 1',
+        values: [schema, table],
+      });
+      const { rows: ids } = await client.query<{ id: string }>(
+        `SELECT DISTINCT "${first[0]!.name}"::text AS id FROM ${q(table)} ORDER BY 1`,
+      );
+      shared.push(...ids.map((r) => ({ table, id: r.id })));
+    }
+    return { tables: names, catalog, retired, shared };
   } finally {
     await client.end();
   }

@@ -1,21 +1,31 @@
-import { type DuckDBConnection, DuckDBDataChunk, type DuckDBValue, listValue } from '@duckdb/node-api';
+import {
+  BIGINT,
+  type DuckDBConnection,
+  DuckDBDataChunk,
+  type DuckDBValue,
+  listValue,
+} from '@duckdb/node-api';
 import { type RecordBatch, Type, type Vector } from 'apache-arrow';
 import { type ColumnSpec, type ColumnType, utf8Reader } from '../../frame/columns.js';
 import { dateOf, duckdbDriverType, timestampOf } from './duckdb-dialect.js';
 
 /**
  * Appends Arrow record batches to an existing DuckDB table through the appender, one data chunk
- * (up to 2,048 rows) at a time. Runs in the connection's open transaction, if any.
- * Returns the number of rows appended. @internal
+ * (up to 2,048 rows) at a time. Runs in the connection's open transaction, if any. With `lead`,
+ * the table has one more column first, set to `lead` in every row (a shape table's materialization
+ * id). Returns the number of rows appended. @internal
  */
 export async function appendBatches(
   connection: DuckDBConnection,
   table: { catalog?: string; schema: string; name: string },
   columns: readonly ColumnSpec[],
   batches: AsyncIterable<RecordBatch> | Iterable<RecordBatch>,
+  lead?: bigint,
 ): Promise<number> {
   const appender = await connection.createAppender(table.name, table.schema, table.catalog ?? null);
   const types = columns.map((c) => duckdbDriverType(c.type));
+  const first = lead === undefined ? 0 : 1;
+  if (lead !== undefined) types.unshift(BIGINT);
   const size = 2048;
   let rows = 0;
   try {
@@ -24,8 +34,9 @@ export async function appendBatches(
       for (let offset = 0; offset < batch.numRows; offset += size) {
         const n = Math.min(size, batch.numRows - offset);
         const chunk = DuckDBDataChunk.create(types, n);
+        if (lead !== undefined) chunk.setColumnValues(0, new Array<DuckDBValue>(n).fill(lead));
         columns.forEach((column, i) => {
-          chunk.setColumnValues(i, columnValues(column.type, vectors[i]!, offset, n));
+          chunk.setColumnValues(first + i, columnValues(column.type, vectors[i]!, offset, n));
         });
         appender.appendDataChunk(chunk);
         rows += n;

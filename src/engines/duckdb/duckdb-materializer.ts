@@ -5,7 +5,7 @@ import type {
   DuckDBResultReader,
   DuckDBValue,
 } from '@duckdb/node-api';
-import { Table } from 'apache-arrow';
+import { type RecordBatch, Table } from 'apache-arrow';
 import { type Duration, parseDuration } from '../../duration.js';
 import { FeatureStoreError } from '../../errors.js';
 import type { FeatureInfo } from '../../feature/feature.js';
@@ -25,10 +25,24 @@ import {
   MaterializerBase,
   type PublishInput,
 } from '../../materializer/materializer-base.js';
+import {
+  isShapeTable,
+  partitionColumnOf,
+  SHARED_MAX_ROWS,
+  shapeTableName,
+} from '../../materializer/shape-table.js';
+import type { SourcePartition } from '../../query/nodes.js';
 import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
 import type { SqlQuery, SqlSource } from '../../sql/sql-query.js';
 import { duckdbColumnSpecs } from './duckdb-columns.js';
-import { columnDefinitions, DUCKDB_DIALECT, dateOf, quoteIdentifier, timestampOf } from './duckdb-dialect.js';
+import {
+  columnDefinitions,
+  DUCKDB_DIALECT,
+  dateOf,
+  duckdbSqlType,
+  quoteIdentifier,
+  timestampOf,
+} from './duckdb-dialect.js';
 import { acquireInstance } from './duckdb-instances.js';
 import { appendBatches } from './duckdb-load.js';
 import {
@@ -36,8 +50,8 @@ import {
   dropRetiredTables,
   publicationCount,
   retiredTableDefinition,
-  retireStatement,
   StaleCatalog,
+  shapeTables,
 } from './duckdb-retired.js';
 import { createDuckDBSource, duckdbSource, renderDuckDB } from './duckdb-source.js';
 import { readChunks } from './duckdb-stream.js';
@@ -72,7 +86,7 @@ export interface DuckDBMaterializerOptions extends MaterializerOptions {
 }
 
 /** Catalog layout version; older catalogs are upgraded in place (see `upgradeCatalog`), newer refused. */
-export const DUCKDB_FORMAT_VERSION = 2;
+export const DUCKDB_FORMAT_VERSION = 3;
 
 /** Runs pieces of work one at a time, in the order they were queued. */
 class Queue {
@@ -113,13 +127,18 @@ class Session {
   }
 }
 
+/** Prepared statements kept per connection (see `#runPrepared`). */
+const STATEMENTS_PER_CONNECTION = 256;
+
 /** Rows per record batch of an Arrow read. */
 const ROWS_PER_BATCH = 65_536;
 
 /**
  * The embedded store: DuckDB in a file (or in memory), no server. A catalog table records each
- * materialization; each materialization's rows live in their own table (`m_<id>`) with an index
- * on a single-column key, published in one transaction with the catalog swap.
+ * materialization and where its rows live: a small one (under 50,000 rows) in its feature's shape
+ * table (`f_<hash>`, shared by the feature's materializations of the same key and columns, with
+ * the id in a first column), a bigger one in a table of its own (`m_<id>`, with an index on a
+ * single-column key). Each is published in one transaction with the catalog swap.
  *
  * ### Example
  * ```ts
@@ -155,6 +174,10 @@ export class DuckDBMaterializer extends MaterializerBase {
   readonly #live = new Map<string, string>();
   /** The catalog's feature records this store wrote and committed, by feature name. */
   readonly #featuresWritten = new Map<string, string>();
+  /** Where each materialization this store read or wrote lives (`stored_in`), by id. */
+  #storedIn = new Map<string, string>();
+  /** When the earliest retirement this store knows of falls due (ms); until then none is looked for. */
+  #nextDue = 0;
 
   constructor(options: DuckDBMaterializerOptions = {}) {
     super(options);
@@ -173,9 +196,11 @@ export class DuckDBMaterializer extends MaterializerBase {
   }
 
   /**
-   * Drops the tables of replaced materializations retired longer than `retainReplaced` ago, and
-   * any data table left without a record (after the same grace period). Later publications and
-   * `close()` do this too. Resolves to the ids of the tables dropped and of those still in use.
+   * Removes the replaced materializations retired longer than `retainReplaced` ago (their own
+   * tables are dropped, their rows in shared shape tables deleted), any data table or shared row
+   * left without a record (after the same grace period), and shape tables left empty; then
+   * checkpoints, so that the file gives the space back. Later publications and `close()` remove
+   * retired materializations too. Resolves to the ids removed and of those still in use.
    *
    * ### Example
    * ```ts
@@ -184,9 +209,41 @@ export class DuckDBMaterializer extends MaterializerBase {
    */
   async vacuum(): Promise<{ dropped: string[]; busy: string[] }> {
     const { writer } = await this.#open();
-    return this.#guard('dropping the tables of replaced materializations', () =>
-      writer.run((c) => this.#dropRetired(c)),
+    return this.#guard('removing replaced materializations', () =>
+      writer.run(async (c) => {
+        const removed = await this.#dropRetired(c);
+        await this.#dropEmptyShapes(c);
+        await c.run('CHECKPOINT');
+        return removed;
+      }),
     );
+  }
+
+  /** Drops the shape tables holding no row that no record or retired entry names (a zero-row materialization has none). */
+  async #dropEmptyShapes(c: DuckDBConnection): Promise<void> {
+    const tables = [...(await shapeTables(c, this.#database, this.schema)).keys()];
+    if (tables.length === 0) return;
+    const empty = (
+      await c.runAndReadAll(
+        tables
+          .map(
+            (t) =>
+              `SELECT '${t}' WHERE NOT EXISTS (SELECT 1 FROM ${this.#table(t)})
+               AND '${t}' NOT IN (SELECT stored_in FROM ${this.#catalog})
+               AND '${t}' NOT IN (SELECT stored_in FROM ${this.#prefix}.retired WHERE stored_in IS NOT NULL)`,
+          )
+          .join('\nUNION ALL '),
+      )
+    ).getRows();
+    for (const [name] of empty) {
+      const table = String(name);
+      try {
+        await c.run(`DROP TABLE IF EXISTS ${this.#table(table)}`);
+        this.#shapes.delete(table);
+      } catch {
+        // A reader's open transaction holds it: dropped by a later vacuum.
+      }
+    }
   }
 
   /** `work`, with any raw DuckDB error it throws reported as a `STORE_ERROR` saying what was being done. */
@@ -207,13 +264,15 @@ export class DuckDBMaterializer extends MaterializerBase {
     }
   }
 
-  #dropRetired(c: DuckDBConnection, sweep = true): Promise<{ dropped: string[]; busy: string[] }> {
-    return dropRetiredTables(
+  async #dropRetired(c: DuckDBConnection, sweep = true): Promise<{ dropped: string[]; busy: string[] }> {
+    const { dropped, busy, nextDue } = await dropRetiredTables(
       c,
       { prefix: this.#prefix, database: this.#database, schema: this.schema },
       this.#retainMs,
       sweep,
     );
+    this.#nextDue = nextDue;
+    return { dropped, busy };
   }
 
   /**
@@ -230,12 +289,28 @@ export class DuckDBMaterializer extends MaterializerBase {
     return this.#source;
   }
 
-  private tableOf(materialization: Materialization): string {
-    return `${this.#prefix}.${quoteIdentifier(`m_${materialization.id}`)}`;
+  /** The quoted, qualified name of the store's table `name`. */
+  #table(name: string): string {
+    return `${this.#prefix}.${quoteIdentifier(name)}`;
   }
 
-  protected sourceOf(materialization: Materialization): { table: string } {
-    return { table: this.tableOf(materialization) };
+  /**
+   * A materialization in its own table is read from it; one in a shape table (see
+   * `shapeTableName`) through its id column, bound as a parameter, so that a read's SQL text is
+   * the same across publications and its prepared statement serves them all.
+   */
+  protected sourceOf(materialization: Materialization): { table: string; partition?: SourcePartition } {
+    const storedIn = this.#storedIn.get(materialization.id) ?? `m_${materialization.id}`;
+    if (!isShapeTable(storedIn)) return { table: this.#table(storedIn) };
+    return {
+      table: this.#table(storedIn),
+      partition: { column: partitionColumnOf(materialization.columns), value: BigInt(materialization.id) },
+    };
+  }
+
+  /** Records where `id` lives; ids are never reused, so an entry is never wrong, only unneeded. */
+  #remember(id: string, storedIn: string): void {
+    this.#storedIn.set(id, storedIn);
   }
 
   protected async loadCatalog(): Promise<Materialization[]> {
@@ -244,13 +319,18 @@ export class DuckDBMaterializer extends MaterializerBase {
     const result = await this.#guard('reading the catalog of materializations', () =>
       reader.run((c) =>
         c.runAndReadAll(
-          `SELECT id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at, version, lineage
+          `SELECT id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at, version, lineage, stored_in
          FROM ${this.#catalog} WHERE status = 'complete'
          QUALIFY row_number() OVER (PARTITION BY feature_name, params_key ORDER BY id DESC) = 1`,
         ),
       ),
     );
-    return result.getRowObjectsJS().map((r) =>
+    const rows = result.getRowObjectsJS();
+    // Rebuilt when it holds many ids no longer in the catalog; a read planned on one of those
+    // before finds no table `m_<id>` and plans again (see `isReplacedTable`).
+    if (this.#storedIn.size > 2 * rows.length + 10_000) this.#storedIn = new Map();
+    for (const r of rows) this.#remember(String(r.id), r.stored_in as string);
+    return rows.map((r) =>
       this.record({
         id: String(r.id),
         featureName: r.feature_name as string,
@@ -296,179 +376,273 @@ export class DuckDBMaterializer extends MaterializerBase {
         { feature: input.feature.name, params: input.params, details: { kind: input.kind } },
       );
     }
-    return this.#publishWith(input, async (c, name, table) => {
-      await c.run(`CREATE TABLE ${table} (${columnDefinitions(input.columns)})`);
-      const keys = new KeyTracker(input.key, KEY_CHECK_MAX_ROWS);
-      await appendBatches(
-        c,
-        { catalog: this.#database, schema: this.schema, name },
-        input.columns,
-        keys.track(input.batches),
-      );
-      return { columns: input.columns, key: input.key, summary: keys.summary() };
-    });
+    const { instance, writer } = await this.#open();
+    return writer
+      .run((c) =>
+        this.#storing(c, input, async (id, createdAt) => {
+          // A small result goes to its feature's shape table; a big one to a table of its own, as
+          // fast to load and read. Which one is known once the input ends or passes the limit.
+          const { batches, rows, small } = await peek(input.batches, SHARED_MAX_ROWS);
+          const { key, columns } = input;
+          const storedIn = small ? shapeTableName(input.feature.name, key, columns) : `m_${id}`;
+          const table = this.#table(storedIn);
+          const partition = small ? partitionColumnOf(columns) : undefined;
+          const create =
+            partition === undefined
+              ? [`CREATE TABLE ${table} (${columnDefinitions(columns)})`]
+              : this.#shapes.has(storedIn)
+                ? []
+                : [this.#createShape(table, partition, columns)];
+          // One call begins the transaction, creates the table if needed and writes the record (a
+          // big result's row count is set when the rows are in): each call costs 0.3–1 ms.
+          await c.run(
+            ['BEGIN TRANSACTION', ...create, RECORD_INSERT(this.#catalog)].join(';\n'),
+            this.#recordValues(input, { id, key, columns, rows, storedIn, createdAt }),
+          );
+          const keys = new KeyTracker(key, KEY_CHECK_MAX_ROWS);
+          await appendBatches(
+            c,
+            { catalog: this.#database, schema: this.schema, name: storedIn },
+            columns,
+            keys.track(batches),
+            partition === undefined ? undefined : BigInt(id),
+          );
+          const summary =
+            keys.summary() ??
+            (await this.#keySummary(
+              c,
+              partition === undefined
+                ? table
+                : `(SELECT * FROM ${table} WHERE ${quoteIdentifier(partition)} = ${BigInt(id)}) AS s`,
+              key,
+            ));
+          return { key, columns, summary, storedIn, recorded: summary.rows === rows };
+        }),
+      )
+      .finally(() => this.#afterWrite(instance));
   }
 
-  /** Runs the query inside DuckDB with `CREATE TABLE … AS`: no row passes through Node. */
+  /**
+   * Runs the query inside DuckDB with `CREATE TABLE … AS`: no row passes through Node. A small
+   * result whose column types are featurefn's own then moves into its feature's shape table.
+   */
   protected override async publishQuery(
     input: Omit<PublishInput, 'key' | 'columns' | 'batches'>,
     query: SqlQuery,
     keyOf: (columns: readonly ColumnSpec[]) => readonly string[],
   ): Promise<Materialization> {
-    return this.#publishWith(input, async (c, _name, table) => {
-      const { text, values } = renderDuckDB(query);
-      try {
-        await c.run(`CREATE TABLE ${table} AS SELECT * FROM (${text}) AS q`, values);
-      } catch (cause) {
-        throw new FeatureStoreError(
-          'FEATURE_FAILED',
-          `DuckDB could not run the SQL feature's query: ${String(cause)}. Fix the query; nothing was stored.`,
-          { feature: input.feature.name, params: input.params, sql: text, cause },
-        );
-      }
-      const created = await c.runAndReadAll(`SELECT * FROM ${table} LIMIT 0`);
-      const columns = duckdbColumnSpecs(created, input.feature.name);
-      return { columns, key: keyOf(columns) };
-    });
+    const { instance, writer } = await this.#open();
+    return writer
+      .run((c) =>
+        this.#storing(c, input, async (id, createdAt) => {
+          const own = `m_${id}`;
+          const table = this.#table(own);
+          const { text, values } = renderDuckDB(query);
+          try {
+            await c.run(`BEGIN TRANSACTION;\nCREATE TABLE ${table} AS SELECT * FROM (${text}) AS q`, values);
+          } catch (cause) {
+            throw new FeatureStoreError(
+              'FEATURE_FAILED',
+              `DuckDB could not run the SQL feature's query: ${String(cause)}. Fix the query; nothing was stored.`,
+              { feature: input.feature.name, params: input.params, sql: text, cause },
+            );
+          }
+          const created = await c.runAndReadAll(`SELECT * FROM ${table} LIMIT 0`);
+          const columns = duckdbColumnSpecs(created, input.feature.name);
+          const key = keyOf(columns);
+          const summary = await this.#keySummary(c, table, key);
+          // Only where the shape table's types are the result's own, so that nothing is converted.
+          const exact = created.columnTypes().every((t, i) => String(t) === duckdbSqlType(columns[i]!.type));
+          const small = exact && summary.rows < SHARED_MAX_ROWS && summary.nulls === 0 && !summary.duplicate;
+          const storedIn = small ? shapeTableName(input.feature.name, key, columns) : own;
+          const moves: string[] = [];
+          if (small) {
+            const shape = this.#table(storedIn);
+            const partition = partitionColumnOf(columns);
+            const names = columns.map((col) => quoteIdentifier(col.name)).join(', ');
+            if (!this.#shapes.has(storedIn)) moves.push(this.#createShape(shape, partition, columns));
+            moves.push(
+              `INSERT INTO ${shape} (${quoteIdentifier(partition)}, ${names}) SELECT ${BigInt(id)}, ${names} FROM ${table}`,
+              `DROP TABLE ${table}`,
+            );
+          }
+          await c.run(
+            [...moves, RECORD_INSERT(this.#catalog)].join(';\n'),
+            this.#recordValues(input, { id, key, columns, rows: summary.rows, storedIn, createdAt }),
+          );
+          return { key, columns, summary, storedIn, recorded: true };
+        }),
+      )
+      .finally(() => this.#afterWrite(instance));
+  }
+
+  /** `CREATE TABLE IF NOT EXISTS` of a shape table: the materialization id first, then the shape's columns. */
+  #createShape(table: string, partition: string, columns: readonly ColumnSpec[]): string {
+    return `CREATE TABLE IF NOT EXISTS ${table} (${quoteIdentifier(partition)} BIGINT NOT NULL, ${columnDefinitions(columns)})`;
+  }
+
+  /** The values of {@link RECORD_INSERT} for one publication. */
+  #recordValues(
+    input: Omit<PublishInput, 'key' | 'columns' | 'batches'>,
+    r: {
+      id: string;
+      key: readonly string[];
+      columns: readonly ColumnSpec[];
+      rows: number;
+      storedIn: string;
+      createdAt: Date;
+    },
+  ): DuckDBValue[] {
+    return [
+      BigInt(r.id),
+      input.feature.name,
+      input.paramsKey,
+      input.kind,
+      JSON.stringify(r.key),
+      JSON.stringify(r.columns),
+      BigInt(r.rows),
+      input.feature.sourceHash,
+      timestampOf(r.createdAt.getTime()),
+      input.record.version,
+      JSON.stringify(input.record.lineage),
+      r.storedIn,
+    ];
   }
 
   /**
-   * One publication, in one transaction: `load` creates and fills the new table; then the key is
-   * checked and indexed, and the catalog record swapped. Any failure rolls all of it back.
+   * One publication, in one transaction: `load` begins it, stores the rows and writes the catalog
+   * record (`recorded: false` when its row count is still to be set); then the key is checked, the
+   * replaced records retired, the index made and the transaction committed. Any failure rolls all
+   * of it back. The id is counted in memory (see `nextId`) and saved as `last_id` in the same
+   * transaction: writers on one instance are queued (see `writeQueueOf`), and a file is open in
+   * one process only.
    */
-  async #publishWith(
+  async #storing(
+    c: DuckDBConnection,
     input: Omit<PublishInput, 'key' | 'columns' | 'batches'>,
     load: (
-      c: DuckDBConnection,
-      name: string,
-      table: string,
+      id: string,
+      createdAt: Date,
     ) => Promise<{
       columns: readonly ColumnSpec[];
       key: readonly string[];
-      summary?: KeySummary | undefined;
+      summary: KeySummary;
+      storedIn: string;
+      recorded: boolean;
     }>,
   ): Promise<Materialization> {
-    const { instance, writer } = await this.#open();
-    return writer.run(async (c) => {
-      // For a few hundred rows each statement costs more than the data (0.3–1 ms a round trip), so
-      // a publication makes four calls: one begins the transaction and draws the id; `load`
-      // creates the table and appends the rows, checking a small result's key as it streams (a big one's is checked
-      // by one scan); then the removal of replaced records and tables, the index, the new record and
-      // the commit go in one call. The id is drawn in the store, in the transaction: writers on
-      // one instance are queued (see `writeQueueOf`), and a file is open in one process only.
-      try {
-        const id = String(
-          (
-            await c.runAndReadAll(
-              `BEGIN TRANSACTION; UPDATE ${this.#prefix}.meta
-               SET value = CAST(greatest(CAST(value AS BIGINT), (SELECT coalesce(max(id), 0) FROM ${this.#catalog})) + 1 AS VARCHAR)
-               WHERE name = 'last_id' RETURNING value`,
-            )
-          ).getRows()[0]![0],
-        );
-        const name = `m_${id}`;
-        const table = `${this.#prefix}.${quoteIdentifier(name)}`;
-        const { columns, key, summary: streamed } = await load(c, name, table);
-        const summary = streamed ?? (await this.#keySummary(c, table, key));
-        this.checkRows(input, summary.rows);
-        if (summary.nulls > 0) throw this.nullKeyError({ ...input, key }, summary.nulls);
-        if (summary.duplicate !== undefined)
-          throw this.duplicateKeyError({ ...input, key }, summary.duplicate);
-        const createdAt = new Date();
-        // Ids below are this store's own numbers (counted in `meta`), not user input.
-        const finish: string[] = [];
-        const replaced = await this.#replacedIds(input.feature.name, input.paramsKey);
-        if (replaced.length > 0)
-          finish.push(`DELETE FROM ${this.#catalog} WHERE id IN (${replaced.join(', ')})`);
-        // Kept for queries still running over them; dropped after the grace period.
-        if (replaced.length > 0) finish.push(retireStatement(this.#prefix, replaced, createdAt.getTime()));
-        if (key.length === 1 && summary.rows >= INDEX_MIN_ROWS) {
-          // DuckDB probes an ART index on one column only (composite keys scan), and below about a
-          // row group a scan of the zone-mapped column is as fast as the index.
-          finish.push(
-            `CREATE INDEX ${quoteIdentifier(`${name}_key`)} ON ${table} (${quoteIdentifier(key[0]!)})`,
-          );
-        }
-        // Every catalog text is bound, never spliced: the record goes in first, then the rest
-        // of the swap rides with the commit.
-        await c.run(
-          `INSERT INTO ${this.#catalog} (id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at, status, version, lineage)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'complete', $10, $11)`,
-          [
-            BigInt(id),
-            input.feature.name,
-            input.paramsKey,
-            input.kind,
-            JSON.stringify(key),
-            JSON.stringify(columns),
-            BigInt(summary.rows),
-            input.feature.sourceHash,
-            timestampOf(createdAt.getTime()),
-            input.record.version,
-            JSON.stringify(input.record.lineage),
-          ],
-        );
-        // The feature's record changes only with its version or shape: a daily run writes it once.
-        const featureText = featureRecordText(input.record, key, columns);
-        const written = `${input.record.version}\0${featureText}`;
-        if (this.#featuresWritten.get(input.feature.name) !== written) {
-          await c.run(`INSERT OR REPLACE INTO ${this.#prefix}.features VALUES ($1, $2, $3, $4)`, [
-            input.feature.name,
-            input.record.version,
-            featureText,
-            timestampOf(createdAt.getTime()),
-          ]);
-        }
-        finish.push('COMMIT');
-        await c.run(finish.join(';\n'));
-        if (this.#featuresWritten.size >= 10_000) this.#featuresWritten.clear();
-        this.#featuresWritten.set(input.feature.name, written);
-        if (countPublication(instance, this.schema) === this.#seen) this.#seen++;
-        // Housekeeping after the commit: a table it cannot drop now is dropped next time.
-        // An orphan table comes only from a replacement: the sweep for one runs only then.
-        await this.#dropRetired(c, replaced.length > 0).catch(() => undefined);
-        // Only the window before the cached catalog takes this record needs it; bounded anyway.
-        if (this.#live.size >= 10_000) this.#live.clear();
-        this.#live.set(slotOf(input.feature.name, input.paramsKey), id);
-        return this.record({
-          id,
-          featureName: input.feature.name,
-          paramsKey: input.paramsKey,
-          kind: input.kind,
-          key,
-          columns,
-          rows: summary.rows,
-          sourceHash: input.feature.sourceHash,
-          createdAt,
-          version: input.record.version,
-          lineage: input.record.lineage,
-        });
-      } catch (error) {
-        await c.run('ROLLBACK').catch(() => undefined); // nothing to roll back if BEGIN itself failed
-        if (error instanceof FeatureStoreError) throw error;
-        throw new FeatureStoreError(
-          'STORE_ERROR',
-          `DuckDB could not store the result: ${String(error)}. Nothing was stored.`,
-          { feature: input.feature.name, params: input.params, cause: error },
+    const instance = this.#opened!;
+    try {
+      const id = String(nextId(instance, this.schema));
+      const createdAt = new Date();
+      const { columns, key, summary, storedIn, recorded } = await load(id, createdAt);
+      this.checkRows(input, summary.rows);
+      if (summary.nulls > 0) throw this.nullKeyError({ ...input, key }, summary.nulls);
+      if (summary.duplicate !== undefined) throw this.duplicateKeyError({ ...input, key }, summary.duplicate);
+      // Ids below are this store's own numbers (counted in `meta`), not user input.
+      const finish: string[] = [];
+      if (!recorded)
+        finish.push(`UPDATE ${this.#catalog} SET "rows" = ${summary.rows} WHERE id = ${BigInt(id)}`);
+      const replaced = await this.#replacedIds(input.feature.name, input.paramsKey);
+      // Kept for queries still running over them; removed after the grace period.
+      if (replaced.length > 0) finish.push(...this.#retireStatements(replaced, createdAt.getTime()));
+      if (storedIn === `m_${id}` && key.length === 1 && summary.rows >= INDEX_MIN_ROWS) {
+        // DuckDB probes an ART index on one column only (composite keys scan), and below about a
+        // row group a scan of the zone-mapped column is as fast as the index.
+        finish.push(
+          `CREATE INDEX ${quoteIdentifier(`${storedIn}_key`)} ON ${this.#table(storedIn)} (${quoteIdentifier(key[0]!)})`,
         );
       }
-    });
+      finish.push(`UPDATE ${this.#prefix}.meta SET value = '${BigInt(id)}' WHERE name = 'last_id'`);
+      // The feature's record changes only with its version or shape: a daily run writes it once.
+      // Its texts are bound, never spliced: it goes last, where the values bind, and COMMIT follows.
+      const featureText = featureRecordText(input.record, key, columns);
+      const written = `${input.record.version}\0${featureText}`;
+      if (this.#featuresWritten.get(input.feature.name) !== written) {
+        finish.push(`INSERT OR REPLACE INTO ${this.#prefix}.features VALUES ($1, $2, $3, $4)`);
+        await c.run(finish.join(';\n'), [
+          input.feature.name,
+          input.record.version,
+          featureText,
+          timestampOf(createdAt.getTime()),
+        ]);
+        await c.run('COMMIT');
+      } else {
+        finish.push('COMMIT');
+        await c.run(finish.join(';\n'));
+      }
+      if (this.#featuresWritten.size >= 10_000) this.#featuresWritten.clear();
+      this.#featuresWritten.set(input.feature.name, written);
+      if (countPublication(instance, this.schema) === this.#seen) this.#seen++;
+      if (storedIn !== `m_${id}`) this.#shapes.add(storedIn);
+      this.#remember(id, storedIn);
+      if (replaced.length > 0) this.#nextDue = Math.min(this.#nextDue, createdAt.getTime() + this.#retainMs);
+      // Only the window before the cached catalog takes this record needs it; bounded anyway.
+      if (this.#live.size >= 10_000) this.#live.clear();
+      this.#live.set(slotOf(input.feature.name, input.paramsKey), id);
+      return this.record({
+        id,
+        featureName: input.feature.name,
+        paramsKey: input.paramsKey,
+        kind: input.kind,
+        key,
+        columns,
+        rows: summary.rows,
+        sourceHash: input.feature.sourceHash,
+        createdAt,
+        version: input.record.version,
+        lineage: input.record.lineage,
+      });
+    } catch (error) {
+      await c.run('ROLLBACK').catch(() => undefined); // nothing to roll back if BEGIN itself failed
+      if (error instanceof FeatureStoreError) throw error;
+      throw new FeatureStoreError(
+        'STORE_ERROR',
+        `DuckDB could not store the result: ${String(error)}. Nothing was stored.`,
+        { feature: input.feature.name, params: input.params, cause: error },
+      );
+    }
+  }
+
+  /**
+   * Housekeeping after a write, in the writer's queue: retired materializations whose grace period
+   * is over are removed (a table it cannot drop now is dropped next time). Skipped, with no
+   * statement at all, until the earliest retirement this store knows of falls due.
+   */
+  #afterWrite(instance: DuckDBInstance): Promise<void> {
+    if (Date.now() < this.#nextDue) return Promise.resolve();
+    return writeQueueOf(instance)
+      .run(async () => {
+        const { writer } = await this.#open();
+        await this.#dropRetired(writer.connection, false);
+      })
+      .catch(() => undefined);
+  }
+
+  /** Statements moving the records `ids` (the store's own numbers) to the retired list, at `now`. */
+  #retireStatements(ids: readonly string[], now: number): string[] {
+    const list = ids.map((id) => BigInt(id)).join(', ');
+    return [
+      `INSERT INTO ${this.#prefix}.retired (id, retired_at, stored_in)
+       SELECT id, epoch_ms(${Math.trunc(now)}), stored_in FROM ${this.#catalog} WHERE id IN (${list})
+       ON CONFLICT DO NOTHING`,
+      `DELETE FROM ${this.#catalog} WHERE id IN (${list})`,
+    ];
   }
 
   protected async retire(records: readonly Materialization[]): Promise<string[]> {
     const { instance, writer } = await this.#open();
-    const ids = records.map((r) => BigInt(r.id));
+    const ids = records.map((r) => String(BigInt(r.id)));
+    if (ids.length === 0) return [];
     const removed = await this.#guard('retiring materializations', () =>
       writer.run(async (c) => {
         try {
-          // Ids are the store's own numbers, never user input.
+          const [insert, remove] = this.#retireStatements(ids, Date.now());
           const deleted = await c.runAndReadAll(
-            `BEGIN TRANSACTION; DELETE FROM ${this.#catalog} WHERE id IN (${ids.join(', ')}) RETURNING CAST(id AS VARCHAR)`,
+            `BEGIN TRANSACTION; ${insert}; ${remove} RETURNING CAST(id AS VARCHAR)`,
           );
-          const gone = deleted.getRows().map(([id]) => String(id));
-          const finish = gone.length > 0 ? [retireStatement(this.#prefix, gone, Date.now())] : [];
-          await c.run([...finish, 'COMMIT'].join(';\n'));
-          return gone;
+          await c.run('COMMIT');
+          return deleted.getRows().map(([id]) => String(id));
         } catch (error) {
           await c.run('ROLLBACK').catch(() => undefined);
           throw error;
@@ -476,7 +650,11 @@ export class DuckDBMaterializer extends MaterializerBase {
       }),
     );
     // Other stores on this instance plan their next reads again (see `publicationCount`).
-    if (removed.length > 0) countPublication(instance, this.schema);
+    if (removed.length > 0) {
+      countPublication(instance, this.schema);
+      this.#nextDue = Math.min(this.#nextDue, Date.now() + this.#retainMs);
+      await this.#afterWrite(instance);
+    }
     return removed;
   }
 
@@ -511,11 +689,15 @@ export class DuckDBMaterializer extends MaterializerBase {
   ): Promise<unknown> {
     if (materialization.kind !== 'duckdb') return super.readMaterialization(feature, materialization);
     const { reader } = await this.#open();
-    const { sql } = this.compile(this.planOf(feature, materialization));
-    return this.#guard('reading it', () => reader.run((c) => c.runAndReadAll(sql)), {
-      feature: feature.name,
-      params: materialization.params,
-    });
+    const { sql, params } = this.compile(this.planOf(feature, materialization));
+    return this.#guard(
+      'reading it',
+      () => reader.run((c) => c.runAndReadAll(sql, params.map(toDuckDBValue))),
+      {
+        feature: feature.name,
+        params: materialization.params,
+      },
+    );
   }
 
   protected readFailed(plan: ReadPlan, error: unknown): FeatureStoreError {
@@ -539,7 +721,9 @@ export class DuckDBMaterializer extends MaterializerBase {
   /** A table dropped by a replacement after the read was planned (same database, other connection). */
   protected override isReplacedTable(error: unknown): boolean {
     if (error instanceof StaleCatalog) return true;
-    return error instanceof Error && /Table with name m_\d+ does not exist/.test(error.message);
+    return (
+      error instanceof Error && /Table with name (m_\d+|f_[0-9a-f]{16}) does not exist/.test(error.message)
+    );
   }
 
   protected async runRead(query: CompiledQuery, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
@@ -608,17 +792,46 @@ export class DuckDBMaterializer extends MaterializerBase {
     this.#release = undefined;
   }
 
-  /** Runs `sql` with `values` through the session's prepared statement for it; call inside `session.run`. */
+  /**
+   * Runs `sql` with `values` through the session's prepared statement for it; call inside
+   * `session.run`. Over shape tables a read's text does not change with publications, so one
+   * statement, planned once, serves a read shape for as long as the store is open. The last
+   * {@link STATEMENTS_PER_CONNECTION} texts are kept; a statement whose run fails is dropped.
+   */
   async #runPrepared(session: Session, sql: string, values: DuckDBValue[]): Promise<DuckDBResultReader> {
-    let prepared = session.statements.get(sql);
+    const statements = session.statements;
+    let prepared = statements.get(sql);
     if (prepared === undefined) {
       prepared = session.connection.prepare(sql);
-      session.statements.set(sql, prepared);
-      prepared.catch(() => session.statements.delete(sql));
+      statements.set(sql, prepared);
+      prepared.catch(() => statements.delete(sql));
+      if (statements.size > STATEMENTS_PER_CONNECTION) {
+        const [oldest, evicted] = statements.entries().next().value!;
+        statements.delete(oldest);
+        evicted.then((s) => s.destroySync()).catch(() => undefined);
+      }
+    } else {
+      // Most recently used last: the first entry is the one to evict.
+      statements.delete(sql);
+      statements.set(sql, prepared);
     }
     const statement = await prepared;
-    statement.bind(values);
-    return statement.runAndReadAll();
+    try {
+      statement.bind(values);
+      return await statement.runAndReadAll();
+    } catch (error) {
+      if (statements.get(sql) === prepared) statements.delete(sql);
+      statement.destroySync();
+      throw error;
+    }
+  }
+
+  /**
+   * The shape tables known to exist on this instance and schema, shared by its stores: a
+   * publication into one skips its `CREATE TABLE IF NOT EXISTS`; `vacuum` forgets what it drops.
+   */
+  get #shapes(): Set<string> {
+    return knownShapes(this.#opened!, this.schema);
   }
 
   get #catalog(): string {
@@ -738,12 +951,25 @@ export class DuckDBMaterializer extends MaterializerBase {
       await c.run(`INSERT INTO ${schema}.meta VALUES ('last_id', $1) ON CONFLICT DO NOTHING`, [
         String(found),
       ]);
+      const last = (
+        await c.runAndReadAll(`SELECT CAST(value AS BIGINT) FROM ${schema}.meta WHERE name = 'last_id'`)
+      ).getRows()[0]![0];
+      startIds(
+        instance,
+        this.schema,
+        BigInt(String(found)) > BigInt(String(last)) ? String(found) : String(last),
+      );
       // Records replaced by another store on this file while this one's catalog cache still
-      // showed older ones (see #replacedIds): removed here, and their tables retired.
+      // showed older ones (see #replacedIds): retired here.
+      const older = `SELECT id FROM ${this.#catalog}
+           QUALIFY row_number() OVER (PARTITION BY feature_name, params_key ORDER BY id DESC) > 1`;
       await c.run(
-        `DELETE FROM ${this.#catalog} WHERE id IN (
-           SELECT id FROM ${this.#catalog}
-           QUALIFY row_number() OVER (PARTITION BY feature_name, params_key ORDER BY id DESC) > 1)`,
+        `BEGIN TRANSACTION;
+         INSERT INTO ${schema}.retired (id, retired_at, stored_in)
+           SELECT id, epoch_ms(${Date.now()}), stored_in FROM ${this.#catalog} WHERE id IN (${older})
+           ON CONFLICT DO NOTHING;
+         DELETE FROM ${this.#catalog} WHERE id IN (${older});
+         COMMIT`,
       );
       await this.#dropRetired(c);
     });
@@ -772,6 +998,16 @@ async function upgradeCatalog(c: DuckDBConnection, schema: string, from: number)
          )`,
       );
     }
+    if (from < 3) {
+      // 3: where each materialization's rows live (`stored_in`): its own table `m_<id>`, or the
+      // shape table it shares with its feature's other small ones. Existing tables stay as they are.
+      for (const table of ['catalog', 'retired']) {
+        await c.run(`ALTER TABLE ${schema}.${table} ADD COLUMN IF NOT EXISTS stored_in VARCHAR`);
+        await c.run(
+          `UPDATE ${schema}.${table} SET stored_in = 'm_' || CAST(id AS VARCHAR) WHERE stored_in IS NULL`,
+        );
+      }
+    }
     await c.run(`UPDATE ${schema}.meta SET value = $1 WHERE name = 'format_version'`, [
       String(DUCKDB_FORMAT_VERSION),
     ]);
@@ -784,6 +1020,90 @@ async function upgradeCatalog(c: DuckDBConnection, schema: string, from: number)
       { cause: error },
     );
   }
+}
+
+/** The last materialization id drawn per instance and schema (see `nextId`). */
+const lastIds = new WeakMap<object, Map<string, bigint>>();
+
+/**
+ * Starts counting ids on `instance` for `schema` above `last`, unless a store there counts
+ * already (and so is at least as far: every id it drew is in the catalog or rolled back).
+ */
+function startIds(instance: object, schema: string, last: string): void {
+  let ids = lastIds.get(instance);
+  if (ids === undefined) {
+    ids = new Map();
+    lastIds.set(instance, ids);
+  }
+  const current = ids.get(schema);
+  if (current === undefined || current < BigInt(last)) ids.set(schema, BigInt(last));
+}
+
+/**
+ * The next materialization id on `instance` for `schema`, drawn in memory: a file is open in one
+ * process only, and its writers are queued, so no round trip is needed; the publication saves it
+ * as `last_id`. An id a rolled-back publication drew is not used again.
+ */
+function nextId(instance: object, schema: string): bigint {
+  const ids = lastIds.get(instance)!;
+  const id = ids.get(schema)! + 1n;
+  ids.set(schema, id);
+  return id;
+}
+
+const shapesKnown = new WeakMap<object, Map<string, Set<string>>>();
+
+/** The shape tables known to exist on `instance` in `schema` (see `#shapes`). */
+function knownShapes(instance: object, schema: string): Set<string> {
+  let schemas = shapesKnown.get(instance);
+  if (schemas === undefined) {
+    schemas = new Map();
+    shapesKnown.set(instance, schemas);
+  }
+  let known = schemas.get(schema);
+  if (known === undefined) {
+    known = new Set();
+    schemas.set(schema, known);
+  }
+  return known;
+}
+
+/** The statement writing one catalog record; its values are bound (see `#recordValues`). */
+const RECORD_INSERT = (catalog: string): string =>
+  `INSERT INTO ${catalog} (id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at, status, version, lineage, stored_in)
+   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'complete', $10, $11, $12)`;
+
+/**
+ * Reads batches until the input ends or `limit` rows are in: `small` when it ended first. The
+ * batches returned give every row, those read and the rest.
+ */
+async function peek(
+  input: AsyncIterable<RecordBatch>,
+  limit: number,
+): Promise<{ batches: AsyncIterable<RecordBatch>; rows: number; small: boolean }> {
+  const iterator = input[Symbol.asyncIterator]();
+  const head: RecordBatch[] = [];
+  let rows = 0;
+  let ended = false;
+  while (rows < limit) {
+    const next = await iterator.next();
+    if (next.done === true) {
+      ended = true;
+      break;
+    }
+    head.push(next.value);
+    rows += next.value.numRows;
+  }
+  async function* all(): AsyncIterable<RecordBatch> {
+    yield* head;
+    if (ended) return;
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done === true) return;
+      yield next.value;
+    }
+  }
+  return { batches: all(), rows, small: ended && rows < limit };
 }
 
 /** The key of {@link DuckDBMaterializer}'s own latest tables: feature name and parameters. */

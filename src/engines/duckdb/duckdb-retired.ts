@@ -2,27 +2,24 @@ import type { DuckDBConnection } from '@duckdb/node-api';
 import { quoteIdentifier } from './duckdb-dialect.js';
 
 /**
- * Replaced data tables are retired by the publication that replaces them, not dropped: a query a
- * decorated call returned over the old table (a `sql` or `duckdb` result) keeps running for the
- * grace period. They are dropped later by {@link dropRetiredTables}.
+ * Replaced materializations are retired by the publication that replaces them, not removed: a
+ * query a decorated call returned over the old rows (a `sql` or `duckdb` result) keeps running for
+ * the grace period. They are removed later by {@link dropRetiredTables}. This is the format-1
+ * layout; format 3 adds `stored_in` (see `upgradeCatalog`).
  * @internal
  */
 export function retiredTableDefinition(prefix: string): string {
   return `CREATE TABLE IF NOT EXISTS ${prefix}.retired (id BIGINT PRIMARY KEY, retired_at TIMESTAMP NOT NULL)`;
 }
 
-/** The statement recording `ids` (the store's own numbers) as retired now, inside the publication. @internal */
-export function retireStatement(prefix: string, ids: readonly string[], now: number): string {
-  const values = ids.map((id) => `(${BigInt(id)}, epoch_ms(${Math.trunc(now)}))`).join(', ');
-  return `INSERT INTO ${prefix}.retired VALUES ${values} ON CONFLICT DO NOTHING`;
-}
-
 /**
- * Drops the data tables retired more than `graceMs` ago, each in its own transaction; one another
- * connection still holds is left for next time. A data table without a catalog record (left by
- * another store's replacement, see `DuckDBMaterializer`) is retired first, so it goes the same way.
- * `sweep: false` skips that first step. Call inside the writer session. Returns the ids dropped and
- * those left.
+ * Removes the materializations retired more than `graceMs` ago: an own table is dropped, each in
+ * its own transaction (one another connection still holds is left for next time); rows in a shape
+ * table are deleted, one transaction per table. `sweep` first retires every own table without a
+ * catalog record and deletes shape-table rows whose id has neither a record nor a retired entry
+ * (neither can come from a rolled-back publication; only from a damaged store). Call inside the
+ * writer session. Returns the ids removed, those left, and when the next retired one falls due
+ * (`Infinity` for none).
  * @internal
  */
 export async function dropRetiredTables(
@@ -30,29 +27,54 @@ export async function dropRetiredTables(
   where: { prefix: string; database: string; schema: string },
   graceMs: number,
   sweep = true,
-): Promise<{ dropped: string[]; busy: string[] }> {
+): Promise<{ dropped: string[]; busy: string[]; nextDue: number }> {
   const { prefix, database, schema } = where;
   const now = Date.now();
-  // The sweep reads every table of the database: skipped where no orphan can have appeared.
-  if (sweep)
+  let shapes: Map<string, string> | undefined;
+  if (sweep) {
+    shapes = await shapeTables(c, database, schema);
     await c.run(
-      `INSERT INTO ${prefix}.retired
-     SELECT CAST(substr(table_name, 3) AS BIGINT), epoch_ms(${now}) FROM duckdb_tables()
+      `INSERT INTO ${prefix}.retired (id, retired_at, stored_in)
+     SELECT CAST(substr(table_name, 3) AS BIGINT), epoch_ms(${now}), table_name FROM duckdb_tables()
      WHERE database_name = $1 AND schema_name = $2 AND regexp_full_match(table_name, 'm_[0-9]{1,18}')
        AND CAST(substr(table_name, 3) AS BIGINT) NOT IN (SELECT id FROM ${prefix}.catalog)
      ON CONFLICT DO NOTHING`,
       [database, schema],
     );
-  const due = await c.runAndReadAll(
-    `SELECT CAST(id AS VARCHAR) FROM ${prefix}.retired WHERE retired_at <= epoch_ms(${now - graceMs}) ORDER BY id`,
-  );
+    for (const [table, column] of shapes) {
+      const id = quoteIdentifier(column);
+      await c.run(
+        `DELETE FROM ${prefix}.${quoteIdentifier(table)} WHERE ${id} NOT IN (SELECT id FROM ${prefix}.catalog)
+         AND ${id} NOT IN (SELECT id FROM ${prefix}.retired)`,
+      );
+    }
+  }
+  const cutoff = now - graceMs;
+  const rows = (
+    await c.runAndReadAll(
+      `SELECT CAST(id AS VARCHAR), coalesce(stored_in, 'm_' || CAST(id AS VARCHAR)), NULL
+       FROM ${prefix}.retired WHERE retired_at <= epoch_ms(${cutoff})
+       UNION ALL SELECT NULL, NULL, epoch_ms(min(retired_at)) FROM ${prefix}.retired WHERE retired_at > epoch_ms(${cutoff})`,
+    )
+  ).getRows();
   const dropped: string[] = [];
   const busy: string[] = [];
-  for (const [value] of due.getRows()) {
+  const shared = new Map<string, string[]>();
+  let nextDue = Number.POSITIVE_INFINITY;
+  for (const [value, table, next] of rows) {
+    if (value === null) {
+      if (next !== null) nextDue = Number(next) + graceMs;
+      continue;
+    }
     const id = String(value);
+    const storedIn = String(table);
+    if (storedIn !== `m_${id}`) {
+      shared.set(storedIn, [...(shared.get(storedIn) ?? []), id]);
+      continue;
+    }
     try {
       await c.run(
-        `BEGIN TRANSACTION; DROP TABLE IF EXISTS ${prefix}.${quoteIdentifier(`m_${id}`)};
+        `BEGIN TRANSACTION; DROP TABLE IF EXISTS ${prefix}.${quoteIdentifier(storedIn)};
          DELETE FROM ${prefix}.retired WHERE id = ${BigInt(id)}; COMMIT`,
       );
       dropped.push(id);
@@ -62,7 +84,41 @@ export async function dropRetiredTables(
       busy.push(id);
     }
   }
-  return { dropped, busy };
+  if (shared.size > 0) shapes ??= await shapeTables(c, database, schema);
+  for (const [table, ids] of shared) {
+    const column = shapes?.get(table);
+    const list = ids.map((id) => BigInt(id)).join(', ');
+    try {
+      await c.run(
+        `BEGIN TRANSACTION;
+         ${column === undefined ? '' : `DELETE FROM ${prefix}.${quoteIdentifier(table)} WHERE ${quoteIdentifier(column)} IN (${list});`}
+         DELETE FROM ${prefix}.retired WHERE id IN (${list}); COMMIT`,
+      );
+      dropped.push(...ids);
+    } catch {
+      await c.run('ROLLBACK').catch(() => undefined);
+      busy.push(...ids);
+    }
+  }
+  if (busy.length > 0) nextDue = now;
+  return { dropped, busy, nextDue };
+}
+
+/** The shape tables of the store's schema, each with its id column (always its first). @internal */
+export async function shapeTables(
+  c: DuckDBConnection,
+  database: string,
+  schema: string,
+): Promise<Map<string, string>> {
+  const rows = (
+    await c.runAndReadAll(
+      `SELECT table_name, column_name FROM duckdb_columns()
+       WHERE database_name = $1 AND schema_name = $2 AND column_index = 1
+         AND regexp_full_match(table_name, 'f_[0-9a-f]{16}')`,
+      [database, schema],
+    )
+  ).getRows();
+  return new Map(rows.map(([table, column]) => [String(table), String(column)]));
 }
 
 /**

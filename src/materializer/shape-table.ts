@@ -1,0 +1,39 @@
+import { createHash } from 'node:crypto';
+import type { ColumnSpec } from '../frame/columns.js';
+
+/**
+ * Materializations with fewer rows than this share their feature's shape table instead of having
+ * a table each: a table costs a DuckDB block (256 KiB) or ~40 kB of PostgreSQL catalog and files,
+ * far more than a few thousand rows. Above it, a table of its own loads and reads as fast.
+ * @internal
+ */
+export const SHARED_MAX_ROWS = 50_000;
+
+/**
+ * The name (unquoted) of the table holding the small materializations of `feature` with this key
+ * and these columns: `f_` and 16 hex digits of SHA-256 over the three, so a changed shape gets a
+ * table of its own. @internal
+ */
+export function shapeTableName(
+  feature: string,
+  key: readonly string[],
+  columns: readonly ColumnSpec[],
+): string {
+  const shape = `${feature}\u0000${JSON.stringify(key)}\u0000${JSON.stringify(columns.map((c) => ({ name: c.name, type: c.type })))}`;
+  return `f_${createHash('sha256').update(shape).digest('hex').slice(0, 16)}`;
+}
+
+/**
+ * The column of a shape table holding each row's materialization id: the first of `_m`, `_m_1`,
+ * `_m_2`, … not among the shape's columns, so no user column is refused or shadowed. @internal
+ */
+export function partitionColumnOf(columns: readonly ColumnSpec[]): string {
+  const names = new Set(columns.map((c) => c.name));
+  if (!names.has('_m')) return '_m';
+  for (let n = 1; ; n++) if (!names.has(`_m_${n}`)) return `_m_${n}`;
+}
+
+/** True for the name of a shape table (as {@link shapeTableName} makes them). @internal */
+export function isShapeTable(name: string): boolean {
+  return /^f_[0-9a-f]{16}$/.test(name);
+}

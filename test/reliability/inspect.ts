@@ -14,19 +14,29 @@ export interface StoreTables {
   readonly catalog: { id: string; feature: string; paramsKey: string }[];
   /** Ids recorded as retired (replaced, kept for a grace period, then dropped). */
   readonly retired: string[];
+  /** Materialization ids found in each shape table (`f_<hash>`, small results of a feature). */
+  readonly sharedRows?: { table: string; id: string }[];
 }
+
+/** A shape table: the rows of a feature's small materializations of one shape, by id. */
+const SHAPE_TABLE = /^f_[0-9a-f]{16}$/;
 
 /** The store's own tables; every other table must be a data table `m_<id>` the catalog or retired list names. */
 const OWN = new Set(['catalog', 'meta', 'retired', 'features']);
 
 /**
  * Orphans: tables in the store's schema that are neither the store's own (`catalog`, `meta`,
- * `retired`, `features`) nor the data table `m_<id>` of a catalog record or of a retired id. A
+ * `retired`, `features`), nor a shape table, nor the data table `m_<id>` of a catalog record or of
+ * a retired id; and rows of a shape table whose id has neither a record nor a retired entry. A
  * crash must never leave one: nothing would ever drop it, and nothing tells what it holds.
  */
-export function orphans({ tables, catalog, retired }: StoreTables): string[] {
-  const named = new Set([...catalog.map((r) => `m_${r.id}`), ...retired.map((id) => `m_${id}`)]);
-  return tables.filter((t) => !OWN.has(t) && !named.has(t));
+export function orphans({ tables, catalog, retired, sharedRows = [] }: StoreTables): string[] {
+  const ids = new Set([...catalog.map((r) => r.id), ...retired]);
+  const named = new Set([...ids].map((id) => `m_${id}`));
+  return [
+    ...tables.filter((t) => !OWN.has(t) && !named.has(t) && !SHAPE_TABLE.test(t)),
+    ...sharedRows.filter((r) => !ids.has(r.id)).map((r) => `${r.table} rows of id ${r.id}`),
+  ];
 }
 
 /** Catalog records sharing a feature and parameters: there must be at most one of each. */
@@ -94,10 +104,31 @@ async function inspectPostgres(url: string, schema: string): Promise<StoreTables
           await client.query<{ id: string }>(`SELECT id::text AS id FROM ${q('retired')} ORDER BY id`)
         ).rows.map((r) => r.id)
       : [];
-    return { tables: names, catalog, retired };
+    return { tables: names, catalog, retired, sharedRows: await postgresSharedRows(client, schema, names) };
   } finally {
     await client.end();
   }
+}
+
+/** The ids in each PostgreSQL shape table (its leading column holds the materialization id). */
+async function postgresSharedRows(
+  client: pg.Client,
+  schema: string,
+  tables: readonly string[],
+): Promise<{ table: string; id: string }[]> {
+  const found: { table: string; id: string }[] = [];
+  for (const table of tables.filter((t) => SHAPE_TABLE.test(t))) {
+    const qualified = `"${schema}"."${table}"`;
+    const { rows: first } = await client.query<{ name: string }>({
+      text: 'SELECT attname AS name FROM pg_attribute WHERE attrelid = $1::regclass AND attnum = 1',
+      values: [qualified],
+    });
+    const { rows } = await client.query<{ id: string }>(
+      `SELECT DISTINCT "${first[0]!.name}"::text AS id FROM ${qualified} ORDER BY 1`,
+    );
+    for (const { id } of rows) found.push({ table, id });
+  }
+  return found;
 }
 
 /** Waits until no backend of `application_name` `app` is left (a killed child's are ended by the server). */

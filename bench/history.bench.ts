@@ -15,6 +15,7 @@
  * disk after `prune({ keep: 7 })` + `vacuum()` against the hand-written `DELETE` of older days.
  *
  * Shape: F=50, D=30 (1,500 materializations per store); `FEATUREFN_BENCH_FULL=1` runs F=50, D=365.
+ * `FEATUREFN_BENCH_STORES` (a comma list of `duckdb`, `postgres`; default both) picks the stores.
  *
  * Data: the real flights of `vega-datasets` (examples/flights), 2001-01-01 to 2001-07-01. Daily
  * departures and delay sums per airport are computed once in DuckDB; feature `k` is, per airport,
@@ -56,6 +57,9 @@ import {
 } from './bench-kit.js';
 
 const FULL = process.env.FEATUREFN_BENCH_FULL === '1';
+const STORES = new Set(
+  (process.env.FEATUREFN_BENCH_STORES ?? 'duckdb,postgres').split(',').map((s) => s.trim()),
+);
 const FEATURES = 50;
 const DAYS = FULL ? 365 : 30;
 /** The issue's shape, which the disk figures are extrapolated to. */
@@ -171,14 +175,16 @@ export async function run(): Promise<BenchResult[]> {
     `${FEATURES} features × ${DAYS} days = ${FEATURES * DAYS} materializations per store, ${daily.origins.length} rows each${FULL ? '' : ' (FEATUREFN_BENCH_FULL=1 for 365 days)'}`,
   );
   const results: BenchResult[] = [];
-  try {
-    await assertPostgresReachable();
-    results.push(...(await history(daily, await postgresSide())));
-  } catch (error) {
-    if (!(error instanceof BenchUnavailable)) throw error;
-    log(`PostgreSQL skipped: ${error.message}`);
+  if (STORES.has('postgres')) {
+    try {
+      await assertPostgresReachable();
+      results.push(...(await history(daily, await postgresSide())));
+    } catch (error) {
+      if (!(error instanceof BenchUnavailable)) throw error;
+      log(`PostgreSQL skipped: ${error.message}`);
+    }
   }
-  results.push(...(await history(daily, await duckdbSide())));
+  if (STORES.has('duckdb')) results.push(...(await history(daily, await duckdbSide())));
   return results;
 }
 

@@ -31,6 +31,15 @@ describe('KeyTracker', () => {
     expect(summary).toEqual({ rows: 5, nulls: 0, duplicate: { id: 'b', n: 3 } });
   });
 
+  it('names a duplicated instant as a Date, not as the number Arrow gives', async () => {
+    const day = new Date(Date.UTC(2001, 0, 3));
+    const { summary } = await summarize(
+      new KeyTracker(['origin', 'day'], 100),
+      batchesOf({ origin: ['A7', 'A7', 'A8'], day: [day, new Date(day.getTime()), day] }),
+    );
+    expect(summary?.duplicate).toEqual({ origin: 'A7', day, n: 2 });
+  });
+
   it('counts rows with a null in any key column, and compares composite keys by every part', async () => {
     const { summary } = await summarize(
       new KeyTracker(['origin', 'n'], 100),

@@ -69,6 +69,11 @@ export class KeyTracker {
       const vector = batch.getChild(k)!;
       return vector.type.typeId === Type.Utf8 ? utf8Reader(vector) : (r: number) => vector.get(r) as unknown;
     });
+    // Instants come from Arrow as numbers: a duplicated one is named as a Date, as the database would.
+    const instants = this.#key.map((k) => {
+      const typeId = batch.getChild(k)!.type.typeId;
+      return typeId === Type.Timestamp || typeId === Type.Date;
+    });
     const values: unknown[] = new Array(readers.length);
     for (let r = 0; r < batch.numRows; r++) {
       let hasNull = false;
@@ -84,7 +89,10 @@ export class KeyTracker {
       const id = values.length === 1 ? idOf(values[0]) : compositeId(values);
       const count = seen.get(id);
       seen.set(id, (count ?? 0) + 1);
-      if (count !== undefined && this.#duplicate === undefined) this.#duplicate = { id, values: [...values] };
+      if (count !== undefined && this.#duplicate === undefined) {
+        const shown = values.map((v, c) => (instants[c] && typeof v === 'number' ? new Date(v) : v));
+        this.#duplicate = { id, values: shown };
+      }
     }
   }
 }

@@ -245,4 +245,57 @@ describe.skipIf(!server.available)(`a PostgreSQL catalog of format 1${server.rea
     const name = await oldSchema('99');
     await refusedAsNewer(() => new PostgresMaterializer({ connection: postgresUrl(), schema: name }));
   });
+  it('of format 2 records where every materialization lives, reads old tables in place, and retires them', async () => {
+    const name = await oldSchema('2');
+    const admin = new pg.Client({ connectionString: postgresUrl() });
+    await admin.connect();
+    const s = `"${name}"`;
+    try {
+      // Format 2's additions, as that release made them, and a table retired before the upgrade.
+      await admin.query(`ALTER TABLE ${s}.catalog ADD COLUMN version text NOT NULL DEFAULT ''`);
+      await admin.query(`ALTER TABLE ${s}.catalog ADD COLUMN lineage jsonb NOT NULL DEFAULT '{}'`);
+      await admin.query(
+        `CREATE TABLE ${s}.features (feature_name text NOT NULL, version text NOT NULL, metadata jsonb NOT NULL,
+           recorded_at timestamptz NOT NULL, PRIMARY KEY (feature_name, version))`,
+      );
+      await admin.query(`CREATE TABLE ${s}.retired (id bigint PRIMARY KEY, retired_at timestamptz NOT NULL)`);
+      await admin.query(`CREATE TABLE ${s}.m_7 (origin text, n integer)`);
+      await admin.query(`INSERT INTO ${s}.retired VALUES (7, now())`);
+      await readsAndWrites(
+        () => new PostgresMaterializer({ connection: postgresUrl(), schema: name, retainReplaced: '1 hour' }),
+      );
+      const { rows: meta } = await admin.query(`SELECT value FROM ${s}.meta WHERE name = 'format_version'`);
+      expect(meta).toEqual([{ value: '3' }]);
+      // The new publication went to its shape's table; the old one is retired with its own table.
+      const { rows: catalog } = await admin.query(`SELECT id::text AS id, stored_in FROM ${s}.catalog`);
+      expect(catalog).toEqual([
+        { id: expect.not.stringMatching(/^1$/), stored_in: expect.stringMatching(/^f_/) },
+      ]);
+      const { rows: retired } = await admin.query(
+        `SELECT id::text AS id, stored_in FROM ${s}.retired ORDER BY id`,
+      );
+      expect(retired).toEqual([
+        { id: '1', stored_in: 'm_1' },
+        { id: '7', stored_in: 'm_7' },
+      ]);
+      const materializer = new PostgresMaterializer({
+        connection: postgresUrl(),
+        schema: name,
+        retainReplaced: 0,
+      });
+      try {
+        const { dropped } = await materializer.vacuum();
+        expect(dropped.sort()).toEqual(['1', '7']);
+      } finally {
+        await materializer.close();
+      }
+      const { rows: left } = await admin.query(
+        "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename LIKE 'm\\_%'",
+        [name],
+      );
+      expect(left).toEqual([]);
+    } finally {
+      await admin.end();
+    }
+  });
 });

@@ -2,7 +2,14 @@ import { type Feature, FeatureStore, FeatureStoreError, Last } from 'featurefn';
 import { PostgresMaterializer } from 'featurefn/postgres';
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { adminClient, dropSchema, postgresUrl, requirePostgres, uniqueSchema } from '../support/postgres.js';
+import {
+  adminClient,
+  dropSchema,
+  postgresUrl,
+  requirePostgres,
+  storedRowsOf,
+  uniqueSchema,
+} from '../support/postgres.js';
 
 const server = await requirePostgres();
 
@@ -160,7 +167,8 @@ describe.skipIf(!server.available)(
       // (Another client than `admin`: pg_stat_activity is read once per transaction.)
       const locker = await adminClient();
       await locker.query('BEGIN');
-      await locker.query(`LOCK TABLE "${schema}"."m_${record.id}" IN ACCESS EXCLUSIVE MODE`);
+      const { table } = await storedRowsOf(admin, schema, record.id);
+      await locker.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`);
       const inFlight = Array.from({ length: 4 }, () => readSfo(readerFeature));
       const settled = Promise.allSettled(inFlight);
       try {

@@ -6,7 +6,14 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { sqlAdapter } from '../../src/frame/sql/sql-adapter.js';
 import { isSqlQuery, type SqlQuery, type SqlSource, sqlTag } from '../../src/sql/sql-query.js';
-import { adminClient, dropSchema, postgresUrl, requirePostgres, uniqueSchema } from '../support/postgres.js';
+import {
+  adminClient,
+  dropSchema,
+  postgresUrl,
+  requirePostgres,
+  storedRowsOf,
+  uniqueSchema,
+} from '../support/postgres.js';
 import { seeded } from '../support/seeded.js';
 
 const server = await requirePostgres();
@@ -175,14 +182,18 @@ describe.skipIf(!server.available)(`SQL features on PostgreSQL${server.reason}`,
       { name: 'mean_delay', type: 'float64' },
       { name: 'last_departure', type: 'timestamp' },
     ]);
-    // Stored in the types a COPY load gives, with the entity key as primary key.
+    // Stored in the types a COPY load gives, with the entity key in the primary key: a small result
+    // moves to its shape's table, after the materialization id.
+    const stored = await storedRowsOf(admin, schema, record.id);
+    expect(stored.idColumn).toBe('_m');
     const { rows: types } = await admin.query(
       `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, c.collname AS collation
        FROM pg_attribute a LEFT JOIN pg_collation c ON c.oid = a.attcollation AND a.attcollation <> 0
        WHERE a.attrelid = $1::regclass AND a.attnum > 0 ORDER BY a.attnum`,
-      [`"${schema}".m_${record.id}`],
+      [stored.table],
     );
     expect(types).toEqual([
+      { name: '_m', type: 'bigint', collation: null },
       { name: 'origin', type: 'text', collation: 'C' },
       { name: 'departures', type: 'integer', collation: null },
       { name: 'mean_delay', type: 'double precision', collation: null },
@@ -190,9 +201,9 @@ describe.skipIf(!server.available)(`SQL features on PostgreSQL${server.reason}`,
     ]);
     const { rows: key } = await admin.query(
       `SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'p'`,
-      [`"${schema}".m_${record.id}`],
+      [stored.table],
     );
-    expect(key).toEqual([{ def: 'PRIMARY KEY (origin)' }]);
+    expect(key).toEqual([{ def: 'PRIMARY KEY (_m, origin)' }]);
     const { rows: catalog } = await admin.query(`SELECT row_count::int AS n, kind FROM "${schema}".catalog`);
     expect(catalog).toEqual([{ n: hand[0].n, kind: 'sql' }]);
 
@@ -254,7 +265,9 @@ describe.skipIf(!server.available)(`SQL features on PostgreSQL${server.reason}`,
       const record = await onUrl.materialize(f, {});
       expect(byUrl.streams).toBe(0);
       expect(record.rows).toBe(AIRPORTS.length);
-      const { rows } = await admin.query(`SELECT sum(n)::int AS n FROM "${otherSchema}"."m_${record.id}"`);
+      const { rows } = await admin.query(
+        `SELECT sum(n)::int AS n FROM ${(await storedRowsOf(admin, otherSchema, record.id)).rows}`,
+      );
       expect(rows[0].n).toBe(FLIGHTS);
     } finally {
       await onUrl.close();
@@ -275,7 +288,7 @@ describe.skipIf(!server.available)(`SQL features on PostgreSQL${server.reason}`,
       expect(record.rows).toBe(FLIGHTS);
       expect(db.rows).toBe(FLIGHTS);
       const { rows } = await admin.query(
-        `SELECT count(*)::int AS n FROM "${otherSchema}"."m_${record.id}" s
+        `SELECT count(*)::int AS n FROM ${(await storedRowsOf(admin, otherSchema, record.id, 's')).rows}
          JOIN (SELECT flight_id, delay - avg(delay) OVER (PARTITION BY origin) AS r FROM "${data}".flights) h
            ON h.flight_id = s.flight_id AND h.r::float8 = s.relative_delay`,
       );
@@ -305,7 +318,7 @@ describe.skipIf(!server.available)(`SQL features on PostgreSQL${server.reason}`,
     expect(db.streams).toBe(0);
     const stored = (await materializer.listMaterializations(departures))[0]!;
     const { rows: hand } = await admin.query(
-      `SELECT origin, departures FROM "${schema}"."m_${stored.id}" WHERE departures >= 300 ORDER BY origin COLLATE "C"`,
+      `SELECT origin, departures FROM ${(await storedRowsOf(admin, schema, stored.id)).rows} WHERE departures >= 300 ORDER BY origin COLLATE "C"`,
     );
     expect(hand.length).toBeGreaterThan(0);
     expect(hand.map((r) => r.origin)).not.toContain('ZZZ');

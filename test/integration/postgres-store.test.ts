@@ -37,12 +37,26 @@ import { seeded } from '../support/seeded.js';
 const server = await requirePostgres();
 
 /** The SQL and bound values out of `explain()`, to run EXPLAIN on exactly what a read runs. */
-function statementOf(explained: string, values: unknown[]): { text: string; values: unknown[] } {
-  const text = explained
-    .split('\n')
-    .filter((l) => !l.startsWith('--') && !l.startsWith('  $'))
-    .join('\n');
+function statementOf(explained: string): { text: string; values: unknown[] } {
+  const lines = explained.split('\n');
+  const text = lines.filter((l) => !l.startsWith('--') && !l.startsWith('  $')).join('\n');
+  // The bound values as explain() lists them: `  $1 = "A01234" (string)`, `  $2 = 17 (int64)`.
+  const values = lines
+    .filter((l) => l.startsWith('  $'))
+    .map((l) => {
+      const shown = /^ {2}\$\d+ = (.*) \([\w[\]]+\)$/.exec(l)![1]!;
+      return shown.startsWith('"') ? JSON.parse(shown) : shown.replace(/n$/, '');
+    });
   return { text, values };
+}
+
+/** The table a materialization's rows are in, as the catalog records it. */
+async function storedIn(admin: pg.Client, schema: string, id: string): Promise<string> {
+  const { rows } = await admin.query<{ stored_in: string }>({
+    text: `SELECT stored_in FROM "${schema}".catalog WHERE id = $1`,
+    values: [id],
+  });
+  return rows[0]!.stored_in;
 }
 
 /** Every node of a JSON EXPLAIN plan. */
@@ -101,7 +115,7 @@ describe.skipIf(!server.available)(`PostgreSQL store${server.reason}`, () => {
     return { codes, departures, meanDelay, routes };
   }
 
-  it('creates its schema on first use: catalog, meta with the format version, one keyed table per materialization', async () => {
+  it('creates its schema on first use: catalog, meta with the format version, small results in their shape’s keyed table', async () => {
     const { departures, routes } = airportFeatures(50);
     const when = new Date('2001-03-01T00:00:00Z');
     const record = await materializer.materialize(departures, { when });
@@ -129,23 +143,26 @@ describe.skipIf(!server.available)(`PostgreSQL store${server.reason}`, () => {
       ],
       created_at: record.createdAt,
     });
-    // The primary key is the entity key, composite where the entity is.
+    // Each shape's table is keyed on the materialization id, then the entity key (composite where it is).
+    const tables = [await storedIn(admin, schema, record.id), await storedIn(admin, schema, route.id)];
+    for (const table of tables) expect(table).toMatch(/^f_[0-9a-f]{16}$/);
     const { rows: keys } = await admin.query<{ table: string; key: string }>(
       `SELECT c.relname AS table, pg_get_constraintdef(k.oid) AS key
        FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-       WHERE n.nspname = $1 AND k.contype = 'p' AND c.relname LIKE 'm\\_%' ORDER BY 1`,
+       WHERE n.nspname = $1 AND k.contype = 'p' AND c.relname LIKE 'f\\_%'`,
       [schema],
     );
-    expect(keys).toEqual([
-      { table: `m_${record.id}`, key: 'PRIMARY KEY (origin)' },
-      { table: `m_${route.id}`, key: 'PRIMARY KEY (origin, destination)' },
-    ]);
-    // Statistics exist as soon as the materialization is visible.
-    const { rows: stats } = await admin.query(
-      'SELECT relname FROM pg_stat_user_tables WHERE schemaname = $1 AND last_analyze IS NOT NULL ORDER BY 1',
-      [schema],
+    expect(keys).toEqual(
+      expect.arrayContaining([
+        { table: tables[0], key: 'PRIMARY KEY (_m, origin)' },
+        { table: tables[1], key: 'PRIMARY KEY (_m, origin, destination)' },
+      ]),
     );
-    expect(stats.map((r) => r.relname)).toEqual(expect.arrayContaining([`m_${record.id}`, `m_${route.id}`]));
+    expect(keys).toHaveLength(2);
+    const { rows: counted } = await admin.query(
+      `SELECT _m::text AS id, count(*)::int AS n FROM "${schema}"."${tables[0]}" GROUP BY 1`,
+    );
+    expect(counted).toEqual([{ id: record.id, n: 50 }]);
   });
 
   it('reads one key of Last() as one index probe per feature table', async () => {
@@ -166,11 +183,12 @@ describe.skipIf(!server.available)(`PostgreSQL store${server.reason}`, () => {
 
     const explained = await frame.explain();
     expect(explained).toContain('2001-03-08T00:00:00.000Z');
-    const statement = statementOf(explained, ['A01234']);
-    const tables = (await materializer.listMaterializations(departures))
+    const statement = statementOf(explained);
+    const ids = (await materializer.listMaterializations(departures))
       .concat(await materializer.listMaterializations(meanDelay))
       .filter((m) => (m.params.when as Date).getUTCDate() === 8)
-      .map((m) => `m_${m.id}`);
+      .map((m) => m.id);
+    const tables = await Promise.all(ids.map((id) => storedIn(admin, schema, id)));
     for (const mode of ['auto', 'force_generic_plan']) {
       // The custom plan for these values, and the generic plan a prepared statement settles on.
       await admin.query(`SET plan_cache_mode = ${mode}`);
@@ -192,8 +210,9 @@ describe.skipIf(!server.available)(`PostgreSQL store${server.reason}`, () => {
       .filter({ origin: 'A00010', destination: 'A00012' });
     expect(await route.toArray()).toEqual([{ origin: 'A00010', destination: 'A00012', flights: 2 }]);
     const { rows: plan } = await admin.query({
-      text: `EXPLAIN (FORMAT JSON) ${statementOf(await route.explain(), []).text}`,
-      values: ['A00010', 'A00012'],
+      ...(({ text, values }) => ({ text: `EXPLAIN (FORMAT JSON) ${text}`, values }))(
+        statementOf(await route.explain()),
+      ),
     });
     const [scan] = planNodes((plan[0]['QUERY PLAN'] as { Plan: Record<string, unknown> }[])[0]!.Plan);
     expect(scan!['Node Type']).toMatch(/^Index (Only )?Scan$/);
@@ -301,14 +320,56 @@ describe.skipIf(!server.available)(`PostgreSQL store${server.reason}`, () => {
       expect(rows).toHaveLength(1);
       expect(rows[0]!.statement).toBe(texts[0]);
       // The key is bound once: the other feature's probe and the outer WHERE share its placeholder.
-      expect(rows[0]!.statement).toContain('WHERE t1."origin" = $1) AS "mean_delay" FROM');
-      expect(rows[0]!.statement).toContain('WHERE t0."origin" = $1');
+      // Rows of the shape tables are selected by materialization id, bound like the key.
+      expect(rows[0]!.statement).toContain('WHERE t1."origin" = $1 AND t1."_m" = $2) AS "mean_delay" FROM');
+      expect(rows[0]!.statement).toContain('WHERE t0."_m" = $3 AND t0."origin" = $1');
+
+      // Later publications are read with the same statement, prepared once: their rows are in the
+      // same shape tables, and only the bound ids change.
+      for (const day of [2, 3]) {
+        await own.materialize(departures, { when: new Date(Date.UTC(2001, 2, day)) });
+        await own.materialize(meanDelay, { when: new Date(Date.UTC(2001, 2, day)) });
+        texts.length = 0;
+        expect(await read('A00003')).toHaveLength(1);
+        expect(texts.filter((t) => !t.includes('.catalog'))).toEqual([rows[0]!.statement]);
+      }
+      const { rows: after } = await pool.query<{ name: string; statement: string }>(
+        "SELECT name, statement FROM pg_prepared_statements WHERE name LIKE 'featurefn\\_%'",
+      );
+      expect(after).toEqual(rows);
     } finally {
       await own.close();
       // A pool passed in stays open for its owner; only the listening connection was closed.
       expect(pool.totalCount).toBe(1);
       expect((await pool.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
       await pool.end();
+    }
+  });
+
+  it('lets several stores create a feature’s shape table at once: every publication lands in the one table', async () => {
+    const writers = Array.from(
+      { length: 6 },
+      () => new PostgresMaterializer({ connection: postgresUrl(), schema, poolSize: 1 }),
+    );
+    try {
+      await Promise.all(writers.map((w) => w.listMaterializations('none'))); // the schema exists
+      const local = new FeatureStore();
+      const { departures } = airportFeatures(20, local);
+      const records = await Promise.all(
+        writers.map((w, i) => w.materialize(departures, { when: new Date(Date.UTC(2001, 2, i + 1)) })),
+      );
+      const { rows } = await admin.query(
+        `SELECT stored_in, count(*)::int AS n FROM "${schema}".catalog GROUP BY stored_in`,
+      );
+      expect(rows).toEqual([{ stored_in: expect.stringMatching(/^f_[0-9a-f]{16}$/), n: 6 }]);
+      const { rows: stored } = await admin.query(
+        `SELECT _m::text AS id, count(*)::int AS n FROM "${schema}"."${rows[0].stored_in}" GROUP BY 1 ORDER BY 1`,
+      );
+      expect(stored).toEqual(
+        records.map((r) => ({ id: r.id, n: 20 })).sort((a, b) => Number(a.id) - Number(b.id)),
+      );
+    } finally {
+      for (const w of writers) await w.close();
     }
   });
 
@@ -490,9 +551,11 @@ describe.skipIf(!server.available)(`PostgreSQL store${server.reason}`, () => {
     ]);
     const { rows: sqlTypes } = await admin.query(
       `SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position`,
-      [schema, `m_${record.id}`],
+      [schema, await storedIn(admin, schema, record.id)],
     );
-    expect(sqlTypes.map((r) => r.data_type)).toEqual([
+    // The shape table's leading column holds the materialization id.
+    expect(sqlTypes[0]).toEqual({ column_name: '_m', data_type: 'bigint' });
+    expect(sqlTypes.slice(1).map((r) => r.data_type)).toEqual([
       'text',
       'smallint',
       'smallint',

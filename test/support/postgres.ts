@@ -107,3 +107,34 @@ export async function loadArrowTable(
     client.release();
   }
 }
+
+/**
+ * Where a PostgreSQL store keeps one materialization's rows, read around featurefn: the quoted
+ * table (`m_<id>`, or the shape table it shares) and, for a shape table, its id column; `rows` is a
+ * FROM item (aliased `alias`) giving just that materialization's rows and columns.
+ */
+export async function storedRowsOf(
+  client: pg.Client,
+  schema: string,
+  id: string,
+  alias = 'm',
+): Promise<{ table: string; idColumn: string | undefined; rows: string }> {
+  const { rows } = await client.query<{ stored_in: string; columns: { name: string }[] }>({
+    text: `SELECT stored_in, "columns" FROM "${schema}".catalog WHERE id = $1`,
+    values: [id],
+  });
+  const { stored_in: storedIn, columns } = rows[0]!;
+  const table = `"${schema}"."${storedIn}"`;
+  if (storedIn === `m_${id}`) return { table, idColumn: undefined, rows: `${table} AS ${alias}` };
+  const { rows: first } = await client.query<{ name: string }>({
+    text: 'SELECT attname AS name FROM pg_attribute WHERE attrelid = $1::regclass AND attnum = 1',
+    values: [table],
+  });
+  const idColumn = first[0]!.name;
+  const names = columns.map((c) => `"${c.name.replaceAll('"', '""')}"`).join(', ');
+  return {
+    table,
+    idColumn,
+    rows: `(SELECT ${names} FROM ${table} WHERE "${idColumn}" = ${BigInt(id)}) AS ${alias}`,
+  };
+}

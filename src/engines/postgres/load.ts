@@ -420,6 +420,11 @@ export interface CopyOptions {
   chunkSize?: number;
   /** Rows encoded between two checks for chunks to send. Default is 4,096. */
   rowsPerSlice?: number;
+  /**
+   * A materialization id written as a leading `bigint` field of every row, before `columns`
+   * (rows going to a shape table). Default is none.
+   */
+  id?: bigint;
 }
 
 /**
@@ -440,7 +445,8 @@ export async function copyBatches(
   const chunkSize = options.chunkSize ?? 256 * 1024;
   const rowsPerSlice = options.rowsPerSlice ?? 4096;
   const out = new Output(chunkSize);
-  const fieldCount = columns.length;
+  const id = options.id;
+  const fieldCount = columns.length + (id === undefined ? 0 : 1);
   let failure: unknown;
   let finished = false;
   /** pg handed the stream its error: pg is done with the COPY (the server ended it, or the session is gone). */
@@ -469,10 +475,15 @@ export async function copyBatches(
       for (let start = 0; start < batch.numRows; start += rowsPerSlice) {
         const end = Math.min(batch.numRows, start + rowsPerSlice);
         for (let row = start; row < end; row++) {
-          out.reserve(2);
+          out.reserve(14);
           out.view.setInt16(out.position, fieldCount);
           out.position += 2;
-          for (let c = 0; c < fieldCount; c++) writers[c]!(out, row);
+          if (id !== undefined) {
+            out.view.setInt32(out.position, 8);
+            out.view.setBigInt64(out.position + 4, id);
+            out.position += 12;
+          }
+          for (let c = 0; c < columns.length; c++) writers[c]!(out, row);
         }
         rows += end - start;
         if (out.pending > 0) await send(out.take(false));

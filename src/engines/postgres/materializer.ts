@@ -21,6 +21,7 @@ import type { Params } from '../../feature/params.js';
 import { formatParams } from '../../format.js';
 import { type ColumnSpec, type Row, tableFromColumns } from '../../frame/columns.js';
 import { featureRecordText, storedFeatureOf } from '../../materializer/feature-catalog.js';
+import { KeyTracker } from '../../materializer/key-tracker.js';
 import type {
   Materialization,
   MaterializerOptions,
@@ -32,6 +33,7 @@ import {
   MaterializerBase,
   type PublishInput,
 } from '../../materializer/materializer-base.js';
+import type { SourcePartition } from '../../query/nodes.js';
 import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
 import type { SqlQuery } from '../../sql/sql-query.js';
 import { CatalogListener, type ListenerConnection } from './catalog-listener.js';
@@ -39,7 +41,14 @@ import { postgresColumnMapping, postgresColumnSpecs } from './columns.js';
 import { MAX_IDENTIFIER_BYTES, POSTGRES_SQL_TYPES, placeholder, quoteIdentifier } from './dialect.js';
 import { describeFailure, isConnectionLoss, isServerError } from './failure.js';
 import { copyBatches } from './load.js';
-import { dropRetiredTables, ensureRetiredTable, retireTables } from './retired-tables.js';
+import {
+  dropRetiredTables,
+  ensureRetiredTable,
+  type RetiredEntry,
+  retireTables,
+  upgradeRetiredTable,
+} from './retired-tables.js';
+import { createShapeTable, idColumnOf, SHARED_MAX_ROWS, shapeTableOf } from './shape-tables.js';
 import {
   createPostgresSource,
   databaseIdentity,
@@ -68,9 +77,11 @@ export interface PostgresMaterializerOptions extends MaterializerOptions {
    */
   poolSize?: number;
   /**
-   * Most prepared statements one connection keeps. Reads are prepared once per connection and
-   * their text names the tables read, so each publication brings new ones: a connection that
-   * reaches this many is closed (freeing them) and replaced. Default is `200`.
+   * Most prepared statements one connection keeps. Reads are prepared once per connection. A read
+   * of small results names their shape tables and binds their ids, so later publications reuse its
+   * statement; a read of a big result (its own table) names that table, so each publication of one
+   * brings a new statement: a connection that reaches this many is closed (freeing them) and
+   * replaced. Default is `200`.
    */
   maxPreparedStatements?: number;
   /**
@@ -81,11 +92,12 @@ export interface PostgresMaterializerOptions extends MaterializerOptions {
    */
   onError?: (error: FeatureStoreError) => void;
   /**
-   * How long a replaced materialization's table is kept after the publication that replaced it,
+   * How long a replaced materialization's rows are kept after the publication that replaced it,
    * so that readers still on it (an open transaction, a query a decorated call returned) finish:
-   * a publication never drops a table itself, and never waits for readers. Tables retired longer
-   * than this are dropped by later publications, `close()` and {@link PostgresMaterializer.vacuum},
-   * each drop giving up at once if a reader still holds the table. Default is `'10 minutes'`.
+   * a publication never removes rows itself, and never waits for readers. Rows retired longer
+   * than this are removed by later publications, `close()` and {@link PostgresMaterializer.vacuum}
+   * (an own table is dropped, giving up at once if a reader still holds it; rows in a shape table
+   * are deleted). Default is `'10 minutes'`.
    */
   retainReplaced?: Duration;
 }
@@ -94,7 +106,7 @@ export interface PostgresMaterializerOptions extends MaterializerOptions {
 type KyselyTables = Record<string, Record<string, unknown>>;
 
 /** Catalog layout version; older catalogs are upgraded in place (see `#upgradeCatalog`), newer refused. */
-export const POSTGRES_FORMAT_VERSION = 2;
+export const POSTGRES_FORMAT_VERSION = 3;
 
 const int8Parser = (text: string): number | bigint => {
   const n = Number(text);
@@ -141,9 +153,11 @@ function isReplacedTable(error: unknown): boolean {
 }
 
 /**
- * The production store: PostgreSQL. A catalog table records each materialization; each
- * materialization's rows live in their own table (`<schema>.m_<id>`) whose primary key is the
- * entity key, so a key lookup is one index probe. Results are loaded with binary
+ * The production store: PostgreSQL. A catalog table records each materialization and where its
+ * rows are. A small result (under 50,000 rows) goes to its feature's shape table
+ * (`<schema>.f_<hash>`, one per feature, key and columns), whose first column holds the
+ * materialization id and whose primary key is (id, entity key); a bigger one gets a table of its
+ * own (`<schema>.m_<id>`) keyed on the entity key. Either way a key lookup is one index probe. Results are loaded with binary
  * `COPY FROM STDIN` as they stream from the feature, and published in the same transaction that
  * swaps the catalog record: readers see the old materialization or the new one, never a mix, and
  * a crash mid-load leaves nothing behind. Other processes learn of a publication through
@@ -197,6 +211,10 @@ export class PostgresMaterializer extends MaterializerBase {
   readonly #retainMs: number;
   readonly #onError: (error: FeatureStoreError) => void;
   #ready: Promise<void> | undefined;
+  /** The table each record's rows are in (its catalog `stored_in`): `m_<id>` or a shape table. */
+  readonly #storedIn = new WeakMap<Materialization, string>();
+  /** Shape tables this process knows exist: a publication into one skips creating it. */
+  readonly #knownShapes = new Set<string>();
 
   /**
    * Connects lazily: nothing happens until the first call, which creates the schema if missing.
@@ -312,25 +330,48 @@ export class PostgresMaterializer extends MaterializerBase {
       });
     }
     const db = await this.#kysely;
-    return db.withSchema(this.schema).selectFrom(`m_${materialization.id}`).selectAll();
+    const table = this.#storedInOf(materialization);
+    if (table === `m_${materialization.id}`) return db.withSchema(this.schema).selectFrom(table).selectAll();
+    return db
+      .withSchema(this.schema)
+      .selectFrom(table)
+      .select(materialization.columns.map((c) => c.name))
+      .where(idColumnOf(materialization.columns), '=', materialization.id);
   }
 
   protected override isReplacedTable(error: unknown): boolean {
     return isReplacedTable(error);
   }
 
-  private tableOf(materialization: Materialization): string {
-    return this.#table(materialization.id);
+  /**
+   * A materialization's own table, or its shape table and the rows of it with its id: the text
+   * of a read over shape tables is then the same for every publication, and so is its prepared statement.
+   */
+  protected sourceOf(materialization: Materialization): { table: string; partition?: SourcePartition } {
+    const storedIn = this.#storedInOf(materialization);
+    const table = `${quoteIdentifier(this.schema)}.${quoteIdentifier(storedIn)}`;
+    if (storedIn === `m_${materialization.id}`) return { table };
+    return {
+      table,
+      partition: { column: idColumnOf(materialization.columns), value: BigInt(materialization.id) },
+    };
   }
 
-  protected sourceOf(materialization: Materialization): { table: string } {
-    return { table: this.tableOf(materialization) };
+  #storedInOf(materialization: Materialization): string {
+    return this.#storedIn.get(materialization) ?? `m_${materialization.id}`;
+  }
+
+  /** Builds a record and remembers where its rows are. */
+  #recordIn(fields: Omit<Materialization, 'params'>, storedIn: string): Materialization {
+    const record = this.record(fields);
+    this.#storedIn.set(record, storedIn);
+    return record;
   }
 
   protected async loadCatalog(): Promise<Materialization[]> {
     await this.#open();
     const text = `SELECT id::text AS id, feature_name, params_key, kind, key_columns, "columns", row_count::float8 AS row_count,
-                source_hash, created_at, version, lineage
+                source_hash, created_at, version, lineage, stored_in
          FROM ${this.#catalog} WHERE status = 'complete'`;
     let rows: Record<string, unknown>[];
     try {
@@ -344,19 +385,22 @@ export class PostgresMaterializer extends MaterializerBase {
       throw this.#storeError('reading the catalog of materializations', error);
     }
     return rows.map((r) =>
-      this.record({
-        id: r.id as string,
-        featureName: r.feature_name as string,
-        paramsKey: r.params_key as string,
-        kind: r.kind as string,
-        key: r.key_columns as string[],
-        columns: r.columns as ColumnSpec[],
-        rows: r.row_count as number,
-        sourceHash: r.source_hash as string,
-        createdAt: r.created_at as Date,
-        version: r.version as string,
-        lineage: r.lineage as Record<string, string>,
-      }),
+      this.#recordIn(
+        {
+          id: r.id as string,
+          featureName: r.feature_name as string,
+          paramsKey: r.params_key as string,
+          kind: r.kind as string,
+          key: r.key_columns as string[],
+          columns: r.columns as ColumnSpec[],
+          rows: r.row_count as number,
+          sourceHash: r.source_hash as string,
+          createdAt: r.created_at as Date,
+          version: r.version as string,
+          lineage: r.lineage as Record<string, string>,
+        },
+        r.stored_in as string,
+      ),
     );
   }
 
@@ -391,8 +435,30 @@ export class PostgresMaterializer extends MaterializerBase {
         );
       }
     }
-    return this.#inTransaction(context, async (client) => {
+    let created: string | undefined;
+    const record = await this.#inTransaction(context, async (client) => {
+      // A small result goes to its shape's table; past SHARED_MAX_ROWS, to a table of its own.
+      const { head, rest } = await peek(input.batches, SHARED_MAX_ROWS);
       const id = await this.#nextId(client);
+      if (rest === undefined) {
+        const shape = shapeTableOf(input.feature.name, input.key, input.columns);
+        await this.#checkSmallKey(input, head);
+        if (!this.#knownShapes.has(shape.name)) {
+          await createShapeTable(client, this.schema, shape, input.key, input.columns);
+          created = shape.name;
+        }
+        const table = `${quoteIdentifier(this.schema)}.${quoteIdentifier(shape.name)}`;
+        const names = [shape.idColumn, ...input.columns.map((c) => c.name)].map(quoteIdentifier);
+        const rows = await copyBatches(
+          client.query(copyFrom(`COPY ${table} (${names.join(', ')}) FROM STDIN (FORMAT binary)`)),
+          input.columns,
+          fromList(head),
+          { id: BigInt(id) },
+        ).catch((error: unknown) => {
+          throw isServerError(error, '23505', '23502') ? this.#keyRefused(input, error) : error;
+        });
+        return this.#commitRecord(client, input, id, rows, shape.name);
+      }
       const table = this.#table(id);
       const names = input.columns.map((c) => quoteIdentifier(c.name));
       const definition = input.columns.map((c, i) => `${names[i]} ${POSTGRES_SQL_TYPES[c.type]}`).join(', ');
@@ -402,13 +468,37 @@ export class PostgresMaterializer extends MaterializerBase {
       const rows = await copyBatches(
         client.query(copyFrom(`COPY ${table} (${names.join(', ')}) FROM STDIN (FORMAT binary, FREEZE)`)),
         input.columns,
-        input.batches,
+        rest,
       );
       await this.#addKey(client, table, input);
       // Statistics now, so the first reads after publication are planned on real figures.
       await client.query(`ANALYZE ${table}`);
-      return this.#commitRecord(client, input, id, rows);
+      return this.#commitRecord(client, input, id, rows, `m_${id}`);
     });
+    if (created !== undefined) this.#knownShapes.add(created);
+    return record;
+  }
+
+  /** Refuses a small result's null or duplicated key before it is loaded, as {@link #addKey} does after. */
+  async #checkSmallKey(input: PublishInput, batches: readonly RecordBatch[]): Promise<void> {
+    const keys = new KeyTracker(input.key, SHARED_MAX_ROWS);
+    for await (const _ of keys.track(fromList(batches))) {
+      // observed on the way
+    }
+    const summary = keys.summary()!;
+    if (summary.nulls > 0) throw this.nullKeyError(input, summary.nulls);
+    if (summary.duplicate !== undefined) throw this.duplicateKeyError(input, summary.duplicate);
+  }
+
+  /** The error for a key the shape table's primary key refused, which the check in Node let through. */
+  #keyRefused(input: Pick<PublishInput, 'feature' | 'params'>, error: unknown): FeatureStoreError {
+    const detail = String((error as { detail?: unknown }).detail ?? describeFailure(error)).slice(0, 300);
+    return new FeatureStoreError(
+      'DUPLICATE_KEY',
+      `PostgreSQL refused a key of the result (${detail}); each key may appear once and none may be null. ` +
+        'Aggregate the rows per key, or set the entity option to the full key. Nothing was stored.',
+      { feature: input.feature.name, params: input.params, cause: error },
+    );
   }
 
   /**
@@ -426,7 +516,8 @@ export class PostgresMaterializer extends MaterializerBase {
     const context = { feature: input.feature.name, params: input.params };
     const { text, values } = renderPostgres(query);
     const wrapped = `SELECT * FROM (\n${text}\n) AS q`;
-    return this.#inTransaction(context, async (client) => {
+    let createdShape: string | undefined;
+    const record = await this.#inTransaction(context, async (client) => {
       const id = await this.#nextId(client);
       const table = this.#table(id);
       // The result's columns and types, from an empty table: the query is planned, not run.
@@ -462,10 +553,29 @@ export class PostgresMaterializer extends MaterializerBase {
           throw queryFailed(error, text);
         });
       const full: PublishInput = { ...input, key, columns, batches: noBatches() };
+      const rows = created.rowCount ?? 0;
       await this.#addKey(client, table, full);
-      await client.query(`ANALYZE ${table}`);
-      return this.#commitRecord(client, full, id, created.rowCount ?? 0);
+      if (rows >= SHARED_MAX_ROWS) {
+        await client.query(`ANALYZE ${table}`);
+        return this.#commitRecord(client, full, id, rows, `m_${id}`);
+      }
+      // Small: its rows move to its shape's table, in the same transaction.
+      const shape = shapeTableOf(input.feature.name, key, columns);
+      if (!this.#knownShapes.has(shape.name)) {
+        await createShapeTable(client, this.schema, shape, key, columns);
+        createdShape = shape.name;
+      }
+      const names = columns.map((c) => quoteIdentifier(c.name)).join(', ');
+      await client.query({
+        text: `INSERT INTO ${quoteIdentifier(this.schema)}.${quoteIdentifier(shape.name)} (${quoteIdentifier(shape.idColumn)}, ${names})
+               SELECT $1::bigint, ${names} FROM ${table}`,
+        values: [id],
+      });
+      await client.query(`DROP TABLE ${table}`);
+      return this.#commitRecord(client, full, id, rows, shape.name);
     });
+    if (createdShape !== undefined) this.#knownShapes.add(createdShape);
+    return record;
   }
 
   /**
@@ -522,12 +632,14 @@ export class PostgresMaterializer extends MaterializerBase {
   }
 
   /**
-   * Drops the tables of replaced materializations retired longer than `retainReplaced` ago, and
-   * any data table left without a record (it goes the same way, after the grace period). Each
-   * drop is its own short transaction that gives up after 100 ms if a reader still holds the
-   * table, so it never stalls readers for long; that table is tried again next time. Later
-   * publications and `close()` do this too; call it from a periodic job when the store is
-   * seldom published. Resolves to the ids of the tables dropped and of those still in use.
+   * Removes the rows of replaced materializations retired longer than `retainReplaced` ago: an
+   * own table (`m_<id>`, results of 50,000 rows or more) is dropped, each in a short transaction
+   * that gives up after 100 ms if a reader still holds the table (tried again next time); rows in
+   * a shape table (the feature's small results) are deleted, and the table is `VACUUM`ed so the
+   * space is reused. Also retires any data table left without a record (it goes the same way,
+   * after the grace period) and deletes shape-table rows with neither a record nor a retired
+   * entry. Later publications and `close()` remove retired rows too, but only this sweeps for
+   * orphans; call it from a periodic job. Resolves to the ids removed and of tables still in use.
    *
    * ### Example
    * ```ts
@@ -537,7 +649,12 @@ export class PostgresMaterializer extends MaterializerBase {
   async vacuum(): Promise<{ dropped: string[]; busy: string[] }> {
     await this.#open();
     try {
-      return await dropRetiredTables(this.#pool, this.schema, this.#retainMs);
+      const { dropped, busy, shared } = await dropRetiredTables(this.#pool, this.schema, this.#retainMs, {
+        sweep: true,
+      });
+      for (const table of shared)
+        await this.#pool.query(`VACUUM ${quoteIdentifier(this.schema)}.${quoteIdentifier(table)}`);
+      return { dropped, busy };
     } catch (error) {
       throw this.#storeError('dropping the tables of replaced materializations', error);
     }
@@ -567,12 +684,12 @@ export class PostgresMaterializer extends MaterializerBase {
     try {
       transaction = await Transaction.begin(await this.#pool.connect());
       const { client } = transaction;
-      const { rows } = await client.query<{ id: string }>({
-        text: `DELETE FROM ${this.#catalog} WHERE id = ANY($1::bigint[]) RETURNING id::text AS id`,
+      const { rows } = await client.query<RetiredEntry>({
+        text: `DELETE FROM ${this.#catalog} WHERE id = ANY($1::bigint[]) RETURNING id::text AS id, stored_in AS "storedIn"`,
         values: [records.map((r) => r.id)],
       });
       const ids = rows.map((r) => r.id);
-      await retireTables(client, this.schema, ids);
+      await retireTables(client, this.schema, rows);
       // Other processes re-read the catalog (delivered at commit).
       await client.query({
         text: 'SELECT pg_notify($1, $2)',
@@ -606,6 +723,7 @@ export class PostgresMaterializer extends MaterializerBase {
     input: Omit<PublishInput, 'batches'>,
     id: string,
     rows: number,
+    storedIn: string,
   ): Promise<Materialization> {
     this.checkRows(input, rows);
     // Serialize publications of the same feature and parameters (across processes) from here to
@@ -614,19 +732,16 @@ export class PostgresMaterializer extends MaterializerBase {
       text: 'SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))',
       values: [`featurefn:${this.schema}`, `${input.feature.name}\n${input.paramsKey}`],
     });
-    const { rows: old } = await client.query<{ id: string }>({
-      text: `DELETE FROM ${this.#catalog} WHERE feature_name = $1 AND params_key = $2 RETURNING id::text AS id`,
+    const { rows: old } = await client.query<RetiredEntry>({
+      text: `DELETE FROM ${this.#catalog} WHERE feature_name = $1 AND params_key = $2
+             RETURNING id::text AS id, stored_in AS "storedIn"`,
       values: [input.feature.name, input.paramsKey],
     });
-    await retireTables(
-      client,
-      this.schema,
-      old.map((r) => r.id),
-    );
+    await retireTables(client, this.schema, old);
     const { rows: inserted } = await client.query<{ created_at: Date }>({
       text: `INSERT INTO ${this.#catalog}
-               (id, feature_name, params_key, params, source_hash, row_count, created_at, status, kind, key_columns, "columns", version, lineage)
-             VALUES ($1, $2, $3, $4, $5, $6, date_trunc('milliseconds', clock_timestamp()), 'complete', $7, $8, $9, $10, $11)
+               (id, feature_name, params_key, params, source_hash, row_count, created_at, status, kind, key_columns, "columns", version, lineage, stored_in)
+             VALUES ($1, $2, $3, $4, $5, $6, date_trunc('milliseconds', clock_timestamp()), 'complete', $7, $8, $9, $10, $11, $12)
              RETURNING created_at`,
       values: [
         id,
@@ -640,6 +755,7 @@ export class PostgresMaterializer extends MaterializerBase {
         JSON.stringify(input.columns),
         input.record.version,
         JSON.stringify(input.record.lineage),
+        storedIn,
       ],
     });
     await client.query({
@@ -658,19 +774,22 @@ export class PostgresMaterializer extends MaterializerBase {
       text: 'SELECT pg_notify($1, $2)',
       values: [this.#channel, JSON.stringify({ by: this.#instance, feature: input.feature.name, id })],
     });
-    return this.record({
-      id,
-      featureName: input.feature.name,
-      paramsKey: input.paramsKey,
-      kind: input.kind,
-      key: input.key,
-      columns: input.columns,
-      rows,
-      sourceHash: input.feature.sourceHash,
-      createdAt: inserted[0]!.created_at,
-      version: input.record.version,
-      lineage: input.record.lineage,
-    });
+    return this.#recordIn(
+      {
+        id,
+        featureName: input.feature.name,
+        paramsKey: input.paramsKey,
+        kind: input.kind,
+        key: input.key,
+        columns: input.columns,
+        rows,
+        sourceHash: input.feature.sourceHash,
+        createdAt: inserted[0]!.created_at,
+        version: input.record.version,
+        lineage: input.record.lineage,
+      },
+      storedIn,
+    );
   }
 
   protected runRead(query: CompiledQuery, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
@@ -918,6 +1037,15 @@ export class PostgresMaterializer extends MaterializerBase {
            )`,
         );
       }
+      if (from < 3) {
+        // 3: where each materialization's rows are (`m_<id>`, or a shape table shared by the small
+        // materializations of a feature), in the catalog and in the retired list. Existing
+        // materializations keep their own tables: no data moves.
+        await client.query(`ALTER TABLE ${this.#catalog} ADD COLUMN IF NOT EXISTS stored_in text`);
+        await client.query(`UPDATE ${this.#catalog} SET stored_in = 'm_' || id WHERE stored_in IS NULL`);
+        await client.query(`ALTER TABLE ${this.#catalog} ALTER COLUMN stored_in SET NOT NULL`);
+        await upgradeRetiredTable(client, this.schema);
+      }
       if (from < POSTGRES_FORMAT_VERSION) {
         await client.query({
           text: `UPDATE ${schema}.meta SET value = $1 WHERE name = 'format_version'`,
@@ -978,6 +1106,50 @@ export class PostgresMaterializer extends MaterializerBase {
       { ...context, cause: error },
     );
   }
+}
+
+/**
+ * Reads `batches` until `limit` rows or their end: `rest` is `undefined` when they ended first
+ * (all in `head`), else every batch, `head`'s then the ones not read yet.
+ */
+async function peek(
+  batches: AsyncIterable<RecordBatch>,
+  limit: number,
+): Promise<{ head: RecordBatch[]; rest: AsyncIterable<RecordBatch> | undefined }> {
+  const iterator = batches[Symbol.asyncIterator]();
+  const head: RecordBatch[] = [];
+  let rows = 0;
+  for (;;) {
+    const next = await iterator.next();
+    if (next.done === true) return { head, rest: undefined };
+    head.push(next.value);
+    rows += next.value.numRows;
+    if (rows >= limit) return { head, rest: resumed(head, iterator) };
+  }
+}
+
+async function* resumed(
+  head: readonly RecordBatch[],
+  iterator: AsyncIterator<RecordBatch>,
+): AsyncIterable<RecordBatch> {
+  let done = false;
+  try {
+    yield* head;
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done === true) {
+        done = true;
+        return;
+      }
+      yield next.value;
+    }
+  } finally {
+    if (!done) await iterator.return?.();
+  }
+}
+
+async function* fromList(batches: readonly RecordBatch[]): AsyncIterable<RecordBatch> {
+  yield* batches;
 }
 
 /** The batches of a publication whose rows never pass through Node. */

@@ -779,7 +779,8 @@ export class DuckDBMaterializer extends MaterializerBase {
       writer: undefined,
       reader: undefined,
     }));
-    await writer?.run((c) => this.#dropRetired(c)).catch(() => undefined);
+    // No sweep: orphans come only from a damaged store, and the next open or vacuum() sweeps.
+    await writer?.run((c) => this.#dropRetired(c, false)).catch(() => undefined);
     for (const session of [reader, writer]) {
       if (session === undefined) continue;
       await session.run(async () => {

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { RecordBatch } from 'apache-arrow';
 import type { ColumnSpec } from '../frame/columns.js';
 
 /**
@@ -36,4 +37,52 @@ export function partitionColumnOf(columns: readonly ColumnSpec[]): string {
 /** True for the name of a shape table (as {@link shapeTableName} makes them). @internal */
 export function isShapeTable(name: string): boolean {
   return /^f_[0-9a-f]{16}$/.test(name);
+}
+
+/**
+ * Reads `input` until it ends or `limit` rows are in, to tell a small result from a big one before
+ * choosing where to store it: `small` when it ended first, `head` the batches read. `batches`
+ * gives every row, those read and the rest (and closes `input` if left early).
+ * @internal
+ */
+export async function peekBatches(
+  input: AsyncIterable<RecordBatch>,
+  limit: number,
+): Promise<{
+  head: readonly RecordBatch[];
+  batches: AsyncIterable<RecordBatch>;
+  rows: number;
+  small: boolean;
+}> {
+  const iterator = input[Symbol.asyncIterator]();
+  const head: RecordBatch[] = [];
+  let rows = 0;
+  let ended = false;
+  while (rows < limit) {
+    const next = await iterator.next();
+    if (next.done === true) {
+      ended = true;
+      break;
+    }
+    head.push(next.value);
+    rows += next.value.numRows;
+  }
+  async function* all(): AsyncIterable<RecordBatch> {
+    yield* head;
+    if (ended) return;
+    let done = false;
+    try {
+      for (;;) {
+        const next = await iterator.next();
+        if (next.done === true) {
+          done = true;
+          return;
+        }
+        yield next.value;
+      }
+    } finally {
+      if (!done) await iterator.return?.();
+    }
+  }
+  return { head, batches: all(), rows, small: ended && rows < limit };
 }

@@ -5,7 +5,7 @@ import type {
   DuckDBResultReader,
   DuckDBValue,
 } from '@duckdb/node-api';
-import { type RecordBatch, Table } from 'apache-arrow';
+import { Table } from 'apache-arrow';
 import { type Duration, parseDuration } from '../../duration.js';
 import { FeatureStoreError } from '../../errors.js';
 import type { FeatureInfo } from '../../feature/feature.js';
@@ -28,6 +28,7 @@ import {
 import {
   isShapeTable,
   partitionColumnOf,
+  peekBatches,
   SHARED_MAX_ROWS,
   shapeTableName,
 } from '../../materializer/shape-table.js';
@@ -382,7 +383,7 @@ export class DuckDBMaterializer extends MaterializerBase {
         this.#storing(c, input, async (id, createdAt) => {
           // A small result goes to its feature's shape table; a big one to a table of its own, as
           // fast to load and read. Which one is known once the input ends or passes the limit.
-          const { batches, rows, small } = await peek(input.batches, SHARED_MAX_ROWS);
+          const { batches, rows, small } = await peekBatches(input.batches, SHARED_MAX_ROWS);
           const { key, columns } = input;
           const storedIn = small ? shapeTableName(input.feature.name, key, columns) : `m_${id}`;
           const table = this.#table(storedIn);
@@ -779,7 +780,8 @@ export class DuckDBMaterializer extends MaterializerBase {
       writer: undefined,
       reader: undefined,
     }));
-    await writer?.run((c) => this.#dropRetired(c)).catch(() => undefined);
+    // No sweep: orphans come only from a damaged store, and the next open or vacuum() sweeps.
+    await writer?.run((c) => this.#dropRetired(c, false)).catch(() => undefined);
     for (const session of [reader, writer]) {
       if (session === undefined) continue;
       await session.run(async () => {
@@ -1072,39 +1074,6 @@ function knownShapes(instance: object, schema: string): Set<string> {
 const RECORD_INSERT = (catalog: string): string =>
   `INSERT INTO ${catalog} (id, feature_name, params_key, kind, "key", "columns", "rows", source_hash, created_at, status, version, lineage, stored_in)
    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'complete', $10, $11, $12)`;
-
-/**
- * Reads batches until the input ends or `limit` rows are in: `small` when it ended first. The
- * batches returned give every row, those read and the rest.
- */
-async function peek(
-  input: AsyncIterable<RecordBatch>,
-  limit: number,
-): Promise<{ batches: AsyncIterable<RecordBatch>; rows: number; small: boolean }> {
-  const iterator = input[Symbol.asyncIterator]();
-  const head: RecordBatch[] = [];
-  let rows = 0;
-  let ended = false;
-  while (rows < limit) {
-    const next = await iterator.next();
-    if (next.done === true) {
-      ended = true;
-      break;
-    }
-    head.push(next.value);
-    rows += next.value.numRows;
-  }
-  async function* all(): AsyncIterable<RecordBatch> {
-    yield* head;
-    if (ended) return;
-    for (;;) {
-      const next = await iterator.next();
-      if (next.done === true) return;
-      yield next.value;
-    }
-  }
-  return { batches: all(), rows, small: ended && rows < limit };
-}
 
 /** The key of {@link DuckDBMaterializer}'s own latest tables: feature name and parameters. */
 function slotOf(feature: string, paramsKey: string): string {

@@ -33,6 +33,7 @@ import {
   MaterializerBase,
   type PublishInput,
 } from '../../materializer/materializer-base.js';
+import { partitionColumnOf, peekBatches, SHARED_MAX_ROWS } from '../../materializer/shape-table.js';
 import type { SourcePartition } from '../../query/nodes.js';
 import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
 import type { SqlQuery } from '../../sql/sql-query.js';
@@ -48,7 +49,7 @@ import {
   retireTables,
   upgradeRetiredTable,
 } from './retired-tables.js';
-import { createShapeTable, idColumnOf, SHARED_MAX_ROWS, shapeTableOf } from './shape-tables.js';
+import { createShapeTable, shapeTableOf } from './shape-tables.js';
 import {
   createPostgresSource,
   databaseIdentity,
@@ -336,7 +337,7 @@ export class PostgresMaterializer extends MaterializerBase {
       .withSchema(this.schema)
       .selectFrom(table)
       .select(materialization.columns.map((c) => c.name))
-      .where(idColumnOf(materialization.columns), '=', materialization.id);
+      .where(partitionColumnOf(materialization.columns), '=', materialization.id);
   }
 
   protected override isReplacedTable(error: unknown): boolean {
@@ -353,7 +354,7 @@ export class PostgresMaterializer extends MaterializerBase {
     if (storedIn === `m_${materialization.id}`) return { table };
     return {
       table,
-      partition: { column: idColumnOf(materialization.columns), value: BigInt(materialization.id) },
+      partition: { column: partitionColumnOf(materialization.columns), value: BigInt(materialization.id) },
     };
   }
 
@@ -438,9 +439,9 @@ export class PostgresMaterializer extends MaterializerBase {
     let created: string | undefined;
     const record = await this.#inTransaction(context, async (client) => {
       // A small result goes to its shape's table; past SHARED_MAX_ROWS, to a table of its own.
-      const { head, rest } = await peek(input.batches, SHARED_MAX_ROWS);
+      const { head, batches, small } = await peekBatches(input.batches, SHARED_MAX_ROWS);
       const id = await this.#nextId(client);
-      if (rest === undefined) {
+      if (small) {
         const shape = shapeTableOf(input.feature.name, input.key, input.columns);
         await this.#checkSmallKey(input, head);
         if (!this.#knownShapes.has(shape.name)) {
@@ -468,7 +469,7 @@ export class PostgresMaterializer extends MaterializerBase {
       const rows = await copyBatches(
         client.query(copyFrom(`COPY ${table} (${names.join(', ')}) FROM STDIN (FORMAT binary, FREEZE)`)),
         input.columns,
-        rest,
+        batches,
       );
       await this.#addKey(client, table, input);
       // Statistics now, so the first reads after publication are planned on real figures.
@@ -1105,46 +1106,6 @@ export class PostgresMaterializer extends MaterializerBase {
       `${doing} failed in PostgreSQL: ${describeFailure(error)}.${consequence === '' ? '' : ` ${consequence}`}`,
       { ...context, cause: error },
     );
-  }
-}
-
-/**
- * Reads `batches` until `limit` rows or their end: `rest` is `undefined` when they ended first
- * (all in `head`), else every batch, `head`'s then the ones not read yet.
- */
-async function peek(
-  batches: AsyncIterable<RecordBatch>,
-  limit: number,
-): Promise<{ head: RecordBatch[]; rest: AsyncIterable<RecordBatch> | undefined }> {
-  const iterator = batches[Symbol.asyncIterator]();
-  const head: RecordBatch[] = [];
-  let rows = 0;
-  for (;;) {
-    const next = await iterator.next();
-    if (next.done === true) return { head, rest: undefined };
-    head.push(next.value);
-    rows += next.value.numRows;
-    if (rows >= limit) return { head, rest: resumed(head, iterator) };
-  }
-}
-
-async function* resumed(
-  head: readonly RecordBatch[],
-  iterator: AsyncIterator<RecordBatch>,
-): AsyncIterable<RecordBatch> {
-  let done = false;
-  try {
-    yield* head;
-    for (;;) {
-      const next = await iterator.next();
-      if (next.done === true) {
-        done = true;
-        return;
-      }
-      yield next.value;
-    }
-  } finally {
-    if (!done) await iterator.return?.();
   }
 }
 

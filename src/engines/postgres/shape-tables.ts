@@ -1,17 +1,7 @@
-import { createHash } from 'node:crypto';
 import type { ClientBase } from 'pg';
 import type { ColumnSpec } from '../../frame/columns.js';
+import { partitionColumnOf, shapeTableName } from '../../materializer/shape-table.js';
 import { POSTGRES_SQL_TYPES, quoteIdentifier } from './dialect.js';
-
-/**
- * A result with fewer rows than this is stored in its shape's table, among the rows of the
- * feature's other small materializations; a bigger one gets a table of its own (COPY … FREEZE,
- * key built after the load, ANALYZE), which loads faster per row. At 50,000 rows the shared
- * table's index maintenance costs about as much as building an own table's key (see
- * BENCHMARKS.md, History).
- * @internal
- */
-export const SHARED_MAX_ROWS = 50_000;
 
 /** Where one shape's rows live: the unquoted table name and its leading materialization-id column. */
 export interface ShapeTable {
@@ -19,35 +9,13 @@ export interface ShapeTable {
   readonly idColumn: string;
 }
 
-/**
- * The shape table of a feature's small materializations with this key and these columns:
- * `f_<16 hex of sha256(feature \0 JSON(key) \0 JSON(columns))>`. Its leading column holds the
- * materialization id, named `_m`, or `_m_1`, `_m_2`… when the shape has a column of that name.
- * @internal
- */
+/** The shape table of a feature's small materializations with this key and these columns. @internal */
 export function shapeTableOf(
   feature: string,
   key: readonly string[],
   columns: readonly ColumnSpec[],
 ): ShapeTable {
-  const hash = createHash('sha256')
-    .update(
-      `${feature}\0${JSON.stringify(key)}\0${JSON.stringify(columns.map((c) => ({ name: c.name, type: c.type })))}`,
-    )
-    .digest('hex');
-  return { name: `f_${hash.slice(0, 16)}`, idColumn: idColumnOf(columns) };
-}
-
-/** The first of `_m`, `_m_1`, `_m_2`… that is not one of `columns`. @internal */
-export function idColumnOf(columns: readonly ColumnSpec[]): string {
-  const names = new Set(columns.map((c) => c.name));
-  if (!names.has('_m')) return '_m';
-  for (let n = 1; ; n++) if (!names.has(`_m_${n}`)) return `_m_${n}`;
-}
-
-/** True for the unquoted name of a shape table. @internal */
-export function isShapeTable(name: string): boolean {
-  return /^f_[0-9a-f]{16}$/.test(name);
+  return { name: shapeTableName(feature, key, columns), idColumn: partitionColumnOf(columns) };
 }
 
 /**

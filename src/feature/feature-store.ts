@@ -98,6 +98,7 @@ export class FeatureStore {
 
   #features = new Map<string, Registered>();
   #generation = 0;
+  #servingGeneration = 0;
   #decorators: { readonly decorator: FeatureDecorator; readonly modulePrefix: string | undefined }[] = [];
 
   /**
@@ -127,6 +128,7 @@ export class FeatureStore {
     ownedBy(info, this);
     if (existing !== undefined) {
       this.#generation++;
+      this.#servingGeneration++;
       Object.assign(existing, {
         info,
         fn,
@@ -200,6 +202,7 @@ export class FeatureStore {
   }
 
   #decoratorsChanged(): void {
+    this.#servingGeneration++;
     for (const entry of this.#features.values()) {
       entry.chain = undefined;
       entry.serving = undefined;
@@ -292,6 +295,11 @@ export class FeatureStore {
   /** Changes whenever a feature is redefined. @internal */
   get generation(): number {
     return this.#generation;
+  }
+
+  /** Changes whenever {@link servingMaterializer} could answer otherwise (decorators, redefinitions). @internal */
+  get servingGeneration(): number {
+    return this.#servingGeneration;
   }
 
   /**

@@ -1,11 +1,11 @@
 import { FeatureStoreError } from '../errors.js';
 import { keyOf } from '../feature/entity-key.js';
 import type { FeatureInfo } from '../feature/feature.js';
-import { governSources } from '../feature/freshness.js';
+import { governSources, isStale, ownerOf, type VersionHost } from '../feature/freshness.js';
 import type { Params } from '../feature/params.js';
 import { adapterFor } from '../frame/adapters.js';
 import { type ColumnSpec, columnsOf, type Row, tableToRows } from '../frame/columns.js';
-import type { Materializer, ReadPlan, ReadSource } from '../materializer/materializer.js';
+import type { Materializer, ReadPlan, ReadSource, ResolvedSources } from '../materializer/materializer.js';
 import { formatSpec, isResolver, type ParamSpec, resolveParams } from '../resolver/resolvers.js';
 import { evaluateRead, type RowSource } from './evaluate.js';
 import { liveCalls } from './live-route.js';
@@ -17,7 +17,28 @@ export interface FrameHost {
   call(info: FeatureInfo, params: unknown): Promise<unknown>;
   /** `onMissing: 'error'` refuses reads that would run feature code. */
   readonly config?: { readonly onMissing?: 'compute' | 'error' };
+  /** Changes whenever {@link servingMaterializer} could answer otherwise. */
+  readonly servingGeneration?: number;
 }
+
+/**
+ * What planning a frame's features found last, so that the next read at the same resolution
+ * (a serving loop's usual case) skips the work per feature: the store serving each one, the
+ * sources, the staleness check. Kept only when no source was stale.
+ */
+interface RouteMemo {
+  readonly spec: ParamSpec;
+  readonly servingGeneration: number;
+  readonly materializer: Materializer;
+  readonly names: readonly string[];
+  readonly resolved: ResolvedSources;
+  readonly sources: readonly ReadSource[];
+  /** The stores that registered the features, and their generation (staleness depends on it). */
+  readonly owners: readonly (readonly [VersionHost, number])[];
+}
+
+/** By the features array a frame and every frame derived from it share. */
+const routes = new WeakMap<readonly FeatureInfo[], RouteMemo>();
 
 /**
  * How a read runs: in one store, as one statement over the materializations `plan` names; or
@@ -55,6 +76,15 @@ export async function planRead(
   query: QueryTree,
   explaining = false,
 ): Promise<ReadRoute> {
+  const memo = routes.get(features);
+  const generation = host.servingGeneration;
+  if (memo !== undefined && memo.spec === spec && memo.servingGeneration === generation && !explaining) {
+    const resolved = await memo.materializer.resolveSources(memo.names, spec);
+    if (resolved === memo.resolved && memo.owners.every(([owner, g]) => owner.generation === g)) {
+      const plan = { sources: memo.sources, query, resolved: resolved.materializations };
+      return { kind: 'store', materializer: memo.materializer, params: resolved.params, plan };
+    }
+  }
   const names: string[] = new Array(features.length);
   const materializers: (Materializer | undefined)[] = new Array(features.length);
   let oneStore = true;
@@ -85,6 +115,8 @@ export async function planRead(
           missing: [],
         };
       }
+      if (!explaining && generation !== undefined)
+        memoize(features, spec, generation, first, names, resolved, sources);
       const plan = { sources, query, resolved: resolved.materializations };
       return { kind: 'store', materializer: first, params: resolved.params, plan, stale: stale.note };
     }
@@ -128,6 +160,37 @@ export async function planRead(
     ...(await liveCalls(materializers, features, spec, params)),
     reason: 'the features are served by different stores; each is read from its store and joined in process',
   };
+}
+
+/** Remembers a store route for the next read of `features`, unless a source is stale. */
+function memoize(
+  features: readonly FeatureInfo[],
+  spec: ParamSpec,
+  servingGeneration: number,
+  materializer: Materializer,
+  names: readonly string[],
+  resolved: ResolvedSources,
+  sources: readonly ReadSource[],
+): void {
+  const owners = new Map<VersionHost, number>();
+  for (const { feature, materialization } of sources) {
+    const owner = ownerOf(feature);
+    // A stale source's outcome depends on store.config.onStale, which may change: plan it each time.
+    if (isStale(owner, materialization) === true) {
+      routes.delete(features);
+      return;
+    }
+    if (owner !== undefined) owners.set(owner, owner.generation);
+  }
+  routes.set(features, {
+    spec,
+    servingGeneration,
+    materializer,
+    names,
+    resolved,
+    sources,
+    owners: [...owners],
+  });
 }
 
 /**

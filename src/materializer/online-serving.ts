@@ -34,8 +34,12 @@ interface Prepared {
   readonly byName: ReadonlyMap<string, ColumnSpec>;
   /** Every output column, in order. */
   readonly names: readonly string[];
-  /** Columns whose values are objects (Dates, JSON, arrays): copied out of the cache. */
-  readonly objects: readonly string[];
+  /** The position of each output column in a joined row's values. */
+  readonly indexOf: ReadonlyMap<string, number>;
+  /** Per column: whether its values are objects (Dates, JSON, arrays), copied out of the cache. */
+  readonly objects: readonly boolean[];
+  /** A row with every output column, null: copied and filled per read (quicker than adding 50 properties). */
+  readonly template: Row;
   /** Until when (ms since the epoch) the online store is known not to hold these sources. */
   absentUntil: number;
 }
@@ -62,7 +66,8 @@ export function onlineOptionsOf(option: OnlineStore | OnlineOptions | undefined)
  */
 export class OnlineServing {
   readonly store: OnlineStore;
-  readonly #cache: OnlineCache | undefined;
+  /** Joined rows by prepared read and key, as values in the order of `Prepared.columns`. */
+  readonly #cache: OnlineCache<readonly unknown[]> | undefined;
   readonly #onError: (error: FeatureStoreError) => void;
   #prepared = new Map<string, Prepared>();
   readonly #syncing = new Map<string, Promise<void>>();
@@ -335,7 +340,9 @@ export class OnlineServing {
       columns,
       byName: new Map(columns.map((c) => [c.name, { name: c.name, type: c.type }])),
       names: columns.map((c) => c.name),
-      objects: columns.filter((c) => OBJECT_TYPES.has(c.type)).map((c) => c.name),
+      indexOf: new Map(columns.map((c, i) => [c.name, i])),
+      objects: columns.map((c) => OBJECT_TYPES.has(c.type)),
+      template: templateOf(columns.map((c) => c.name)),
       absentUntil: 0,
     };
     if (this.#prepared.size >= MAX_PREPARED) this.#prepared = new Map();
@@ -344,22 +351,26 @@ export class OnlineServing {
   }
 }
 
-/** The joined row of one key, as the offline store gives it (before selections), or `null`. */
+/**
+ * The joined row of one key, as the offline store gives it (before selections), as values in the
+ * order of `prepared.columns`; `null` when the key has no row.
+ */
 function combine(
   prepared: Prepared,
   key: readonly OnlineKeyValue[],
   found: readonly (Row | null)[],
-): Row | null {
+): unknown[] | null {
   if (found[0] === null) return null;
-  const row: Row = {};
-  for (const column of prepared.columns) {
-    const value = asOffline(
+  const { columns } = prepared;
+  const values: unknown[] = new Array(columns.length);
+  for (let i = 0; i < columns.length; i++) {
+    const column = columns[i]!;
+    values[i] = asOffline(
       column.type,
       column.isKey ? key[prepared.key.indexOf(column.name)] : (found[column.source]?.[column.name] ?? null),
     );
-    put(row, column.name, value);
   }
-  return row;
+  return values;
 }
 
 /** A value as the offline stores give it: integers as numbers (int64 as bigint beyond 2^53). */
@@ -380,20 +391,35 @@ function asOffline(type: ColumnType, value: unknown): unknown {
 }
 
 /**
- * The row a read returns: the `names` columns of `combined`; copies of its Dates and JSON values
+ * The row a read returns: the `names` columns of `combined`, copying its Dates and JSON values
  * when `combined` is cached, so that a caller changing them cannot change later answers.
  */
-function output(prepared: Prepared, combined: Row, names: readonly string[], cached: boolean): Row {
+function output(
+  prepared: Prepared,
+  combined: readonly unknown[],
+  names: readonly string[],
+  cached: boolean,
+): Row {
   if (names === prepared.names) {
-    const row = { ...combined }; // defines a column named __proto__ as a value, as the stores do
-    if (cached) for (const name of prepared.objects) put(row, name, copyOf(row[name]));
+    const row = { ...prepared.template };
+    for (let i = 0; i < names.length; i++) {
+      const value = combined[i];
+      put(row, names[i]!, cached && prepared.objects[i] ? copyOf(value) : value);
+    }
     return row;
   }
   const row: Row = {};
   for (const name of names) {
-    put(row, name, cached ? copyOf(combined[name]) : combined[name]);
+    const i = prepared.indexOf.get(name)!;
+    put(row, name, cached && prepared.objects[i] ? copyOf(combined[i]) : combined[i]);
   }
   return row;
+}
+
+// fromEntries defines each property (one named __proto__ included) and gives an object whose
+// copies V8 makes quickly; adding the properties one by one can leave it in the slow dictionary form.
+function templateOf(names: readonly string[]): Row {
+  return Object.fromEntries(names.map((name) => [name, null]));
 }
 
 /** Sets a column, defining one named `__proto__` as a value (an assignment would set the prototype). */

@@ -16,7 +16,8 @@ export interface OnlineCacheStats {
 }
 
 /**
- * An in-process cache of online rows, bounded by entries, dropping the least recently used. A published materialization never changes, so an
+ * An in-process cache of online rows (`V`: a row, or what the caller keeps for one), bounded by
+ * entries, dropping the least recently used. A published materialization never changes, so an
  * entry keyed by (feature, materialization id, encoded entity key) is never stale: it only
  * stops being asked for once a newer materialization is read. Misses (`null`, the key has no
  * row) are cached too. Opt-in: the caller reads here first and fills it from the store.
@@ -33,13 +34,13 @@ export interface OnlineCacheStats {
  * cache.stats(); // { hits, misses, entries }
  * ```
  */
-export class OnlineCache {
+export class OnlineCache<V = Row> {
   readonly maxEntries: number;
   // Two generations instead of a strict LRU list: a hit in the young one costs one Map lookup
   // (no reordering); a hit in the old one moves the entry up; when the young one is full it
   // becomes the old one and the least recently used half goes.
-  #young = new Map<string, Row | null>();
-  #old = new Map<string, Row | null>();
+  #young = new Map<string, V | null>();
+  #old = new Map<string, V | null>();
   readonly #generation: number;
   #hits = 0;
   #misses = 0;
@@ -56,7 +57,7 @@ export class OnlineCache {
    * The cached row of `key` (an entity key, as `read` takes it) in materialization `id` of
    * `feature`: a row, `null` when the store had none, or `undefined` when not cached.
    */
-  get(feature: string, id: string, key: OnlineKey): Row | null | undefined {
+  get(feature: string, id: string, key: OnlineKey): V | null | undefined {
     const entry = cacheKey(feature, id, encodeKey(key));
     let row = this.#young.get(entry);
     if (row === undefined) {
@@ -73,7 +74,7 @@ export class OnlineCache {
   }
 
   /** Caches `row` (or `null`: no row) for `key` in materialization `id` of `feature`. */
-  set(feature: string, id: string, key: OnlineKey, row: Row | null): void {
+  set(feature: string, id: string, key: OnlineKey, row: V | null): void {
     const entry = cacheKey(feature, id, encodeKey(key));
     this.#old.delete(entry);
     this.#put(entry, row);
@@ -92,7 +93,7 @@ export class OnlineCache {
     return { hits: this.#hits, misses: this.#misses, entries: this.#young.size + this.#old.size };
   }
 
-  #put(entry: string, row: Row | null): void {
+  #put(entry: string, row: V | null): void {
     if (!this.#young.has(entry) && this.#young.size >= this.#generation) {
       this.#old = this.#young;
       this.#young = new Map();

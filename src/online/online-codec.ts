@@ -83,7 +83,7 @@ export function batchRows(publication: OnlinePublication, batch: RecordBatch): s
         storeContext(publication),
       );
     }
-    return encoder(column.type, vector);
+    return valueText(column.type, vector);
   });
   const rows: string[] = new Array(batch.numRows);
   for (let r = 0; r < batch.numRows; r++) {
@@ -112,7 +112,8 @@ function encodeFloat(v: number): string {
   return `"${v}"`;
 }
 
-function encoder(type: ColumnType, vector: Vector): (row: number) => string {
+/** A column's values as JSON text, row by row (`'null'` for nulls). @internal */
+export function valueText(type: ColumnType, vector: Vector): (row: number) => string {
   switch (type) {
     case 'float32':
     case 'float64':
@@ -176,7 +177,8 @@ export function rowDecoder(columns: readonly ColumnSpec[]): (text: string) => Ro
   };
 }
 
-const decodeFloat = (v: unknown) => (typeof v === 'string' ? Number(v) : v);
+/** A float as encoded: a number, or text for NaN, ±Infinity and -0. @internal */
+export const decodeFloat = (v: unknown) => (typeof v === 'string' ? Number(v) : v);
 
 function decoder(type: ColumnType): ((v: unknown) => unknown) | undefined {
   switch (type) {

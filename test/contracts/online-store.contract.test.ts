@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { RedisOnlineStore } from '../../src/engines/redis/redis-online-store.js';
@@ -83,6 +84,59 @@ describe('online stores agree', () => {
       expect(answers[1]).toStrictEqual(answers[0]);
     } finally {
       for (const { cleanup } of stores) await cleanup();
+    }
+  });
+});
+
+describe('SQLite online store', () => {
+  const columns = [
+    { name: 'user_id', type: 'string' },
+    { name: 'value', type: 'float64' },
+  ] as const;
+
+  it('reads through another connection’s retirements and republications, never a retired table', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'featurefn-online-'));
+    const reader = new SqliteOnlineStore({ path: join(dir, 'online.sqlite') });
+    const writer = new SqliteOnlineStore({ path: join(dir, 'online.sqlite') });
+    try {
+      const sources = [
+        { feature: 'two.a', id: 'm1' },
+        { feature: 'two.b', id: 'm1' },
+      ];
+      for (const { feature } of sources) {
+        await writer.publish(publication(feature, 'm1', 1, ['user_id'], columns, [['u0'], [1]]));
+      }
+      expect(await reader.read(sources, [['u0']])).toEqual([[{ value: 1 }, { value: 1 }]]);
+      await writer.unpublish('two.b', 'm1');
+      await expect(reader.read(sources, [['u0']])).rejects.toMatchObject({
+        code: 'STORE_ERROR',
+        message: expect.stringContaining('two.b (materialization m1)'),
+      });
+      await writer.publish(publication('two.b', 'm1', 1, ['user_id'], columns, [['u0'], [2]]));
+      expect(await reader.read(sources, [['u0']])).toEqual([[{ value: 1 }, { value: 2 }]]);
+      expect(await reader.read([...sources], [['u0'], ['u1']])).toEqual([
+        [{ value: 1 }, { value: 2 }],
+        [null, null],
+      ]);
+    } finally {
+      await reader.close();
+      await writer.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a file written with the earlier layout, saying how to refill it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'featurefn-online-'));
+    try {
+      const path = join(dir, 'online.sqlite');
+      const db = new Database(path);
+      db.exec('CREATE TABLE featurefn_online_rows (m INTEGER, k TEXT, v TEXT)');
+      db.close();
+      expect(() => new SqliteOnlineStore({ path })).toThrow(
+        expect.objectContaining({ code: 'STORE_ERROR', message: expect.stringContaining('syncOnline()') }),
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

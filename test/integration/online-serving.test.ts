@@ -108,6 +108,7 @@ for (const [name, openOnline, setup, available] of configurations) {
     let counted: ReturnType<typeof counting>;
     let materializer: Materializer;
     let cleanup: () => Promise<void>;
+    let detach: () => void;
     let store: FeatureStore;
     let profile: Feature<(p: { when: Date }) => Promise<Row[]>>;
     let score: Feature<(p: { when: Date }) => Promise<{ user_id: string; score: number }[]>>;
@@ -129,7 +130,7 @@ for (const [name, openOnline, setup, available] of configurations) {
           return USERS.slice(0, 4).map((user_id, i) => ({ user_id, score: when.getUTCDate() + i / 10 }));
         },
       );
-      store.addDecorator(materializer.decorator);
+      detach = store.addDecorator(materializer.decorator);
     }
 
     afterEach(async () => {
@@ -269,6 +270,42 @@ for (const [name, openOnline, setup, available] of configurations) {
         expect((await frame().filter({ user_id: 'u0' }).toArray())[0]).toMatchObject({ n: 20 });
         for (const user_id of USERS) await frame().filter({ user_id }).toArray();
         expect(materializer.cacheStats().entries).toBeLessThanOrEqual(4);
+      });
+
+      it('moves a frame built once, as a server keeps it, to a new publication, changed code and a detached store at the next read', async () => {
+        for (const feature of [profile, score]) await materializer.materialize(feature, { when: day(1) });
+        const frame = store.withParams({ when: Last() }).getFeatures(profile, score);
+        const read = async () => (await frame.filter({ user_id: 'u0' }).toArray())[0];
+        expect(await read()).toMatchObject({ n: 10, score: 1 });
+        expect(await read()).toMatchObject({ n: 10, score: 1 });
+        const { hits } = materializer.cacheStats();
+        expect(hits).toBeGreaterThan(0);
+
+        // Last() over both stays at day 1 until both are materialized at day 2.
+        await materializer.materialize(score, { when: day(2) });
+        expect(await read()).toMatchObject({ n: 10, score: 1 });
+        await materializer.materialize(profile, { when: day(2) });
+        expect(await read()).toMatchObject({ n: 20, score: 2 });
+        expect(await read()).toMatchObject({ n: 20, score: 2 });
+        expect(materializer.cacheStats().hits).toBeGreaterThan(hits);
+
+        // Redefined: its materializations are stale, and store.config.onStale decides at each read.
+        store.config.interactive = true;
+        store.config.onStale = 'serve';
+        store.feature(
+          { module: 'serving', entity: 'user_id' },
+          async function score({ when }: { when: Date }) {
+            return USERS.map((user_id) => ({ user_id, score: -when.getUTCDate() }));
+          },
+        );
+        expect(await read()).toMatchObject({ n: 20, score: 2 });
+        store.config.onStale = 'compute';
+        expect(await read()).toMatchObject({ n: 20, score: -2 });
+        store.config.onStale = 'serve';
+        expect(await read()).toMatchObject({ n: 20, score: 2 });
+
+        detach();
+        await expect(read()).rejects.toMatchObject({ code: 'NO_CONSISTENT_MATERIALIZATION' });
       });
     });
   });

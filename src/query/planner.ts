@@ -69,8 +69,10 @@ export function plannedRoute(
   for (let r = routes.length - 1; r >= 0; r--) {
     const route = routes[r]!;
     if (!sameFeatures(route.features, features) || !sameSpec(route.spec, spec)) continue;
-    if (route.servingEpoch !== host.servingEpoch || !route.materializer.isCurrent(route.resolved))
+    if (route.servingEpoch !== host.servingEpoch || !route.materializer.isCurrent(route.resolved)) {
+      routes.splice(r, 1); // planning anew keeps its own; this one would only hold a closed store
       return undefined;
+    }
     const fresh = route.fresh;
     if (fresh === undefined || (fresh.host !== undefined && fresh.host.generation !== fresh.generation)) {
       if (governSources(route.sources, false).compute) return undefined;

@@ -376,7 +376,11 @@ function samePredicateShape(p: Predicate, q: Predicate): boolean {
  */
 export function rebindRead(compiled: CompiledQuery, tree: QueryTree): CompiledQuery {
   const slots = compiled.slots ?? [];
-  const { operations } = unwind(tree);
+  // The operations above the sources, the last applied first: slot `op` counts from the first.
+  const operations: (FilterNode | ProjectNode | LimitNode)[] = [];
+  for (let node = tree; node.kind !== 'source' && node.kind !== 'join'; node = node.input)
+    operations.push(node);
+  const last = operations.length - 1;
   const params: BoundValue[] = new Array(slots.length);
   for (let i = 0; i < slots.length; i++) {
     const slot = slots[i]!;
@@ -385,10 +389,12 @@ export function rebindRead(compiled: CompiledQuery, tree: QueryTree): CompiledQu
       continue;
     }
     if ('limits' in slot) {
-      params[i] = { value: smallest(operations, slot.limits), type: 'int64' };
+      let count = Number.POSITIVE_INFINITY;
+      for (const op of slot.limits) count = Math.min(count, (operations[last - op] as LimitNode).count);
+      params[i] = { value: count, type: 'int64' };
       continue;
     }
-    const predicate = (operations[slot.op] as FilterNode).predicates[slot.predicate]!;
+    const predicate = (operations[last - slot.op] as FilterNode).predicates[slot.predicate]!;
     const value =
       predicate.kind === 'in'
         ? predicate.values[slot.item!]!
@@ -397,7 +403,8 @@ export function rebindRead(compiled: CompiledQuery, tree: QueryTree): CompiledQu
           : null;
     params[i] = { value: checkValue(slot.column, value), type: slot.column.type };
   }
-  return { ...compiled, params };
+  const { strings, places, sql, columns } = compiled;
+  return { strings, params, places, sql, columns, slots };
 }
 
 /** Refuses a filter value of the wrong kind for its column, in words. @internal */

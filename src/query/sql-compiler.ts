@@ -23,12 +23,6 @@ export interface SqlDialect {
   placeholder(index: number): string;
   /** The SQL type a column of `type` is read as (for a typed NULL). */
   sqlType(type: ColumnType): string;
-  /**
-   * Writes a partition's id into the text instead of binding it. DuckDB prunes a scan by a
-   * literal's zone maps but not by a bound value's, and then scans every materialization of the
-   * shape table. Only the store's own integer ids are written so, never a user's value.
-   */
-  readonly inlinePartitions?: boolean;
 }
 
 /** A bound value with the type of the column it is compared with. */
@@ -184,10 +178,6 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
     const p = stored[source]!.partition;
     if (p === undefined) return false;
     text(`t${source}.${q(p.column)} = `);
-    if (dialect.inlinePartitions === true && typeof p.value !== 'string') {
-      text(BigInt(p.value).toString());
-      return true;
-    }
     const fixed: BoundValue = { value: p.value, type: typeof p.value === 'string' ? 'string' : 'int64' };
     bind(fixed, { fixed });
     return true;

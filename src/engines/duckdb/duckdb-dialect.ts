@@ -28,7 +28,6 @@ export const DUCKDB_DIALECT: SqlDialect = {
   quote: quoteIdentifier,
   placeholder: (i) => `$${i}`,
   sqlType: (type) => duckdbSqlType(type),
-  inlinePartitions: true,
 };
 
 /** DuckDB SQL type and driver type of each featurefn column type. */

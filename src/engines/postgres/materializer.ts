@@ -483,14 +483,20 @@ export class PostgresMaterializer extends MaterializerBase {
       const table = this.#table(id);
       const names = input.columns.map((c) => quoteIdentifier(c.name));
       const definition = input.columns.map((c, i) => `${names[i]} ${POSTGRES_SQL_TYPES[c.type]}`).join(', ');
-      await client.query(`CREATE TABLE ${table} (${definition})`);
-      // FREEZE: the table is new in this transaction, so rows can be written already frozen
-      // (no later rewrite by vacuum); nobody can see them before the commit anyway.
-      const rows = await copyBatches(
-        client.query(copyFrom(`COPY ${table} (${names.join(', ')}) FROM STDIN (FORMAT binary, FREEZE)`)),
-        input.columns,
-        rest,
-      );
+      let rows: number;
+      try {
+        await client.query(`CREATE TABLE ${table} (${definition})`);
+        // FREEZE: the table is new in this transaction, so rows can be written already frozen
+        // (no later rewrite by vacuum); nobody can see them before the commit anyway.
+        rows = await copyBatches(
+          client.query(copyFrom(`COPY ${table} (${names.join(', ')}) FROM STDIN (FORMAT binary, FREEZE)`)),
+          input.columns,
+          rest.batches,
+        );
+      } finally {
+        // The result's stream is released even when the load failed before reading the rest of it.
+        await rest.close();
+      }
       await this.#addKey(client, table, input);
       // Statistics now, so the first reads after publication are planned on real figures.
       await client.query(`ANALYZE ${table}`);
@@ -1110,12 +1116,16 @@ export class PostgresMaterializer extends MaterializerBase {
 
 /**
  * Reads `batches` until `limit` rows or their end: `rest` is `undefined` when they ended first
- * (all in `head`), else every batch, `head`'s then the ones not read yet.
+ * (all in `head`), else every batch, `head`'s then the ones not read yet, and `close`, which the
+ * caller must call once done, to release the stream however the load ended.
  */
 async function peek(
   batches: AsyncIterable<RecordBatch>,
   limit: number,
-): Promise<{ head: RecordBatch[]; rest: AsyncIterable<RecordBatch> | undefined }> {
+): Promise<{
+  head: RecordBatch[];
+  rest: { batches: AsyncIterable<RecordBatch>; close: () => Promise<void> } | undefined;
+}> {
   const iterator = batches[Symbol.asyncIterator]();
   const head: RecordBatch[] = [];
   let rows = 0;
@@ -1124,7 +1134,12 @@ async function peek(
     if (next.done === true) return { head, rest: undefined };
     head.push(next.value);
     rows += next.value.numRows;
-    if (rows >= limit) return { head, rest: resumed(head, iterator) };
+    if (rows >= limit) {
+      const close = async () => {
+        await iterator.return?.();
+      };
+      return { head, rest: { batches: resumed(head, iterator), close } };
+    }
   }
 }
 
@@ -1132,19 +1147,11 @@ async function* resumed(
   head: readonly RecordBatch[],
   iterator: AsyncIterator<RecordBatch>,
 ): AsyncIterable<RecordBatch> {
-  let done = false;
-  try {
-    yield* head;
-    for (;;) {
-      const next = await iterator.next();
-      if (next.done === true) {
-        done = true;
-        return;
-      }
-      yield next.value;
-    }
-  } finally {
-    if (!done) await iterator.return?.();
+  yield* head;
+  for (;;) {
+    const next = await iterator.next();
+    if (next.done === true) return;
+    yield next.value;
   }
 }
 

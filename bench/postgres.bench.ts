@@ -50,10 +50,16 @@ const POOL_SIZE = 10;
 const LOAD_RUNS = 5;
 
 /** The user's lookup of both values for one airport, by hand. */
-const handLookup = (schema: string, a: string, b: string) =>
+/** Where a materialization's rows are: its table, and its id when that table is a shared shape table. */
+interface Stored {
+  table: string;
+  id: string | undefined;
+}
+
+const handLookup = (schema: string, a: Stored, b: Stored) =>
   `SELECT d.origin, d.departures, m.mean_delay_7d
-   FROM "${schema}"."${a}" AS d LEFT JOIN "${schema}"."${b}" AS m ON m.origin = d.origin
-   WHERE d.origin = $1`;
+   FROM "${schema}"."${a.table}" AS d LEFT JOIN "${schema}"."${b.table}" AS m ON m.origin = d.origin${b.id === undefined ? '' : ` AND m._m = ${b.id}`}
+   WHERE d.origin = $1${a.id === undefined ? '' : ` AND d._m = ${a.id}`}`;
 
 export async function run(): Promise<BenchResult[]> {
   await assertPostgresReachable();
@@ -76,8 +82,17 @@ export async function run(): Promise<BenchResult[]> {
       await materializer.materialize(meanDelay7d, { when });
     }
     const last = whens.at(-1)!.getTime();
-    const tableOf = async (feature: typeof departures | typeof meanDelay7d) =>
-      `m_${(await materializer.listMaterializations(feature)).find((m) => (m.params.when as Date).getTime() === last)!.id}`;
+    const tableOf = async (feature: typeof departures | typeof meanDelay7d): Promise<Stored> => {
+      const { id } = (await materializer.listMaterializations(feature)).find(
+        (m) => (m.params.when as Date).getTime() === last,
+      )!;
+      const { rows } = await pool.query<{ stored_in: string }>({
+        text: `SELECT stored_in FROM "${schema}".catalog WHERE id = $1`,
+        values: [id],
+      });
+      const table = rows[0]!.stored_in;
+      return { table, id: table === `m_${id}` ? undefined : id };
+    };
     const lookup = handLookup(schema, await tableOf(departures), await tableOf(meanDelay7d));
 
     const featurefn = (origin: string) =>

@@ -41,8 +41,10 @@ export function isShapeTable(name: string): boolean {
 
 /**
  * Reads `input` until it ends or `limit` rows are in, to tell a small result from a big one before
- * choosing where to store it: `small` when it ended first, `head` the batches read. `batches`
- * gives every row, those read and the rest (and closes `input` if left early).
+ * choosing where to store it: `small` when it ended first, `head` the batches read, `batches`
+ * every row (those read, then the rest). The caller must call `close` once done, however the load
+ * ended: it releases `input` when it was left before its end (a stream of a database's cursor
+ * would otherwise stay open, and hold its connection).
  * @internal
  */
 export async function peekBatches(
@@ -53,6 +55,7 @@ export async function peekBatches(
   batches: AsyncIterable<RecordBatch>;
   rows: number;
   small: boolean;
+  close: () => Promise<void>;
 }> {
   const iterator = input[Symbol.asyncIterator]();
   const head: RecordBatch[] = [];
@@ -69,20 +72,16 @@ export async function peekBatches(
   }
   async function* all(): AsyncIterable<RecordBatch> {
     yield* head;
-    if (ended) return;
-    let done = false;
-    try {
-      for (;;) {
-        const next = await iterator.next();
-        if (next.done === true) {
-          done = true;
-          return;
-        }
-        yield next.value;
-      }
-    } finally {
-      if (!done) await iterator.return?.();
+    while (!ended) {
+      const next = await iterator.next();
+      if (next.done === true) ended = true;
+      else yield next.value;
     }
   }
-  return { head, batches: all(), rows, small: ended && rows < limit };
+  const close = async () => {
+    if (ended) return;
+    ended = true;
+    await iterator.return?.();
+  };
+  return { head, batches: all(), rows, small: ended && rows < limit, close };
 }

@@ -383,41 +383,46 @@ export class DuckDBMaterializer extends MaterializerBase {
         this.#storing(c, input, async (id, createdAt) => {
           // A small result goes to its feature's shape table; a big one to a table of its own, as
           // fast to load and read. Which one is known once the input ends or passes the limit.
-          const { batches, rows, small } = await peekBatches(input.batches, SHARED_MAX_ROWS);
-          const { key, columns } = input;
-          const storedIn = small ? shapeTableName(input.feature.name, key, columns) : `m_${id}`;
-          const table = this.#table(storedIn);
-          const partition = small ? partitionColumnOf(columns) : undefined;
-          const create =
-            partition === undefined
-              ? [`CREATE TABLE ${table} (${columnDefinitions(columns)})`]
-              : this.#shapes.has(storedIn)
-                ? []
-                : [this.#createShape(table, partition, columns)];
-          // One call begins the transaction, creates the table if needed and writes the record (a
-          // big result's row count is set when the rows are in): each call costs 0.3–1 ms.
-          await c.run(
-            ['BEGIN TRANSACTION', ...create, RECORD_INSERT(this.#catalog)].join(';\n'),
-            this.#recordValues(input, { id, key, columns, rows, storedIn, createdAt }),
-          );
-          const keys = new KeyTracker(key, KEY_CHECK_MAX_ROWS);
-          await appendBatches(
-            c,
-            { catalog: this.#database, schema: this.schema, name: storedIn },
-            columns,
-            keys.track(batches),
-            partition === undefined ? undefined : BigInt(id),
-          );
-          const summary =
-            keys.summary() ??
-            (await this.#keySummary(
-              c,
+          const { batches, rows, small, close } = await peekBatches(input.batches, SHARED_MAX_ROWS);
+          try {
+            const { key, columns } = input;
+            const storedIn = small ? shapeTableName(input.feature.name, key, columns) : `m_${id}`;
+            const table = this.#table(storedIn);
+            const partition = small ? partitionColumnOf(columns) : undefined;
+            const create =
               partition === undefined
-                ? table
-                : `(SELECT * FROM ${table} WHERE ${quoteIdentifier(partition)} = ${BigInt(id)}) AS s`,
-              key,
-            ));
-          return { key, columns, summary, storedIn, recorded: summary.rows === rows };
+                ? [`CREATE TABLE ${table} (${columnDefinitions(columns)})`]
+                : this.#shapes.has(storedIn)
+                  ? []
+                  : [this.#createShape(table, partition, columns)];
+            // One call begins the transaction, creates the table if needed and writes the record (a
+            // big result's row count is set when the rows are in): each call costs 0.3–1 ms.
+            await c.run(
+              ['BEGIN TRANSACTION', ...create, RECORD_INSERT(this.#catalog)].join(';\n'),
+              this.#recordValues(input, { id, key, columns, rows, storedIn, createdAt }),
+            );
+            const keys = new KeyTracker(key, KEY_CHECK_MAX_ROWS);
+            await appendBatches(
+              c,
+              { catalog: this.#database, schema: this.schema, name: storedIn },
+              columns,
+              keys.track(batches),
+              partition === undefined ? undefined : BigInt(id),
+            );
+            const summary =
+              keys.summary() ??
+              (await this.#keySummary(
+                c,
+                partition === undefined
+                  ? table
+                  : `(SELECT * FROM ${table} WHERE ${quoteIdentifier(partition)} = ${BigInt(id)}) AS s`,
+                key,
+              ));
+            return { key, columns, summary, storedIn, recorded: summary.rows === rows };
+          } finally {
+            // The result's stream is released however the load ended.
+            await close();
+          }
         }),
       )
       .finally(() => this.#afterWrite(instance));

@@ -439,42 +439,49 @@ export class PostgresMaterializer extends MaterializerBase {
     let created: string | undefined;
     const record = await this.#inTransaction(context, async (client) => {
       // A small result goes to its shape's table; past SHARED_MAX_ROWS, to a table of its own.
-      const { head, batches, small } = await peekBatches(input.batches, SHARED_MAX_ROWS);
-      const id = await this.#nextId(client);
-      if (small) {
-        const shape = shapeTableOf(input.feature.name, input.key, input.columns);
-        await this.#checkSmallKey(input, head);
-        if (!this.#knownShapes.has(shape.name)) {
-          await createShapeTable(client, this.schema, shape, input.key, input.columns);
-          created = shape.name;
+      const { head, batches, small, close } = await peekBatches(input.batches, SHARED_MAX_ROWS);
+      try {
+        const id = await this.#nextId(client);
+        if (small) {
+          const shape = shapeTableOf(input.feature.name, input.key, input.columns);
+          await this.#checkSmallKey(input, head);
+          if (!this.#knownShapes.has(shape.name)) {
+            await createShapeTable(client, this.schema, shape, input.key, input.columns);
+            created = shape.name;
+          }
+          const table = `${quoteIdentifier(this.schema)}.${quoteIdentifier(shape.name)}`;
+          const names = [shape.idColumn, ...input.columns.map((c) => c.name)].map(quoteIdentifier);
+          const rows = await copyBatches(
+            client.query(copyFrom(`COPY ${table} (${names.join(', ')}) FROM STDIN (FORMAT binary)`)),
+            input.columns,
+            fromList(head),
+            { id: BigInt(id) },
+          ).catch((error: unknown) => {
+            throw isServerError(error, '23505', '23502') ? this.#keyRefused(input, error) : error;
+          });
+          return await this.#commitRecord(client, input, id, rows, shape.name);
         }
-        const table = `${quoteIdentifier(this.schema)}.${quoteIdentifier(shape.name)}`;
-        const names = [shape.idColumn, ...input.columns.map((c) => c.name)].map(quoteIdentifier);
+        const table = this.#table(id);
+        const names = input.columns.map((c) => quoteIdentifier(c.name));
+        const definition = input.columns
+          .map((c, i) => `${names[i]} ${POSTGRES_SQL_TYPES[c.type]}`)
+          .join(', ');
+        await client.query(`CREATE TABLE ${table} (${definition})`);
+        // FREEZE: the table is new in this transaction, so rows can be written already frozen
+        // (no later rewrite by vacuum); nobody can see them before the commit anyway.
         const rows = await copyBatches(
-          client.query(copyFrom(`COPY ${table} (${names.join(', ')}) FROM STDIN (FORMAT binary)`)),
+          client.query(copyFrom(`COPY ${table} (${names.join(', ')}) FROM STDIN (FORMAT binary, FREEZE)`)),
           input.columns,
-          fromList(head),
-          { id: BigInt(id) },
-        ).catch((error: unknown) => {
-          throw isServerError(error, '23505', '23502') ? this.#keyRefused(input, error) : error;
-        });
-        return this.#commitRecord(client, input, id, rows, shape.name);
+          batches,
+        );
+        await this.#addKey(client, table, input);
+        // Statistics now, so the first reads after publication are planned on real figures.
+        await client.query(`ANALYZE ${table}`);
+        return await this.#commitRecord(client, input, id, rows, `m_${id}`);
+      } finally {
+        // The result's stream is released however the load ended, before or after reading all of it.
+        await close();
       }
-      const table = this.#table(id);
-      const names = input.columns.map((c) => quoteIdentifier(c.name));
-      const definition = input.columns.map((c, i) => `${names[i]} ${POSTGRES_SQL_TYPES[c.type]}`).join(', ');
-      await client.query(`CREATE TABLE ${table} (${definition})`);
-      // FREEZE: the table is new in this transaction, so rows can be written already frozen
-      // (no later rewrite by vacuum); nobody can see them before the commit anyway.
-      const rows = await copyBatches(
-        client.query(copyFrom(`COPY ${table} (${names.join(', ')}) FROM STDIN (FORMAT binary, FREEZE)`)),
-        input.columns,
-        batches,
-      );
-      await this.#addKey(client, table, input);
-      // Statistics now, so the first reads after publication are planned on real figures.
-      await client.query(`ANALYZE ${table}`);
-      return this.#commitRecord(client, input, id, rows, `m_${id}`);
     });
     if (created !== undefined) this.#knownShapes.add(created);
     return record;

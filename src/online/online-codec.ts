@@ -73,16 +73,7 @@ export function batchKeys(publication: OnlinePublication, batch: RecordBatch): s
 /** Encoded rows (value columns, JSON array text) of a batch. @internal */
 export function batchRows(publication: OnlinePublication, batch: RecordBatch): string[] {
   const readers = publication.columns.map((column) => {
-    const vector = columnOf(publication, batch, column.name);
-    const field = batch.schema.fields.find((f) => f.name === column.name)!;
-    const type = columnTypeOf(field);
-    if (type !== column.type) {
-      throw new FeatureStoreError(
-        'UNSUPPORTED_COLUMN_TYPE',
-        `column "${column.name}" is declared ${column.type} but its Arrow type ${String(field.type)} reads as ${type ?? 'unsupported'}.`,
-        storeContext(publication),
-      );
-    }
+    const vector = typedColumnOf(publication, batch, column);
     return valueText(column.type, vector);
   });
   const rows: string[] = new Array(batch.numRows);
@@ -104,6 +95,28 @@ function columnOf(publication: OnlinePublication, batch: RecordBatch, name: stri
     );
   }
   return batch.getChildAt(index)!;
+}
+
+/**
+ * The vector of `column` in `batch`, refused with a clear error when the batch lacks it or holds it
+ * in another type than the publication declares. @internal
+ */
+export function typedColumnOf(
+  publication: OnlinePublication,
+  batch: RecordBatch,
+  column: ColumnSpec,
+): Vector {
+  const vector = columnOf(publication, batch, column.name);
+  const field = batch.schema.fields.find((f) => f.name === column.name)!;
+  const type = columnTypeOf(field);
+  if (type !== column.type) {
+    throw new FeatureStoreError(
+      'UNSUPPORTED_COLUMN_TYPE',
+      `column "${column.name}" is declared ${column.type} but its Arrow type ${String(field.type)} reads as ${type ?? 'unsupported'}.`,
+      storeContext(publication),
+    );
+  }
+  return vector;
 }
 
 // JSON has no NaN, Infinity or -0: those travel as strings, which a float column never holds.

@@ -1,7 +1,7 @@
-import { type RecordBatch, Type, type Vector } from 'apache-arrow';
+import { type RecordBatch, Type } from 'apache-arrow';
 import Database from 'better-sqlite3';
 import { FeatureStoreError } from '../../errors.js';
-import { type ColumnSpec, type ColumnType, columnTypeOf, type Row, utf8Reader } from '../../frame/columns.js';
+import { type ColumnSpec, type ColumnType, type Row, utf8Reader } from '../../frame/columns.js';
 import {
   batchKeys,
   checkKeep,
@@ -10,6 +10,7 @@ import {
   encodeKey,
   notListed,
   storeContext,
+  typedColumnOf,
   valueText,
 } from '../../online/online-codec.js';
 import type {
@@ -439,24 +440,7 @@ function cellReader(
   batch: RecordBatch,
   column: ColumnSpec,
 ): (row: number) => Cell {
-  const index = batch.schema.fields.findIndex((f) => f.name === column.name);
-  if (index < 0) {
-    throw new FeatureStoreError(
-      'MISSING_KEY_COLUMN',
-      `the rows have no column "${column.name}" (they have ${batch.schema.fields.map((f) => `"${f.name}"`).join(', ')}).`,
-      storeContext(publication),
-    );
-  }
-  const field = batch.schema.fields[index]!;
-  const type = columnTypeOf(field);
-  if (type !== column.type) {
-    throw new FeatureStoreError(
-      'UNSUPPORTED_COLUMN_TYPE',
-      `column "${column.name}" is declared ${column.type} but its Arrow type ${String(field.type)} reads as ${type ?? 'unsupported'}.`,
-      storeContext(publication),
-    );
-  }
-  const vector = batch.getChildAt(index)! as Vector;
+  const vector = typedColumnOf(publication, batch, column);
   switch (column.type) {
     case 'float32':
     case 'float64': {

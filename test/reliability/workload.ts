@@ -1,6 +1,6 @@
 /**
  * The workload the crash, fault and concurrency tests share: two features over the same keys whose
- * results are seeded synthetic data, a pure function of the feature and `when` (50,000 to 110,000
+ * results are seeded synthetic data, a pure function of the feature and `when` (20,000 to 110,000
  * rows), so any process can tell what a publication must hold and check what it reads against it.
  */
 import { createHash } from 'node:crypto';
@@ -11,8 +11,12 @@ import { seeded } from '../support/seeded.js';
 /** The points in time the workload materializes. */
 export const DAYS = ['2001-01-01', '2001-01-02', '2001-01-03', '2001-01-04', '2001-01-05', '2001-01-06'];
 
-/** Rows of each day's results, so some loads are long, and some reach DuckDB's index threshold. */
-const ROWS = [50_000, 50_000, 110_000, 50_000, 60_000, 50_000];
+/**
+ * Rows of each day's results: some loads are long, one reaches DuckDB's index threshold, and
+ * at full scale days 0, 3 and 5 go to their feature's shape table (under 50,000 rows), the
+ * others to tables of their own, so crashes hit both.
+ */
+const ROWS = [30_000, 50_000, 110_000, 20_000, 60_000, 40_000];
 
 /** Where the store is: a DuckDB file, or a PostgreSQL schema (`app` names the child's connections). */
 export type StoreSpec =

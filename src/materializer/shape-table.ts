@@ -11,17 +11,58 @@ import type { ColumnSpec } from '../frame/columns.js';
 export const SHARED_MAX_ROWS = 50_000;
 
 /**
- * The name (unquoted) of the table holding the small materializations of `feature` with this key
- * and these columns: `f_` and 16 hex digits of SHA-256 over the three, so a changed shape gets a
- * table of its own. @internal
+ * Where the rows of small materializations live: a table shared by every feature whose results
+ * have the same key and the same column types. Key columns keep their names; the other columns
+ * are named `v1`, `v2`, … in order (skipping any name a key column has), so that features of the
+ * same types share a table whatever their columns are called; the first column is the
+ * materialization id. A key lookup of many features then reads one table, not one per feature.
+ * @internal
  */
-export function shapeTableName(
-  feature: string,
+export interface ShapeLayout {
+  /** The table's name (unquoted): `s_` and 16 hex digits of SHA-256 over the stored columns and key. */
+  readonly table: string;
+  /** The id column, first in the table. */
+  readonly idColumn: string;
+  /** The result's columns as the table holds them: same order and types, value columns renamed. */
+  readonly columns: readonly ColumnSpec[];
+  /** The table's name of each result column whose name there differs. */
+  readonly names: ReadonlyMap<string, string>;
+}
+
+/** The shared table of small results with this key and these columns. @internal */
+export function shapeLayoutOf(key: readonly string[], columns: readonly ColumnSpec[]): ShapeLayout {
+  const keys = new Set(key);
+  const names = new Map<string, string>();
+  let n = 0;
+  const stored = columns.map((c) => {
+    if (keys.has(c.name)) return { name: c.name, type: c.type };
+    let name: string;
+    do name = `v${++n}`;
+    while (keys.has(name));
+    if (name !== c.name) names.set(c.name, name);
+    return { name, type: c.type };
+  });
+  const shape = JSON.stringify({ key, columns: stored.map((c) => [c.name, c.type]) });
+  return {
+    table: `s_${createHash('sha256').update(shape).digest('hex').slice(0, 16)}`,
+    idColumn: partitionColumnOf(stored),
+    columns: stored,
+    names,
+  };
+}
+
+/**
+ * The layout of the shape table `table` for a materialization with this key and these columns:
+ * a shared table (`s_…`, see {@link shapeLayoutOf}), or a table of format 3 (`f_…`), which held
+ * one feature's small materializations under their own column names. @internal
+ */
+export function shapeLayoutAt(
+  table: string,
   key: readonly string[],
   columns: readonly ColumnSpec[],
-): string {
-  const shape = `${feature}\u0000${JSON.stringify(key)}\u0000${JSON.stringify(columns.map((c) => ({ name: c.name, type: c.type })))}`;
-  return `f_${createHash('sha256').update(shape).digest('hex').slice(0, 16)}`;
+): ShapeLayout {
+  if (table.startsWith('s_')) return shapeLayoutOf(key, columns);
+  return { table, idColumn: partitionColumnOf(columns), columns, names: new Map() };
 }
 
 /**
@@ -34,9 +75,12 @@ export function partitionColumnOf(columns: readonly ColumnSpec[]): string {
   for (let n = 1; ; n++) if (!names.has(`_m_${n}`)) return `_m_${n}`;
 }
 
-/** True for the name of a shape table (as {@link shapeTableName} makes them). @internal */
+/** The pattern of shape table names: shared ones (`s_`) and those of format 3 (`f_`). @internal */
+export const SHAPE_TABLE_PATTERN = '[fs]_[0-9a-f]{16}';
+
+/** True for the name of a shape table. @internal */
 export function isShapeTable(name: string): boolean {
-  return /^f_[0-9a-f]{16}$/.test(name);
+  return new RegExp(`^${SHAPE_TABLE_PATTERN}$`).test(name);
 }
 
 /**

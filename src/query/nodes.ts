@@ -75,6 +75,8 @@ export interface StoredSource {
    * read gives them as nulls rather than dropping them.
    */
   readonly absent?: ReadonlySet<string>;
+  /** The table's name of each column of `columns` whose name there differs (a shared table's `v1`, …). */
+  readonly names?: ReadonlyMap<string, string>;
 }
 
 /**

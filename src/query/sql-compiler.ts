@@ -23,6 +23,21 @@ export interface SqlDialect {
   placeholder(index: number): string;
   /** The SQL type a column of `type` is read as (for a typed NULL). */
   sqlType(type: ColumnType): string;
+  /**
+   * How a key lookup reads the materializations it probes in one shared table in a single pass
+   * over it, one index scan for all of them (see {@link compileRead}), where the dialect can:
+   * `pick` gives an aggregate of the value of `column` in the row whose `idColumn` equals the
+   * bound id, as the text before and after the id's placeholder (PostgreSQL:
+   * `max(c) FILTER (WHERE _m = ` and `)`), or undefined for a type it has none for; `gather` gives
+   * an aggregate of `column` by `idColumn` that `gathered[id]` reads (DuckDB:
+   * `map(list(_m), list(c))`).
+   */
+  readonly groupedLookup?:
+    | {
+        readonly kind: 'pick';
+        pick(column: string, idColumn: string, type: ColumnType): readonly [string, string] | undefined;
+      }
+    | { readonly kind: 'gather'; gather(column: string, idColumn: string): string };
 }
 
 /** A bound value with the type of the column it is compared with. */
@@ -128,8 +143,8 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
   const text = (t: string) => {
     strings[strings.length - 1] += t;
   };
-  const bind = (value: BoundValue, slot: BindSlot) => {
-    const key = 'op' in slot ? `${slot.op}:${slot.predicate}:${slot.item ?? ''}` : undefined;
+  const bind = (value: BoundValue, slot: BindSlot, once?: string) => {
+    const key = 'op' in slot ? `${slot.op}:${slot.predicate}:${slot.item ?? ''}` : once;
     let index = key === undefined ? undefined : bound.get(key);
     if (index === undefined) {
       index = params.push(value) - 1;
@@ -174,16 +189,25 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
       }
     }
   };
-  const partition = (source: number) => {
+  /** The column `name` of source `source` in table alias `alias`, under the table's name for it. */
+  const col = (alias: string, source: number, name: string) =>
+    `${alias}.${q(stored[source]!.names?.get(name) ?? name)}`;
+  /** Binds the id of source `source`'s rows in its shared table: one parameter however often used. */
+  const partitionId = (source: number) => {
+    const p = stored[source]!.partition!;
+    const fixed: BoundValue = { value: p.value, type: typeof p.value === 'string' ? 'string' : 'int64' };
+    bind(fixed, { fixed }, `partition:${source}`);
+  };
+  const partition = (source: number, alias = `t${source}`) => {
     const p = stored[source]!.partition;
     if (p === undefined) return false;
-    text(`t${source}.${q(p.column)} = `);
-    const fixed: BoundValue = { value: p.value, type: typeof p.value === 'string' ? 'string' : 'int64' };
-    bind(fixed, { fixed });
+    text(`${alias}.${q(p.column)} = `);
+    partitionId(source);
     return true;
   };
 
   const probes = lookups(stored, layout, levels[0]!.where);
+  const groups = groupLookups(stored, probes, dialect);
   const emit = (k: number) => {
     const level = levels[k]!;
     const ref = (name: string) => {
@@ -191,23 +215,40 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
       const { source, type } = typeOf.get(name)!;
       // A column this materialization lacks (the feature had it in others) reads as nulls.
       if (stored[source]!.absent?.has(name)) return `CAST(NULL AS ${dialect.sqlType(type)})`;
-      return `t${source}.${q(name)}`;
+      return col(`t${source}`, source, name);
     };
     text('SELECT ');
     level.select.forEach((name, n) => {
       if (n > 0) text(', ');
-      const source = typeOf.get(name)!.source;
+      const { source, type } = typeOf.get(name)!;
       const probe = k === 0 ? probes.get(source) : undefined;
+      const group = k === 0 ? groups.get(source) : undefined;
       if (probe === undefined || stored[source]!.absent?.has(name)) {
         text(`${ref(name)} AS ${q(name)}`);
         return;
       }
+      if (group !== undefined) {
+        // From the group's single pass over its table, joined below.
+        const { gathered, members } = group;
+        members.add(source);
+        if (dialect.groupedLookup?.kind === 'gather') {
+          const column = stored[source]!.names?.get(name) ?? name;
+          if (!gathered.has(column)) gathered.set(column, `c${gathered.size}`);
+          text(`g${group.index}.${gathered.get(column)}[`);
+          partitionId(source);
+          text(`] AS ${q(name)}`);
+        } else {
+          group.picked.push({ source, name, type });
+          text(`g${group.index}.${q(name)} AS ${q(name)}`);
+        }
+        return;
+      }
       // One index probe with the filter's own values: no join to plan or execute.
       const t = `t${source}`;
-      text(`(SELECT ${t}.${q(name)} FROM ${stored[source]!.table} AS ${t} WHERE `);
+      text(`(SELECT ${col(t, source, name)} FROM ${stored[source]!.table} AS ${t} WHERE `);
       probe.forEach((entry, j) => {
         if (j > 0) text(' AND ');
-        condition(entry, `${t}.${q(entry.predicate.column)}`);
+        condition(entry, col(t, source, entry.predicate.column));
       });
       if (stored[source]!.partition !== undefined) {
         text(' AND ');
@@ -223,9 +264,10 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
       stored.slice(1).forEach((source, i) => {
         const index = i + 1;
         if (probes.has(index)) return;
-        const on = layout.joins[i]!.map(
-          (key) => `t${index}.${q(key)} = t${layout.keySources.get(key)![0]!}.${q(key)}`,
-        );
+        const on = layout.joins[i]!.map((key) => {
+          const first = layout.keySources.get(key)![0]!;
+          return `${col(`t${index}`, index, key)} = ${col(`t${first}`, first, key)}`;
+        });
         text(` LEFT JOIN ${source.table} AS t${index} ON ${on.join(' AND ')}`);
         if (stored[index]!.partition !== undefined) {
           text(' AND ');
@@ -236,10 +278,45 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
           const pushable = p.kind === 'in' || (p.kind === 'compare' && p.op === '=');
           if (pushable && layout.keySources.get(p.column)?.slice(1).includes(index)) {
             text(' AND ');
-            condition(entry, `t${index}.${q(p.column)}`);
+            condition(entry, col(`t${index}`, index, p.column));
           }
         }
       });
+      for (const group of new Set(groups.values())) {
+        if (group.members.size === 0) continue;
+        // One pass over the shared table for every materialization of the group: `u.key = $1
+        // AND u._m IN (…)`, one row per materialization, folded into one row by the aggregates.
+        const first = group.members.values().next().value as number;
+        const u = `u${group.index}`;
+        const idColumn = `${u}.${q(stored[first]!.partition!.column)}`;
+        text(' CROSS JOIN (SELECT ');
+        const lookup = dialect.groupedLookup!;
+        if (lookup.kind === 'gather') {
+          text(
+            [...group.gathered]
+              .map(([column, alias]) => `${lookup.gather(`${u}.${q(column)}`, idColumn)} AS ${alias}`)
+              .join(', '),
+          );
+        } else {
+          group.picked.forEach(({ source, name, type }, n) => {
+            const [before, after] = lookup.pick(col(u, source, name), idColumn, type)!;
+            text(`${n > 0 ? ', ' : ''}${before}`);
+            partitionId(source);
+            text(`${after} AS ${q(name)}`);
+          });
+        }
+        text(` FROM ${stored[first]!.table} AS ${u} WHERE `);
+        probes.get(first)!.forEach((entry, j) => {
+          if (j > 0) text(' AND ');
+          condition(entry, col(u, first, entry.predicate.column));
+        });
+        text(` AND ${idColumn} IN (`);
+        [...group.members].forEach((source, n) => {
+          if (n > 0) text(', ');
+          partitionId(source);
+        });
+        text(`)) AS g${group.index}`);
+      }
       if (stored[0]!.partition !== undefined) {
         and();
         partition(0);
@@ -296,6 +373,53 @@ function lookups(
     probes.set(i, probe as Level['where']);
   }
   return probes;
+}
+
+/** Sources a key lookup reads together, in one pass over their shared table. */
+interface LookupGroup {
+  readonly index: number;
+  /** The sources with a column in the read, in the order of the SELECT. */
+  readonly members: Set<number>;
+  /** `gather` dialects: the alias of the aggregate of each stored column. */
+  readonly gathered: Map<string, string>;
+  /** `pick` dialects: each column read, with its source. */
+  readonly picked: { source: number; name: string; type: ColumnType }[];
+}
+
+/**
+ * The probed sources (see {@link lookups}) that share a table with another one probed on the same
+ * key columns, by source: those the dialect can read in one pass over it, each group's
+ * materializations picked from their rows by id. A wide key lookup (fifty features of one entity)
+ * is then one index scan per shared table, not one per feature.
+ */
+function groupLookups(
+  stored: readonly StoredSource[],
+  probes: ReadonlyMap<number, Level['where']>,
+  dialect: SqlDialect,
+): Map<number, LookupGroup> {
+  const lookup = dialect.groupedLookup;
+  const byTable = new Map<string, number[]>();
+  for (const [source, probe] of probes) {
+    const { table, partition, columns, names } = stored[source]!;
+    if (partition === undefined) continue;
+    if (
+      lookup?.kind === 'pick' &&
+      columns.some((c) => lookup.pick(names?.get(c.name) ?? c.name, partition.column, c.type) === undefined)
+    )
+      continue;
+    const shape = `${table}\u0000${partition.column}\u0000${probe.map((e) => e.predicate.column).join('\u0000')}`;
+    const sources = byTable.get(shape) ?? [];
+    sources.push(source);
+    byTable.set(shape, sources);
+  }
+  const groups = new Map<number, LookupGroup>();
+  let index = 0;
+  for (const sources of byTable.values()) {
+    if (sources.length < 2) continue;
+    const group: LookupGroup = { index: index++, members: new Set(), gathered: new Map(), picked: [] };
+    for (const source of sources) groups.set(source, group);
+  }
+  return groups;
 }
 
 function smallest(operations: ReturnType<typeof unwind>['operations'], limits: readonly number[]): number {

@@ -13,7 +13,7 @@ import { PostgresMaterializer } from 'featurefn/postgres';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { canonicalParams } from '../../src/feature/params.js';
-import { shapeTableName } from '../../src/materializer/shape-table.js';
+import { shapeLayoutOf } from '../../src/materializer/shape-table.js';
 import { dropSchema, postgresUrl, requirePostgres, uniqueSchema } from '../support/postgres.js';
 
 const when = new Date(Date.UTC(2001, 2, 1));
@@ -165,7 +165,7 @@ describe('a DuckDB catalog of format 2', () => {
         catalog: await rows('SELECT id, stored_in FROM featurefn.catalog ORDER BY id'),
         retired: await rows('SELECT id, stored_in FROM featurefn.retired ORDER BY id'),
         tables: await rows(
-          "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'featurefn' AND regexp_full_match(table_name, '(m|f)_[0-9a-f]+') ORDER BY 1",
+          "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'featurefn' AND regexp_full_match(table_name, '(m|f|s)_[0-9a-f]+') ORDER BY 1",
         ),
       };
     } finally {
@@ -187,7 +187,7 @@ describe('a DuckDB catalog of format 2', () => {
     });
     await readsAndWrites(() => new DuckDBMaterializer({ path }));
     // The new publication (id 3, above `last_id`) replaced record 1: its 1 row is in the shape table.
-    const shape = shapeTableName('flights.departures', ['origin'], JSON.parse(columns));
+    const shape = shapeLayoutOf(['origin'], JSON.parse(columns)).table;
     const after = await layout(path);
     expect(after.catalog).toEqual([`3 ${shape}`]);
     expect(after.retired).toEqual(['1 m_1', '2 m_2']);
@@ -195,6 +195,67 @@ describe('a DuckDB catalog of format 2', () => {
     await vacuumed.vacuum(); // opening with no grace period already removes them
     await vacuumed.close();
     expect(await layout(path)).toEqual({ catalog: [`3 ${shape}`], retired: [], tables: [shape] });
+  });
+});
+
+describe('a DuckDB catalog of format 3', () => {
+  let dir: string | undefined;
+  afterEach(() => {
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('keeps reading a feature’s own shape table (`f_…`, its own column names) and publishes into a shared one', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'featurefn-upgrade-'));
+    const path = join(dir, 'store.duckdb');
+    const instance = await DuckDBInstance.create(path);
+    const c = await instance.connect();
+    // As format 3 wrote it (DDL of that release): record 1's rows in its feature's shape table.
+    for (const sql of [
+      'CREATE SCHEMA featurefn',
+      'CREATE TABLE featurefn.meta (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)',
+      `CREATE TABLE featurefn.catalog (
+         id BIGINT PRIMARY KEY, feature_name VARCHAR NOT NULL, params_key VARCHAR NOT NULL,
+         kind VARCHAR NOT NULL, "key" VARCHAR NOT NULL, "columns" VARCHAR NOT NULL, "rows" BIGINT NOT NULL,
+         source_hash VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL, status VARCHAR NOT NULL,
+         version VARCHAR DEFAULT '', lineage VARCHAR DEFAULT '{}', stored_in VARCHAR)`,
+      'CREATE TABLE featurefn.retired (id BIGINT PRIMARY KEY, retired_at TIMESTAMP NOT NULL, stored_in VARCHAR)',
+      `CREATE TABLE featurefn.features (feature_name VARCHAR NOT NULL, version VARCHAR NOT NULL,
+         metadata VARCHAR NOT NULL, recorded_at TIMESTAMP NOT NULL, PRIMARY KEY (feature_name, version))`,
+      "INSERT INTO featurefn.meta VALUES ('format_version', '3'), ('last_id', '1')",
+      'CREATE TABLE featurefn.f_0123456789abcdef (_m BIGINT NOT NULL, origin VARCHAR, n INTEGER)',
+      "INSERT INTO featurefn.f_0123456789abcdef VALUES (1, 'SFO', 2), (1, 'LAX', 1)",
+    ])
+      await c.run(sql);
+    await c.run(
+      `INSERT INTO featurefn.catalog VALUES (1, 'flights.departures', $1, 'rows', '["origin"]', $2, 2, 'abc', TIMESTAMP '2001-03-02 00:00:00', 'complete', '', '{}', 'f_0123456789abcdef')`,
+      [paramsKey, columns],
+    );
+    c.closeSync();
+    instance.closeSync();
+
+    await readsAndWrites(() => new DuckDBMaterializer({ path }));
+    const vacuumed = new DuckDBMaterializer({ path, retainReplaced: 0 });
+    await vacuumed.vacuum();
+    await vacuumed.close();
+    // Record 1's rows went with it, and so did the emptied table of format 3.
+    const after = await DuckDBInstance.create(path);
+    const check = await after.connect();
+    try {
+      const rows = async (sql: string) =>
+        (await check.runAndReadAll(sql)).getRows().map((r) => r.map(String));
+      const shape = shapeLayoutOf(['origin'], JSON.parse(columns)).table;
+      expect(await rows('SELECT id, stored_in FROM featurefn.catalog')).toEqual([['2', shape]]);
+      expect(await rows("SELECT value FROM featurefn.meta WHERE name = 'format_version'")).toEqual([['4']]);
+      expect(
+        await rows(
+          "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'featurefn' AND regexp_full_match(table_name, '(m|f|s)_[0-9a-f]+')",
+        ),
+      ).toEqual([[shape]]);
+      expect(await rows(`SELECT _m, origin, v1 FROM featurefn.${shape}`)).toEqual([['2', 'SFO', '3']]);
+    } finally {
+      check.closeSync();
+      after.closeSync();
+    }
   });
 });
 
@@ -265,11 +326,11 @@ describe.skipIf(!server.available)(`a PostgreSQL catalog of format 1${server.rea
         () => new PostgresMaterializer({ connection: postgresUrl(), schema: name, retainReplaced: '1 hour' }),
       );
       const { rows: meta } = await admin.query(`SELECT value FROM ${s}.meta WHERE name = 'format_version'`);
-      expect(meta).toEqual([{ value: '3' }]);
+      expect(meta).toEqual([{ value: '4' }]);
       // The new publication went to its shape's table; the old one is retired with its own table.
       const { rows: catalog } = await admin.query(`SELECT id::text AS id, stored_in FROM ${s}.catalog`);
       expect(catalog).toEqual([
-        { id: expect.not.stringMatching(/^1$/), stored_in: expect.stringMatching(/^f_/) },
+        { id: expect.not.stringMatching(/^1$/), stored_in: expect.stringMatching(/^s_/) },
       ]);
       const { rows: retired } = await admin.query(
         `SELECT id::text AS id, stored_in FROM ${s}.retired ORDER BY id`,
@@ -294,6 +355,55 @@ describe.skipIf(!server.available)(`a PostgreSQL catalog of format 1${server.rea
         [name],
       );
       expect(left).toEqual([]);
+    } finally {
+      await admin.end();
+    }
+  });
+
+  it('of format 3 keeps reading a feature’s own shape table (`f_…`, its own column names) and publishes into a shared one', async () => {
+    const name = await oldSchema('3');
+    const admin = new pg.Client({ connectionString: postgresUrl() });
+    await admin.connect();
+    const s = `"${name}"`;
+    try {
+      // Format 2's and 3's additions, as those releases made them; record 1's rows in a shape table.
+      await admin.query(`ALTER TABLE ${s}.catalog ADD COLUMN version text NOT NULL DEFAULT ''`);
+      await admin.query(`ALTER TABLE ${s}.catalog ADD COLUMN lineage jsonb NOT NULL DEFAULT '{}'`);
+      await admin.query(
+        `CREATE TABLE ${s}.features (feature_name text NOT NULL, version text NOT NULL, metadata jsonb NOT NULL,
+           recorded_at timestamptz NOT NULL, PRIMARY KEY (feature_name, version))`,
+      );
+      await admin.query(
+        `CREATE TABLE ${s}.retired (id bigint PRIMARY KEY, retired_at timestamptz NOT NULL, stored_in text NOT NULL)`,
+      );
+      await admin.query(
+        `ALTER TABLE ${s}.catalog ADD COLUMN stored_in text NOT NULL DEFAULT 'f_0123456789abcdef'`,
+      );
+      await admin.query(
+        `CREATE TABLE ${s}.f_0123456789abcdef (_m bigint NOT NULL, origin text COLLATE "C", n integer, PRIMARY KEY (_m, origin))`,
+      );
+      await admin.query(`INSERT INTO ${s}.f_0123456789abcdef SELECT 1, origin, n FROM ${s}.m_1`);
+      await admin.query(`DROP TABLE ${s}.m_1`);
+      await readsAndWrites(() => new PostgresMaterializer({ connection: postgresUrl(), schema: name }));
+      const materializer = new PostgresMaterializer({
+        connection: postgresUrl(),
+        schema: name,
+        retainReplaced: 0,
+      });
+      try {
+        await materializer.vacuum();
+      } finally {
+        await materializer.close();
+      }
+      const shape = shapeLayoutOf(['origin'], JSON.parse(columns)).table;
+      const { rows: meta } = await admin.query(`SELECT value FROM ${s}.meta WHERE name = 'format_version'`);
+      expect(meta).toEqual([{ value: '4' }]);
+      const { rows: catalog } = await admin.query(`SELECT id::text AS id, stored_in FROM ${s}.catalog`);
+      expect(catalog).toEqual([{ id: expect.not.stringMatching(/^1$/), stored_in: shape }]);
+      const { rows: old } = await admin.query(`SELECT count(*)::int AS n FROM ${s}.f_0123456789abcdef`);
+      expect(old).toEqual([{ n: 0 }]);
+      const { rows: stored } = await admin.query(`SELECT origin, v1 FROM ${s}."${shape}"`);
+      expect(stored).toEqual([{ origin: 'SFO', v1: 3 }]);
     } finally {
       await admin.end();
     }

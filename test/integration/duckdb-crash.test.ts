@@ -48,9 +48,9 @@ describe('DuckDB store after a crash mid-load', () => {
     connection.closeSync();
     instance.closeSync();
     expect(catalog.map((r) => r.feature_name)).toEqual(['crash.good']);
-    // Its few rows are in its feature's shape table; the killed load left no table of its own.
-    expect(String(catalog[0]!.stored_in)).toMatch(/^f_[0-9a-f]{16}$/);
-    expect(tables).toEqual(['catalog', String(catalog[0]!.stored_in), 'features', 'meta', 'retired']);
+    // Its few rows are in its shape's shared table; the killed load left no table of its own.
+    expect(String(catalog[0]!.stored_in)).toMatch(/^s_[0-9a-f]{16}$/);
+    expect(tables).toEqual(['catalog', 'features', 'meta', 'retired', String(catalog[0]!.stored_in)]);
     expect(orphans(await inspectStore({ engine: 'duckdb', path }))).toEqual([]);
 
     const materializer = new DuckDBMaterializer({ path });

@@ -2,7 +2,7 @@ import { DuckDBInstance, timestampValue } from '@duckdb/node-api';
 import { FeatureStore, FeatureStoreError, Last, SqlQuery, type SqlSource } from 'featurefn';
 import { DuckDBMaterializer, duckdbSource } from 'featurefn/duckdb';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { shapeTableName } from '../../src/materializer/shape-table.js';
+import { shapeLayoutOf } from '../../src/materializer/shape-table.js';
 import { seeded } from '../support/seeded.js';
 
 const AIRPORTS = ['SFO', 'LAX', 'JFK', 'ORD', 'SEA'];
@@ -229,14 +229,12 @@ describe('SQL features on DuckDB', () => {
     const c = await instance.connect();
     const tables = (
       await c.runAndReadAll(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'featurefn' AND regexp_full_match(table_name, '(m|f)_[0-9a-f]+')",
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'featurefn' AND regexp_full_match(table_name, '(m|f|s)_[0-9a-f]+')",
       )
     ).getRows();
     c.closeSync();
-    // The small result moved into its feature's shape table; no failed one left a table.
-    expect(tables.map(([t]) => String(t))).toEqual([
-      shapeTableName('sql.ok', ['origin'], before[0]!.columns),
-    ]);
+    // The small result moved into its shape's shared table; no failed one left a table.
+    expect(tables.map(([t]) => String(t))).toEqual([shapeLayoutOf(['origin'], before[0]!.columns).table]);
   });
 
   it('close() leaves an instance you passed open', async () => {

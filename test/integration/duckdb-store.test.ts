@@ -7,23 +7,18 @@ import { DuckDBMaterializer } from 'featurefn/duckdb';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { chunkReads } from '../../src/engines/duckdb/duckdb-vectors.js';
 import { type ColumnSpec, columnsOf, tableFromColumns, tableToRows } from '../../src/frame/columns.js';
-import {
-  isShapeTable,
-  partitionColumnOf,
-  SHARED_MAX_ROWS,
-  shapeTableName,
-} from '../../src/materializer/shape-table.js';
+import { isShapeTable, SHARED_MAX_ROWS, shapeLayoutOf } from '../../src/materializer/shape-table.js';
 
 /**
  * Where materializations' rows are: `m_<id>` for each own table, `<shape table>:<id>` for each id
- * with rows in a shape table (see `shapeTableName`).
+ * with rows in a shape table (see `shapeLayoutOf`).
  */
 async function dataTables(instance: DuckDBInstance): Promise<string[]> {
   const c = await instance.connect();
   try {
     const names = (
       await c.runAndReadAll(
-        `SELECT table_name FROM duckdb_tables() WHERE schema_name = 'featurefn' AND regexp_full_match(table_name, '(m|f)_[0-9a-f]+') ORDER BY table_name`,
+        `SELECT table_name FROM duckdb_tables() WHERE schema_name = 'featurefn' AND regexp_full_match(table_name, '(m|f|s)_[0-9a-f]+') ORDER BY table_name LIKE 'm_%', table_name`,
       )
     )
       .getRows()
@@ -52,14 +47,15 @@ async function dataTables(instance: DuckDBInstance): Promise<string[]> {
 
 /** Where `dataTables` lists the rows of materialization `id` of `counts` (one row, columns id and v). */
 const countsAt = (id: string) =>
-  `${shapeTableName(
-    'replace.counts',
-    ['id'],
-    [
-      { name: 'id', type: 'string' },
-      { name: 'v', type: 'int32' },
-    ],
-  )}:${id}`;
+  `${
+    shapeLayoutOf(
+      ['id'],
+      [
+        { name: 'id', type: 'string' },
+        { name: 'v', type: 'int32' },
+      ],
+    ).table
+  }:${id}`;
 
 describe('DuckDB store', () => {
   let instance: DuckDBInstance;
@@ -109,7 +105,7 @@ describe('DuckDB store', () => {
     }
   });
 
-  it('stores a small result in its feature’s shape table and a big one in its own, a column named _m included', async () => {
+  it('stores a small result in its shape’s shared table and a big one in its own, a column named _m included', async () => {
     const materializer = new DuckDBMaterializer({ instance });
     const own = new FeatureStore();
     own.addDecorator(materializer.decorator);
@@ -120,12 +116,14 @@ describe('DuckDB store', () => {
       const small = await materializer.materialize(sized, { n: 3 });
       const other = await materializer.materialize(sized, { n: 4 });
       const big = await materializer.materialize(sized, { n: SHARED_MAX_ROWS });
-      const shape = shapeTableName('sizes.sized', ['id'], small.columns);
-      // The id column is the first name no column of the shape has.
-      expect(partitionColumnOf(small.columns)).toBe('_m_2');
+      const layout = shapeLayoutOf(['id'], small.columns);
+      const shape = layout.table;
+      // Value columns are stored as v1, v2, …: the id column is `_m`, whatever the result's columns are named.
+      expect(layout.columns.map((column) => column.name)).toEqual(['id', 'v1', 'v2']);
+      expect(layout.idColumn).toBe('_m');
       const c = await instance.connect();
       const stored = (
-        await c.runAndReadAll(`SELECT "_m_2", count(*) FROM featurefn.${shape} GROUP BY ALL ORDER BY 1`)
+        await c.runAndReadAll(`SELECT "_m", count(*) FROM featurefn.${shape} GROUP BY ALL ORDER BY 1`)
       ).getRows();
       c.closeSync();
       expect(stored.map(([id, n]) => [String(id), Number(n)])).toEqual([
@@ -276,7 +274,7 @@ describe('DuckDB store', () => {
     const c = await instance.connect();
     try {
       const stored = await c.runAndReadAll(
-        `SELECT id, list_count(embedding) AS n FROM featurefn.${shapeTableName('nulls.embeddings', ['id'], columns)}
+        `SELECT id, list_count(v1) AS n FROM featurefn.${shapeLayoutOf(['id'], columns).table}
          WHERE "_m" = ${record.id} ORDER BY id`,
       );
       expect(stored.getRowObjectsJS().map((r) => r.n)).toEqual([2n, 0n, null]);

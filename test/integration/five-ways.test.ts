@@ -207,9 +207,11 @@ describe('the same feature, five ways', () => {
         expect(kyselyAdapter.canAdapt(kysely) && !Array.isArray(kysely)).toBe(true);
         const [record] = await postgres.listMaterializations(ways.kysely);
         expect(record!.kind).toBe('kysely');
-        // A small result: its rows in the shape table of the feature, selected by materialization id.
+        // A small result: its rows in its shape's shared table, selected by materialization id.
         expect(kysely.compile().sql).toMatch(
-          new RegExp(`^select "origin", "departures" from "${schema}"\\."f_[0-9a-f]{16}" where "_m" = \\$1$`),
+          new RegExp(
+            `^select "origin", "v1" as "departures" from "${schema}"\\."s_[0-9a-f]{16}" where "_m" = \\$1$`,
+          ),
         );
         expect(kysely.compile().parameters).toEqual([record!.id]);
         // A real Kysely query: it can be refined before it runs.
@@ -222,7 +224,7 @@ describe('the same feature, five ways', () => {
         expect(query.source.database).toBe(postgres.source.database);
         const postgresSql = await ways.postgresSql({ when });
         expect(postgresSql.source.dialect).toBe('postgres');
-        expect(postgresSql.render((i) => `$${i}`).text).toMatch(new RegExp(`"${schema}"\\."f_[0-9a-f]{16}"`));
+        expect(postgresSql.render((i) => `$${i}`).text).toMatch(new RegExp(`"${schema}"\\."s_[0-9a-f]{16}"`));
         for (const [i, result] of [rows, arrow, polars, sql, kysely, postgresSql].entries()) {
           expect(await departuresOf(result), all[i]).toEqual(expected);
         }

@@ -92,7 +92,7 @@ describe.skipIf(!pg.available)(`the inference server on PostgreSQL${pg.reason}`,
     const admin = await adminClient();
     try {
       const { rows } = await admin.query<{ name: string }>(
-        `SELECT table_name AS name FROM information_schema.tables WHERE table_schema = $1 AND table_name ~ '^(m_[0-9]+|f_[0-9a-f]{16})$'`,
+        `SELECT table_name AS name FROM information_schema.tables WHERE table_schema = $1 AND table_name ~ '^(m_[0-9]+|[fs]_[0-9a-f]{16})$'`,
         [schema],
       );
       expect(rows.length).toBeGreaterThan(0);

@@ -94,11 +94,11 @@ describe.skipIf(!server.available)(`Kysely features on PostgreSQL${server.reason
     const back = await departures({ when });
     expect(calls).toBe(0);
     expect(kyselyAdapter.canAdapt(back)).toBe(true);
-    // A small result: its rows in the shape table of the feature, selected by materialization id.
+    // A small result: its rows in its shape's shared table, selected by materialization id.
     const compiled = back.compile();
     expect(compiled.sql).toMatch(
       new RegExp(
-        `^select "origin", "departures", "mean_delay", "last_departure" from "${schema}"\\."f_[0-9a-f]{16}" where "_m" = \\$1$`,
+        `^select "origin", "v1" as "departures", "v2" as "mean_delay", "v3" as "last_departure" from "${schema}"\\."s_[0-9a-f]{16}" where "_m" = \\$1$`,
       ),
     );
     expect(compiled.parameters).toEqual([record.id]);

@@ -140,7 +140,9 @@ describe.skipIf(!server.available)(
           } else {
             const end = stream.end.bind(stream) as (...a: unknown[]) => unknown;
             stream.end = ((...a: unknown[]) => {
-              void inject(client, 'sent', () => end(...a));
+              // pg may already have failed the COPY and let go of the connection, and the stream
+              // then throws from end(): the store has had pg's error, which is what is tested.
+              inject(client, 'sent', () => end(...a)).catch(() => undefined);
               return stream;
             }) as Writable['end'];
           }
@@ -343,7 +345,7 @@ describe.skipIf(!server.available)(
 
     it('a read, session ended as it was sent: fails clearly, and the next read has a live connection', async () => {
       const before = await readValue();
-      armed = { step: /"f_[0-9a-f]{16}"/, moment: 'sent', fired: false };
+      armed = { step: /"s_[0-9a-f]{16}"/, moment: 'sent', fired: false };
       const error = await readValue().catch((e: unknown) => e);
       expect(armed.fired).toBe(true);
       armed = undefined;

@@ -165,7 +165,7 @@ describe.skipIf(!server.available)(`PostgreSQL store: replaced tables are retire
       { origin: 'SFO', version: 3 },
     ]);
     // Rows whose id has neither a record nor a retired entry (a damaged store) go at the next vacuum.
-    await admin.query(`INSERT INTO ${shape} (_m, origin, version) VALUES (987654321, 'SFO', 0)`);
+    await admin.query(`INSERT INTO ${shape} (_m, origin, v1) VALUES (987654321, 'SFO', 0)`);
     await materializer.vacuum();
     expect(await rowsOf('987654321')).toBe(0);
     expect(await rowsOf(second.id)).toBe(3); // still retired, still within its grace period

@@ -145,11 +145,11 @@ describe.skipIf(!server.available)(`PostgreSQL store${server.reason}`, () => {
     });
     // Each shape's table is keyed on the materialization id, then the entity key (composite where it is).
     const tables = [await storedIn(admin, schema, record.id), await storedIn(admin, schema, route.id)];
-    for (const table of tables) expect(table).toMatch(/^f_[0-9a-f]{16}$/);
+    for (const table of tables) expect(table).toMatch(/^s_[0-9a-f]{16}$/);
     const { rows: keys } = await admin.query<{ table: string; key: string }>(
       `SELECT c.relname AS table, pg_get_constraintdef(k.oid) AS key
        FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-       WHERE n.nspname = $1 AND k.contype = 'p' AND c.relname LIKE 'f\\_%'`,
+       WHERE n.nspname = $1 AND k.contype = 'p' AND c.relname LIKE 's\\_%'`,
       [schema],
     );
     expect(keys).toEqual(
@@ -361,7 +361,7 @@ describe.skipIf(!server.available)(`PostgreSQL store${server.reason}`, () => {
       const { rows } = await admin.query(
         `SELECT stored_in, count(*)::int AS n FROM "${schema}".catalog GROUP BY stored_in`,
       );
-      expect(rows).toEqual([{ stored_in: expect.stringMatching(/^f_[0-9a-f]{16}$/), n: 6 }]);
+      expect(rows).toEqual([{ stored_in: expect.stringMatching(/^s_[0-9a-f]{16}$/), n: 6 }]);
       const { rows: stored } = await admin.query(
         `SELECT _m::text AS id, count(*)::int AS n FROM "${schema}"."${rows[0].stored_in}" GROUP BY 1 ORDER BY 1`,
       );

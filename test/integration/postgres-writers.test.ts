@@ -73,7 +73,7 @@ describe.skipIf(!server.available)(`PostgreSQL store with several writer process
   /** Own tables (`m_<id>`) and shape tables (`f_<hash>`) of the schema. */
   async function dataTables(schema: string): Promise<string[]> {
     const { rows } = await admin.query<{ tablename: string }>(
-      "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename ~ '^(m_[0-9]+|f_[0-9a-f]{16})$' ORDER BY 1",
+      "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename ~ '^(m_[0-9]+|[fs]_[0-9a-f]{16})$' ORDER BY 1",
       [schema],
     );
     return rows.map((r) => r.tablename);
@@ -168,7 +168,7 @@ describe.skipIf(!server.available)(`PostgreSQL store with several writer process
       expect((await materializer.listMaterializations(slow)).map((m) => m.id)).toEqual([record.id]);
       // A small result: in its shape's table, which the killed run's rollback never left behind.
       const { rows: stored } = await admin.query(`SELECT stored_in FROM "${schema}".catalog`);
-      expect(stored).toEqual([{ stored_in: expect.stringMatching(/^f_[0-9a-f]{16}$/) }]);
+      expect(stored).toEqual([{ stored_in: expect.stringMatching(/^s_[0-9a-f]{16}$/) }]);
       expect(await dataTables(schema)).toEqual([stored[0].stored_in]);
       expect(await store.withParams({}).getFeatures(slow).filter({ key: 'b' }).toArray()).toEqual([
         { key: 'b', writer: 'rerun' },

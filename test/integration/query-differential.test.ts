@@ -276,7 +276,7 @@ function describeDifferential(
           .getFeatures(features[0]!, features[1]!)
           .filter({ k: 'k0' })
           .explain(),
-      ).toMatch(/\(SELECT t1\."x" FROM/);
+      ).toMatch(/\(SELECT t1\."v1" FROM/);
     }, 60_000);
   });
 }

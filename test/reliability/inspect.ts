@@ -21,8 +21,8 @@ export interface StoreTables {
 /** The store's own tables; every other table must be a data table `m_<id>` the catalog or retired list names. */
 const OWN = new Set(['catalog', 'meta', 'retired', 'features']);
 
-/** A shape table's name: small materializations of one feature and shape share it. */
-const SHAPE = /^f_[0-9a-f]{16}$/;
+/** A shape table's name: small materializations of the same key and column types share it. */
+const SHAPE = /^[fs]_[0-9a-f]{16}$/;
 
 /**
  * Orphans: tables in the store's schema that are neither the store's own (`catalog`, `meta`,

@@ -9,7 +9,8 @@ import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { POSTGRES_SQL_TYPES } from '../../src/engines/postgres/dialect.js';
 import { copyBatches } from '../../src/engines/postgres/load.js';
-import { columnsOf } from '../../src/frame/columns.js';
+import { type ColumnSpec, columnsOf } from '../../src/frame/columns.js';
+import { shapeLayoutAt } from '../../src/materializer/shape-table.js';
 
 /** The server the PostgreSQL tests use. */
 export function postgresUrl(): string {
@@ -119,11 +120,11 @@ export async function storedRowsOf(
   id: string,
   alias = 'm',
 ): Promise<{ table: string; idColumn: string | undefined; rows: string }> {
-  const { rows } = await client.query<{ stored_in: string; columns: { name: string }[] }>({
-    text: `SELECT stored_in, "columns" FROM "${schema}".catalog WHERE id = $1`,
+  const { rows } = await client.query<{ stored_in: string; key: string[]; columns: ColumnSpec[] }>({
+    text: `SELECT stored_in, key_columns AS key, "columns" FROM "${schema}".catalog WHERE id = $1`,
     values: [id],
   });
-  const { stored_in: storedIn, columns } = rows[0]!;
+  const { stored_in: storedIn, key, columns } = rows[0]!;
   const table = `"${schema}"."${storedIn}"`;
   if (storedIn === `m_${id}`) return { table, idColumn: undefined, rows: `${table} AS ${alias}` };
   const { rows: first } = await client.query<{ name: string }>({
@@ -131,7 +132,12 @@ export async function storedRowsOf(
     values: [table],
   });
   const idColumn = first[0]!.name;
-  const names = columns.map((c) => `"${c.name.replaceAll('"', '""')}"`).join(', ');
+  // A shared table names value columns v1, v2, … (see shapeLayoutOf): each is given its own name back.
+  const { names: stored } = shapeLayoutAt(storedIn, key, columns);
+  const quote = (name: string) => `"${name.replaceAll('"', '""')}"`;
+  const names = columns
+    .map((c) => (stored.has(c.name) ? `${quote(stored.get(c.name)!)} AS ${quote(c.name)}` : quote(c.name)))
+    .join(', ');
   return {
     table,
     idColumn,

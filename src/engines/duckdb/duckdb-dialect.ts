@@ -28,6 +28,11 @@ export const DUCKDB_DIALECT: SqlDialect = {
   quote: quoteIdentifier,
   placeholder: (i) => `$${i}`,
   sqlType: (type) => duckdbSqlType(type),
+  // One map per stored column, from materialization id to value; each feature reads its own id.
+  groupedLookup: {
+    kind: 'gather',
+    gather: (column, idColumn) => `map(list(${idColumn}), list(${column}))`,
+  },
 };
 
 /** DuckDB SQL type and driver type of each featurefn column type. */

@@ -27,10 +27,12 @@ import {
 } from '../../materializer/materializer-base.js';
 import {
   isShapeTable,
-  partitionColumnOf,
   peekBatches,
+  SHAPE_TABLE_PATTERN,
   SHARED_MAX_ROWS,
-  shapeTableName,
+  type ShapeLayout,
+  shapeLayoutAt,
+  shapeLayoutOf,
 } from '../../materializer/shape-table.js';
 import type { SourcePartition } from '../../query/nodes.js';
 import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
@@ -87,7 +89,7 @@ export interface DuckDBMaterializerOptions extends MaterializerOptions {
 }
 
 /** Catalog layout version; older catalogs are upgraded in place (see `upgradeCatalog`), newer refused. */
-export const DUCKDB_FORMAT_VERSION = 3;
+export const DUCKDB_FORMAT_VERSION = 4;
 
 /** Runs pieces of work one at a time, in the order they were queued. */
 class Queue {
@@ -297,15 +299,21 @@ export class DuckDBMaterializer extends MaterializerBase {
 
   /**
    * A materialization in its own table is read from it; one in a shape table (see
-   * `shapeTableName`) through its id column, bound as a parameter, so that a read's SQL text is
+   * `shapeLayoutOf`) through its id column, bound as a parameter, so that a read's SQL text is
    * the same across publications and its prepared statement serves them all.
    */
-  protected sourceOf(materialization: Materialization): { table: string; partition?: SourcePartition } {
+  protected sourceOf(materialization: Materialization): {
+    table: string;
+    partition?: SourcePartition;
+    names?: ReadonlyMap<string, string>;
+  } {
     const storedIn = this.#storedIn.get(materialization.id) ?? `m_${materialization.id}`;
     if (!isShapeTable(storedIn)) return { table: this.#table(storedIn) };
+    const { idColumn, names } = shapeLayoutAt(storedIn, materialization.key, materialization.columns);
     return {
       table: this.#table(storedIn),
-      partition: { column: partitionColumnOf(materialization.columns), value: BigInt(materialization.id) },
+      partition: { column: idColumn, value: BigInt(materialization.id) },
+      names,
     };
   }
 
@@ -386,15 +394,16 @@ export class DuckDBMaterializer extends MaterializerBase {
           const { batches, rows, small, close } = await peekBatches(input.batches, SHARED_MAX_ROWS);
           try {
             const { key, columns } = input;
-            const storedIn = small ? shapeTableName(input.feature.name, key, columns) : `m_${id}`;
+            const shape = small ? shapeLayoutOf(key, columns) : undefined;
+            const storedIn = shape?.table ?? `m_${id}`;
             const table = this.#table(storedIn);
-            const partition = small ? partitionColumnOf(columns) : undefined;
+            const partition = shape?.idColumn;
             const create =
-              partition === undefined
+              shape === undefined
                 ? [`CREATE TABLE ${table} (${columnDefinitions(columns)})`]
                 : this.#shapes.has(storedIn)
                   ? []
-                  : [this.#createShape(table, partition, columns)];
+                  : [this.#createShape(shape)];
             // One call begins the transaction, creates the table if needed and writes the record (a
             // big result's row count is set when the rows are in): each call costs 0.3–1 ms.
             await c.run(
@@ -460,15 +469,15 @@ export class DuckDBMaterializer extends MaterializerBase {
           // Only where the shape table's types are the result's own, so that nothing is converted.
           const exact = created.columnTypes().every((t, i) => String(t) === duckdbSqlType(columns[i]!.type));
           const small = exact && summary.rows < SHARED_MAX_ROWS && summary.nulls === 0 && !summary.duplicate;
-          const storedIn = small ? shapeTableName(input.feature.name, key, columns) : own;
+          const shape = small ? shapeLayoutOf(key, columns) : undefined;
+          const storedIn = shape?.table ?? own;
           const moves: string[] = [];
-          if (small) {
-            const shape = this.#table(storedIn);
-            const partition = partitionColumnOf(columns);
-            const names = columns.map((col) => quoteIdentifier(col.name)).join(', ');
-            if (!this.#shapes.has(storedIn)) moves.push(this.#createShape(shape, partition, columns));
+          if (shape !== undefined) {
+            const into = shape.columns.map((col) => quoteIdentifier(col.name)).join(', ');
+            const from = columns.map((col) => quoteIdentifier(col.name)).join(', ');
+            if (!this.#shapes.has(storedIn)) moves.push(this.#createShape(shape));
             moves.push(
-              `INSERT INTO ${shape} (${quoteIdentifier(partition)}, ${names}) SELECT ${BigInt(id)}, ${names} FROM ${table}`,
+              `INSERT INTO ${this.#table(storedIn)} (${quoteIdentifier(shape.idColumn)}, ${into}) SELECT ${BigInt(id)}, ${from} FROM ${table}`,
               `DROP TABLE ${table}`,
             );
           }
@@ -483,8 +492,8 @@ export class DuckDBMaterializer extends MaterializerBase {
   }
 
   /** `CREATE TABLE IF NOT EXISTS` of a shape table: the materialization id first, then the shape's columns. */
-  #createShape(table: string, partition: string, columns: readonly ColumnSpec[]): string {
-    return `CREATE TABLE IF NOT EXISTS ${table} (${quoteIdentifier(partition)} BIGINT NOT NULL, ${columnDefinitions(columns)})`;
+  #createShape(shape: ShapeLayout): string {
+    return `CREATE TABLE IF NOT EXISTS ${this.#table(shape.table)} (${quoteIdentifier(shape.idColumn)} BIGINT NOT NULL, ${columnDefinitions(shape.columns)})`;
   }
 
   /** The values of {@link RECORD_INSERT} for one publication. */
@@ -728,7 +737,8 @@ export class DuckDBMaterializer extends MaterializerBase {
   protected override isReplacedTable(error: unknown): boolean {
     if (error instanceof StaleCatalog) return true;
     return (
-      error instanceof Error && /Table with name (m_\d+|f_[0-9a-f]{16}) does not exist/.test(error.message)
+      error instanceof Error &&
+      new RegExp(`Table with name (m_\\d+|${SHAPE_TABLE_PATTERN}) does not exist`).test(error.message)
     );
   }
 
@@ -1015,6 +1025,10 @@ async function upgradeCatalog(c: DuckDBConnection, schema: string, from: number)
         );
       }
     }
+    // 4: small materializations go to tables shared by every feature of the same key and column
+    // types (`s_…`, value columns `v1`, `v2`, …). The tables of format 3 (`f_…`, one feature's,
+    // under its own column names) are read as they are: no data moves, but an older release would
+    // misread the new tables, hence the new format.
     await c.run(`UPDATE ${schema}.meta SET value = $1 WHERE name = 'format_version'`, [
       String(DUCKDB_FORMAT_VERSION),
     ]);

@@ -1,4 +1,5 @@
 import type { DuckDBConnection } from '@duckdb/node-api';
+import { SHAPE_TABLE_PATTERN } from '../../materializer/shape-table.js';
 import { quoteIdentifier } from './duckdb-dialect.js';
 
 /**
@@ -114,8 +115,8 @@ export async function shapeTables(
     await c.runAndReadAll(
       `SELECT table_name, column_name FROM duckdb_columns()
        WHERE database_name = $1 AND schema_name = $2 AND column_index = 1
-         AND regexp_full_match(table_name, 'f_[0-9a-f]{16}')`,
-      [database, schema],
+         AND regexp_full_match(table_name, $3)`,
+      [database, schema, SHAPE_TABLE_PATTERN],
     )
   ).getRows();
   return new Map(rows.map(([table, column]) => [String(table), String(column)]));

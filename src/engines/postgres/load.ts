@@ -494,6 +494,8 @@ export async function copyBatches(
     out.position += TRAILER.length;
     await send(out.take(true));
     await new Promise<void>((resolve, reject) => {
+      // pg may have failed the COPY since the last write: ending it then would write to no connection.
+      if (failure !== undefined) return reject(failure);
       stream.once('finish', resolve);
       stream.once('error', reject);
       stream.end();

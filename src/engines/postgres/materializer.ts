@@ -33,7 +33,13 @@ import {
   MaterializerBase,
   type PublishInput,
 } from '../../materializer/materializer-base.js';
-import { partitionColumnOf, peekBatches, SHARED_MAX_ROWS } from '../../materializer/shape-table.js';
+import {
+  isShapeTable,
+  peekBatches,
+  SHARED_MAX_ROWS,
+  shapeLayoutAt,
+  shapeLayoutOf,
+} from '../../materializer/shape-table.js';
 import type { SourcePartition } from '../../query/nodes.js';
 import type { BoundValue, CompiledQuery, SqlDialect } from '../../query/sql-compiler.js';
 import type { SqlQuery } from '../../sql/sql-query.js';
@@ -49,7 +55,7 @@ import {
   retireTables,
   upgradeRetiredTable,
 } from './retired-tables.js';
-import { createShapeTable, shapeTableOf } from './shape-tables.js';
+import { createShapeTable } from './shape-tables.js';
 import {
   createPostgresSource,
   databaseIdentity,
@@ -107,7 +113,7 @@ export interface PostgresMaterializerOptions extends MaterializerOptions {
 type KyselyTables = Record<string, Record<string, unknown>>;
 
 /** Catalog layout version; older catalogs are upgraded in place (see `#upgradeCatalog`), newer refused. */
-export const POSTGRES_FORMAT_VERSION = 3;
+export const POSTGRES_FORMAT_VERSION = 4;
 
 const int8Parser = (text: string): number | bigint => {
   const n = Number(text);
@@ -190,6 +196,17 @@ export class PostgresMaterializer extends MaterializerBase {
     quote: quoteIdentifier,
     placeholder,
     sqlType: (type) => POSTGRES_SQL_TYPES[type].replace(' COLLATE "C"', ''),
+    // One aggregate per column read, over the one row of each materialization.
+    groupedLookup: {
+      kind: 'pick',
+      pick: (column, idColumn, type) => {
+        const where = ` FILTER (WHERE ${idColumn} = `;
+        if (type === 'boolean') return [`bool_or(${column})${where}`, ')'];
+        // jsonb has no max; an array of one value has a first element.
+        if (type === 'json') return [`(array_agg(${column})${where}`, '))[1]'];
+        return [`max(${column})${where}`, ')'];
+      },
+    },
   };
 
   readonly #pool: Pool;
@@ -332,12 +349,17 @@ export class PostgresMaterializer extends MaterializerBase {
     }
     const db = await this.#kysely;
     const table = this.#storedInOf(materialization);
-    if (table === `m_${materialization.id}`) return db.withSchema(this.schema).selectFrom(table).selectAll();
+    if (!isShapeTable(table)) return db.withSchema(this.schema).selectFrom(table).selectAll();
+    const { idColumn, names } = shapeLayoutAt(table, materialization.key, materialization.columns);
     return db
       .withSchema(this.schema)
       .selectFrom(table)
-      .select(materialization.columns.map((c) => c.name))
-      .where(partitionColumnOf(materialization.columns), '=', materialization.id);
+      .select(
+        materialization.columns.map((c) =>
+          names.has(c.name) ? `${names.get(c.name)} as ${c.name}` : c.name,
+        ),
+      )
+      .where(idColumn, '=', materialization.id);
   }
 
   protected override isReplacedTable(error: unknown): boolean {
@@ -348,14 +370,16 @@ export class PostgresMaterializer extends MaterializerBase {
    * A materialization's own table, or its shape table and the rows of it with its id: the text
    * of a read over shape tables is then the same for every publication, and so is its prepared statement.
    */
-  protected sourceOf(materialization: Materialization): { table: string; partition?: SourcePartition } {
+  protected sourceOf(materialization: Materialization): {
+    table: string;
+    partition?: SourcePartition;
+    names?: ReadonlyMap<string, string>;
+  } {
     const storedIn = this.#storedInOf(materialization);
     const table = `${quoteIdentifier(this.schema)}.${quoteIdentifier(storedIn)}`;
-    if (storedIn === `m_${materialization.id}`) return { table };
-    return {
-      table,
-      partition: { column: partitionColumnOf(materialization.columns), value: BigInt(materialization.id) },
-    };
+    if (!isShapeTable(storedIn)) return { table };
+    const { idColumn, names } = shapeLayoutAt(storedIn, materialization.key, materialization.columns);
+    return { table, partition: { column: idColumn, value: BigInt(materialization.id) }, names };
   }
 
   #storedInOf(materialization: Materialization): string {
@@ -443,14 +467,14 @@ export class PostgresMaterializer extends MaterializerBase {
       try {
         const id = await this.#nextId(client);
         if (small) {
-          const shape = shapeTableOf(input.feature.name, input.key, input.columns);
+          const shape = shapeLayoutOf(input.key, input.columns);
           await this.#checkSmallKey(input, head);
-          if (!this.#knownShapes.has(shape.name)) {
-            await createShapeTable(client, this.schema, shape, input.key, input.columns);
-            created = shape.name;
+          if (!this.#knownShapes.has(shape.table)) {
+            await createShapeTable(client, this.schema, shape, input.key);
+            created = shape.table;
           }
-          const table = `${quoteIdentifier(this.schema)}.${quoteIdentifier(shape.name)}`;
-          const names = [shape.idColumn, ...input.columns.map((c) => c.name)].map(quoteIdentifier);
+          const table = `${quoteIdentifier(this.schema)}.${quoteIdentifier(shape.table)}`;
+          const names = [shape.idColumn, ...shape.columns.map((c) => c.name)].map(quoteIdentifier);
           const rows = await copyBatches(
             client.query(copyFrom(`COPY ${table} (${names.join(', ')}) FROM STDIN (FORMAT binary)`)),
             input.columns,
@@ -459,7 +483,7 @@ export class PostgresMaterializer extends MaterializerBase {
           ).catch((error: unknown) => {
             throw isServerError(error, '23505', '23502') ? this.#keyRefused(input, error) : error;
           });
-          return await this.#commitRecord(client, input, id, rows, shape.name);
+          return await this.#commitRecord(client, input, id, rows, shape.table);
         }
         const table = this.#table(id);
         const names = input.columns.map((c) => quoteIdentifier(c.name));
@@ -568,19 +592,20 @@ export class PostgresMaterializer extends MaterializerBase {
         return this.#commitRecord(client, full, id, rows, `m_${id}`);
       }
       // Small: its rows move to its shape's table, in the same transaction.
-      const shape = shapeTableOf(input.feature.name, key, columns);
-      if (!this.#knownShapes.has(shape.name)) {
-        await createShapeTable(client, this.schema, shape, key, columns);
-        createdShape = shape.name;
+      const shape = shapeLayoutOf(key, columns);
+      if (!this.#knownShapes.has(shape.table)) {
+        await createShapeTable(client, this.schema, shape, key);
+        createdShape = shape.table;
       }
-      const names = columns.map((c) => quoteIdentifier(c.name)).join(', ');
+      const into = shape.columns.map((c) => quoteIdentifier(c.name)).join(', ');
+      const from = columns.map((c) => quoteIdentifier(c.name)).join(', ');
       await client.query({
-        text: `INSERT INTO ${quoteIdentifier(this.schema)}.${quoteIdentifier(shape.name)} (${quoteIdentifier(shape.idColumn)}, ${names})
-               SELECT $1::bigint, ${names} FROM ${table}`,
+        text: `INSERT INTO ${quoteIdentifier(this.schema)}.${quoteIdentifier(shape.table)} (${quoteIdentifier(shape.idColumn)}, ${into})
+               SELECT $1::bigint, ${from} FROM ${table}`,
         values: [id],
       });
       await client.query(`DROP TABLE ${table}`);
-      return this.#commitRecord(client, full, id, rows, shape.name);
+      return this.#commitRecord(client, full, id, rows, shape.table);
     });
     if (createdShape !== undefined) this.#knownShapes.add(createdShape);
     return record;
@@ -1054,6 +1079,10 @@ export class PostgresMaterializer extends MaterializerBase {
         await client.query(`ALTER TABLE ${this.#catalog} ALTER COLUMN stored_in SET NOT NULL`);
         await upgradeRetiredTable(client, this.schema);
       }
+      // 4: small materializations go to tables shared by every feature of the same key and column
+      // types (`s_…`, value columns `v1`, `v2`, …). The tables of format 3 (`f_…`, one feature's,
+      // under its own column names) are read as they are: no data moves, but an older release
+      // would misread the new tables, hence the new format.
       if (from < POSTGRES_FORMAT_VERSION) {
         await client.query({
           text: `UPDATE ${schema}.meta SET value = $1 WHERE name = 'format_version'`,

@@ -1,4 +1,5 @@
 import type { ClientBase, Pool } from 'pg';
+import { SHAPE_TABLE_PATTERN } from '../../materializer/shape-table.js';
 import { quoteIdentifier } from './dialect.js';
 import { isServerError } from './failure.js';
 import { Transaction } from './transaction.js';
@@ -162,8 +163,8 @@ export async function dropRetiredTables(
 export async function shapeTables(client: Pool | ClientBase, schema: string): Promise<string[]> {
   const { rows } = await client.query<{ name: string }>({
     text: `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname ~ '^f_[0-9a-f]{16}$' ORDER BY 1`,
-    values: [schema],
+           WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname ~ ('^' || $2 || '$') ORDER BY 1`,
+    values: [schema, SHAPE_TABLE_PATTERN],
   });
   return rows.map((r) => r.name);
 }

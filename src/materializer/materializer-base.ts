@@ -467,15 +467,22 @@ export abstract class MaterializerBase implements Materializer {
   async explain(plan: ReadPlan): Promise<string> {
     const online = await this.#online?.explain(plan);
     if (online?.online) return online.note;
-    const { sql, params } = this.compile(plan);
-    const values = params.map(
-      (p, i) => `  ${this.dialect.placeholder(i + 1)} = ${formatParamValue(p.value)} (${p.type})`,
-    );
+    const { sql, params, apart } = this.compile(plan);
+    const value = (i: number) => `${formatParamValue(params[i]!.value)} (${params[i]!.type})`;
+    const values = (indexes: readonly number[]) =>
+      indexes.map((i, n) => `  ${this.dialect.placeholder(n + 1)} = ${value(i)}`);
+    const main = params.slice(0, apart?.params ?? params.length).map((_, i) => i);
     return [
       ...(online === undefined ? [] : [online.note]),
       `-- served by ${this.name}`,
       sql,
-      ...(values.length > 0 ? ['-- bound values:', ...values] : []),
+      ...(main.length > 0 ? ['-- bound values:', ...values(main)] : []),
+      ...(apart?.lookups ?? []).flatMap((lookup) => [
+        '-- then, for the columns of one shared table:',
+        lookup.sql,
+        '-- bound values:',
+        ...values(lookup.params),
+      ]),
     ].join('\n');
   }
 
@@ -491,7 +498,8 @@ export abstract class MaterializerBase implements Materializer {
         `the ${this.name} store has no SQL source to express reads in.`,
       );
     }
-    const { strings, params, places } = this.compile(plan);
+    // One statement, whatever the store would read apart.
+    const { strings, params, places } = compileRead(this.#bound(plan), this.dialect, { single: true });
     return new SqlQuery(
       source,
       strings,
@@ -889,15 +897,19 @@ export abstract class MaterializerBase implements Materializer {
       if (read.query === plan.query) return read.compiled;
       if (sameShape(read.query, plan.query)) return rebindRead(read.compiled, plan.query);
     }
-    const query = bindSources(plan.query, (_, i) => {
-      const m = plan.sources[i]!.materialization;
-      return { key: m.key, ...this.#widened(m), ...this.sourceOf(m) };
-    });
-    const compiled = compileRead(query, this.dialect);
+    const compiled = compileRead(this.#bound(plan), this.dialect);
     // A frame filtered many ways keeps a few shapes; past that, the recent ones.
     if (held.reads.length >= MAX_SHAPES) held.reads.shift();
     held.reads.push({ query: plan.query, compiled });
     return compiled;
+  }
+
+  /** The plan's query with each source bound to where its rows are stored. */
+  #bound(plan: ReadPlan): QueryTree {
+    return bindSources(plan.query, (_, i) => {
+      const m = plan.sources[i]!.materialization;
+      return { key: m.key, ...this.#widened(m), ...this.sourceOf(m) };
+    });
   }
 
   /**

@@ -239,6 +239,77 @@ describe('compileRead keeps the order of the calls', () => {
   });
 });
 
+describe('key lookups of materializations in one shared table', () => {
+  // Three features of one shape, stored in one table under v1, told apart by their id.
+  const shared = (feature: string, column: string, id: bigint) => ({
+    feature,
+    key: ['origin'],
+    columns: [
+      { name: 'origin', type: 'string' as const },
+      { name: column, type: 'float64' as const },
+    ],
+    table: '"s"."s_1"',
+    partition: { column: '_m', value: id },
+    names: new Map([[column, 'v1']]),
+  });
+  const sources = [shared('f.a', 'a', 7n), shared('f.b', 'b', 8n), shared('f.c', 'c', 9n)];
+  const lookup = () => bindSources(treeOf(sources.map((s) => s.feature)), (_, i) => sources[i]!);
+  const byOrigin = (origin: string): QueryTree => ({
+    kind: 'filter',
+    input: lookup(),
+    predicates: predicatesOf({ origin }),
+  });
+
+  it('pick: one pass over the table for every materialization after the first, each value by its id', () => {
+    const picking: SqlDialect = {
+      ...dialect,
+      groupedLookup: { kind: 'pick', pick: (column, id) => [`max(${column}) FILTER (WHERE ${id} = `, ')'] },
+    };
+    const { sql, params } = compileRead(byOrigin('SFO'), picking);
+    expect(sql).toBe(
+      'SELECT t0."origin" AS "origin", t0."v1" AS "a", g0."b" AS "b", g0."c" AS "c" FROM "s"."s_1" AS t0 ' +
+        'CROSS JOIN (SELECT max(u0."v1") FILTER (WHERE u0."_m" = $1) AS "b", max(u0."v1") FILTER (WHERE u0."_m" = $2) AS "c" ' +
+        'FROM "s"."s_1" AS u0 WHERE u0."origin" = $3 AND u0."_m" IN ($1, $2)) AS g0 WHERE t0."_m" = $4 AND t0."origin" = $3',
+    );
+    expect(params.map((p) => p.value)).toEqual([8n, 9n, 'SFO', 7n]);
+  });
+
+  it('apart: the table’s rows by a statement of their own, the columns they complete left out', () => {
+    const { sql, params, apart, columns } = compileRead(byOrigin('SFO'), {
+      ...dialect,
+      groupedLookup: { kind: 'apart' },
+    });
+    expect(sql).toBe(
+      'SELECT t0."origin" AS "origin", t0."v1" AS "a" FROM "s"."s_1" AS t0 WHERE t0."_m" = $1 AND t0."origin" = $2',
+    );
+    expect(columns.map((c) => c.name)).toEqual(['origin', 'a', 'b', 'c']);
+    expect(apart?.params).toBe(2);
+    expect(apart?.columns.map((c) => c.name)).toEqual(['origin', 'a']);
+    expect(apart?.lookups).toEqual([
+      {
+        sql: 'SELECT u."_m", u."v1" FROM "s"."s_1" AS u WHERE u."origin" = $1 AND u."_m" IN ($2, $3)',
+        params: [1, 2, 3],
+        columns: [{ name: 'v1', type: 'float64' }],
+        picks: [
+          { name: 'b', column: 0, id: 2 },
+          { name: 'c', column: 0, id: 3 },
+        ],
+      },
+    ]);
+    expect(params.map((p) => p.value)).toEqual([7n, 'SFO', 8n, 9n]);
+    // Another key binds its own value in every statement.
+    const again = rebindRead(
+      compileRead(byOrigin('SFO'), { ...dialect, groupedLookup: { kind: 'apart' } }),
+      byOrigin('LAX'),
+    );
+    expect(again.params.map((p) => p.value)).toEqual([7n, 'LAX', 8n, 9n]);
+    // Where one statement is needed (a SQL feature embedding the read), no statement apart.
+    expect(
+      compileRead(byOrigin('SFO'), { ...dialect, groupedLookup: { kind: 'apart' } }, { single: true }).apart,
+    ).toBeUndefined();
+  });
+});
+
 describe('sameShape and rebindRead', () => {
   const shaped = (conditions: FilterConditions, rest: { select?: string[]; limit?: number } = {}) =>
     query([airports, routes], conditions, rest);

@@ -28,16 +28,16 @@ export interface SqlDialect {
    * over it, one index scan for all of them (see {@link compileRead}), where the dialect can:
    * `pick` gives an aggregate of the value of `column` in the row whose `idColumn` equals the
    * bound id, as the text before and after the id's placeholder (PostgreSQL:
-   * `max(c) FILTER (WHERE _m = ` and `)`), or undefined for a type it has none for; `gather` gives
-   * an aggregate of `column` by `idColumn` that `gathered[id]` reads (DuckDB:
-   * `map(list(_m), list(c))`).
+   * `max(c) FILTER (WHERE _m = ` and `)`), or undefined for a type it has none for; `apart` reads
+   * each table's rows with a statement of its own, the store completing the rows in process
+   * (DuckDB, where each expression of a statement costs more than the pass itself).
    */
   readonly groupedLookup?:
     | {
         readonly kind: 'pick';
         pick(column: string, idColumn: string, type: ColumnType): readonly [string, string] | undefined;
       }
-    | { readonly kind: 'gather'; gather(column: string, idColumn: string): string };
+    | { readonly kind: 'apart' };
 }
 
 /** A bound value with the type of the column it is compared with. */
@@ -64,6 +64,29 @@ export interface CompiledQuery {
   readonly columns: readonly ColumnSpec[];
   /** Where each of `params` comes from in the tree, for {@link rebindRead}. @internal */
   readonly slots?: readonly BindSlot[];
+  /**
+   * Columns read apart (`apart` dialects): `sql` gives `columns` (what is not read apart, at
+   * least one), and each lookup the rows of one shared table that complete them. @internal
+   */
+  readonly apart?: {
+    /** `sql` binds the first `params` of `params`; the others are the lookups' only. */
+    readonly params: number;
+    readonly columns: readonly ColumnSpec[];
+    readonly lookups: readonly ApartLookup[];
+  };
+}
+
+/**
+ * One shared table's rows for a key lookup: `sql` binds `params` (indexes into the read's own
+ * `params`, in the order of its placeholders) and gives the id column, then `columns`; output
+ * column `name` takes column `column` of the row whose id is the read's parameter `id`, or null
+ * when there is none. @internal
+ */
+export interface ApartLookup {
+  readonly sql: string;
+  readonly params: readonly number[];
+  readonly columns: readonly ColumnSpec[];
+  readonly picks: readonly { readonly name: string; readonly column: number; readonly id: number }[];
 }
 
 /**
@@ -105,7 +128,11 @@ interface Level {
  * `(SELECT t1."mean_delay" FROM "featurefn"."m_15" AS t1 WHERE t1."origin" = $1)`.
  * @internal
  */
-export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery {
+export function compileRead(
+  tree: QueryTree,
+  dialect: SqlDialect,
+  options: { single?: boolean } = {},
+): CompiledQuery {
   const { sources, operations } = unwind(tree);
   const stored = sources.map((source) => {
     if (source.stored === undefined) throw new Error(`source "${source.feature}" is not bound to a table`);
@@ -143,7 +170,8 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
   const text = (t: string) => {
     strings[strings.length - 1] += t;
   };
-  const bind = (value: BoundValue, slot: BindSlot, once?: string) => {
+  /** The index in `params` of a value: bound once for a filter's item or a `once` key. */
+  const param = (value: BoundValue, slot: BindSlot, once?: string) => {
     const key = 'op' in slot ? `${slot.op}:${slot.predicate}:${slot.item ?? ''}` : once;
     let index = key === undefined ? undefined : bound.get(key);
     if (index === undefined) {
@@ -151,7 +179,10 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
       slots.push(slot);
       if (key !== undefined) bound.set(key, index);
     }
-    places.push(index);
+    return index;
+  };
+  const bind = (value: BoundValue, slot: BindSlot, once?: string) => {
+    places.push(param(value, slot, once));
     strings.push('');
   };
   const q = (name: string) => dialect.quote(name);
@@ -193,10 +224,14 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
   const col = (alias: string, source: number, name: string) =>
     `${alias}.${q(stored[source]!.names?.get(name) ?? name)}`;
   /** Binds the id of source `source`'s rows in its shared table: one parameter however often used. */
-  const partitionId = (source: number) => {
+  const partitionParam = (source: number) => {
     const p = stored[source]!.partition!;
     const fixed: BoundValue = { value: p.value, type: typeof p.value === 'string' ? 'string' : 'int64' };
-    bind(fixed, { fixed }, `partition:${source}`);
+    return param(fixed, { fixed }, `partition:${source}`);
+  };
+  const partitionId = (source: number) => {
+    places.push(partitionParam(source));
+    strings.push('');
   };
   const partition = (source: number, alias = `t${source}`) => {
     const p = stored[source]!.partition;
@@ -207,7 +242,13 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
   };
 
   const probes = lookups(stored, layout, levels[0]!.where);
-  const groups = groupLookups(stored, probes, dialect);
+  const lookup = dialect.groupedLookup;
+  // Read apart only where the read is one SELECT whose rows can be completed in process.
+  const apart = lookup?.kind === 'apart' && options.single !== true && levels.length === 1;
+  const groups =
+    lookup?.kind === 'pick' || apart ? groupLookups(stored, probes, dialect) : new Map<number, LookupGroup>();
+  /** Output columns read apart, by name. */
+  const readApart = new Map<string, { source: number; group: LookupGroup }>();
   const emit = (k: number) => {
     const level = levels[k]!;
     const ref = (name: string) => {
@@ -218,34 +259,32 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
       return col(`t${source}`, source, name);
     };
     text('SELECT ');
-    level.select.forEach((name, n) => {
-      if (n > 0) text(', ');
+    let items = 0;
+    const separator = () => (items++ > 0 ? ', ' : '');
+    level.select.forEach((name) => {
       const { source, type } = typeOf.get(name)!;
       const probe = k === 0 ? probes.get(source) : undefined;
       const group = k === 0 ? groups.get(source) : undefined;
       if (probe === undefined || stored[source]!.absent?.has(name)) {
-        text(`${ref(name)} AS ${q(name)}`);
+        text(`${separator()}${ref(name)} AS ${q(name)}`);
+        return;
+      }
+      if (group !== undefined && apart) {
+        // From the group's own statement: no column here.
+        group.members.add(source);
+        readApart.set(name, { source, group });
         return;
       }
       if (group !== undefined) {
         // From the group's single pass over its table, joined below.
-        const { gathered, members } = group;
-        members.add(source);
-        if (dialect.groupedLookup?.kind === 'gather') {
-          const column = stored[source]!.names?.get(name) ?? name;
-          if (!gathered.has(column)) gathered.set(column, `c${gathered.size}`);
-          text(`g${group.index}.${gathered.get(column)}[`);
-          partitionId(source);
-          text(`] AS ${q(name)}`);
-        } else {
-          group.picked.push({ source, name, type });
-          text(`g${group.index}.${q(name)} AS ${q(name)}`);
-        }
+        group.members.add(source);
+        group.picked.push({ source, name, type });
+        text(`${separator()}g${group.index}.${q(name)} AS ${q(name)}`);
         return;
       }
       // One index probe with the filter's own values: no join to plan or execute.
       const t = `t${source}`;
-      text(`(SELECT ${col(t, source, name)} FROM ${stored[source]!.table} AS ${t} WHERE `);
+      text(`${separator()}(SELECT ${col(t, source, name)} FROM ${stored[source]!.table} AS ${t} WHERE `);
       probe.forEach((entry, j) => {
         if (j > 0) text(' AND ');
         condition(entry, col(t, source, entry.predicate.column));
@@ -256,6 +295,8 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
       }
       text(`) AS ${q(name)}`);
     });
+    // Every column read apart: the row itself, for the lookups to complete.
+    if (items === 0) text(`TRUE AS ${q(ROW_MARK)}`);
     text(' FROM ');
     let conditions = 0;
     const and = () => text(conditions++ === 0 ? ' WHERE ' : ' AND ');
@@ -283,28 +324,20 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
         }
       });
       for (const group of new Set(groups.values())) {
-        if (group.members.size === 0) continue;
+        if (group.members.size === 0 || apart) continue;
         // One pass over the shared table for every materialization of the group: `u.key = $1
         // AND u._m IN (…)`, one row per materialization, folded into one row by the aggregates.
         const first = group.members.values().next().value as number;
         const u = `u${group.index}`;
         const idColumn = `${u}.${q(stored[first]!.partition!.column)}`;
         text(' CROSS JOIN (SELECT ');
-        const lookup = dialect.groupedLookup!;
-        if (lookup.kind === 'gather') {
-          text(
-            [...group.gathered]
-              .map(([column, alias]) => `${lookup.gather(`${u}.${q(column)}`, idColumn)} AS ${alias}`)
-              .join(', '),
-          );
-        } else {
-          group.picked.forEach(({ source, name, type }, n) => {
-            const [before, after] = lookup.pick(col(u, source, name), idColumn, type)!;
-            text(`${n > 0 ? ', ' : ''}${before}`);
-            partitionId(source);
-            text(`${after} AS ${q(name)}`);
-          });
-        }
+        const { pick } = dialect.groupedLookup as Extract<SqlDialect['groupedLookup'], { kind: 'pick' }>;
+        group.picked.forEach(({ source, name, type }, n) => {
+          const [before, after] = pick(col(u, source, name), idColumn, type)!;
+          text(`${n > 0 ? ', ' : ''}${before}`);
+          partitionId(source);
+          text(`${after} AS ${q(name)}`);
+        });
         text(` FROM ${stored[first]!.table} AS ${u} WHERE `);
         probes.get(first)!.forEach((entry, j) => {
           if (j > 0) text(' AND ');
@@ -341,8 +374,74 @@ export function compileRead(tree: QueryTree, dialect: SqlDialect): CompiledQuery
     const { type } = typeOf.get(name)!;
     return { name, type };
   });
-  return { strings, params, places, sql: render(strings, places, dialect), columns: output, slots };
+  const sql = render(strings, places, dialect);
+  if (readApart.size === 0) return { strings, params, places, sql, columns: output, slots };
+  const main = output.filter((c) => !readApart.has(c.name));
+  const mainParams = params.length;
+  return {
+    strings,
+    params,
+    places,
+    sql,
+    columns: output,
+    slots,
+    apart: {
+      params: mainParams,
+      columns: main.length > 0 ? main : [{ name: ROW_MARK, type: 'boolean' }],
+      lookups: [...new Set([...readApart.values()].map((r) => r.group))].map((group) => apartLookup(group)),
+    },
+  };
+
+  /**
+   * The statement reading one group's rows (`SELECT u._m, u.v1 FROM s AS u WHERE u.k = $1 AND
+   * u._m IN ($2, $3)`), numbering its own placeholders; its values are the read's.
+   */
+  function apartLookup(group: LookupGroup): ApartLookup {
+    const used: number[] = [];
+    const placeholder = (index: number) => {
+      let at = used.indexOf(index);
+      if (at < 0) at = used.push(index) - 1;
+      return dialect.placeholder(at + 1);
+    };
+    const first = group.members.values().next().value as number;
+    const u = 'u';
+    const idColumn = stored[first]!.partition!.column;
+    const columns: ColumnSpec[] = [];
+    const picks: { name: string; column: number; id: number }[] = [];
+    for (const [name, { source, group: of }] of readApart) {
+      if (of !== group) continue;
+      const storedName = stored[source]!.names?.get(name) ?? name;
+      let column = columns.findIndex((c) => c.name === storedName);
+      if (column < 0) column = columns.push({ name: storedName, type: typeOf.get(name)!.type }) - 1;
+      picks.push({ name, column, id: partitionParam(source) });
+    }
+    const conditions = probes.get(first)!.map((entry) => {
+      const predicate = entry.predicate as Extract<Predicate, { kind: 'compare' }>;
+      const column = typeOf.get(predicate.column)!;
+      const value = { value: checkValue(column, predicate.value), type: column.type };
+      const index = param(value, {
+        op: entry.op,
+        predicate: entry.index,
+        item: undefined,
+        column: { name: column.name, type: column.type },
+      });
+      return `${col(u, first, predicate.column)} = ${placeholder(index)}`;
+    });
+    const ids = [...group.members].map((source) => placeholder(partitionParam(source)));
+    const select = [idColumn, ...columns.map((c) => c.name)].map((name) => `${u}.${q(name)}`);
+    return {
+      sql:
+        `SELECT ${select.join(', ')} FROM ${stored[first]!.table} AS ${u} ` +
+        `WHERE ${conditions.join(' AND ')} AND ${u}.${q(idColumn)} IN (${ids.join(', ')})`,
+      params: used,
+      columns,
+      picks,
+    };
+  }
 }
+
+/** The one column of a statement all of whose columns are read apart. @internal */
+export const ROW_MARK = '_row';
 
 /**
  * The sources after the first that a key lookup reads with scalar subqueries instead of joins:
@@ -380,8 +479,6 @@ interface LookupGroup {
   readonly index: number;
   /** The sources with a column in the read, in the order of the SELECT. */
   readonly members: Set<number>;
-  /** `gather` dialects: the alias of the aggregate of each stored column. */
-  readonly gathered: Map<string, string>;
   /** `pick` dialects: each column read, with its source. */
   readonly picked: { source: number; name: string; type: ColumnType }[];
 }
@@ -416,7 +513,7 @@ function groupLookups(
   let index = 0;
   for (const sources of byTable.values()) {
     if (sources.length < 2) continue;
-    const group: LookupGroup = { index: index++, members: new Set(), gathered: new Map(), picked: [] };
+    const group: LookupGroup = { index: index++, members: new Set(), picked: [] };
     for (const source of sources) groups.set(source, group);
   }
   return groups;
@@ -517,8 +614,7 @@ export function rebindRead(compiled: CompiledQuery, tree: QueryTree): CompiledQu
           : null;
     params[i] = { value: checkValue(slot.column, value), type: slot.column.type };
   }
-  const { strings, places, sql, columns } = compiled;
-  return { strings, params, places, sql, columns, slots };
+  return { ...compiled, params };
 }
 
 /** Refuses a filter value of the wrong kind for its column, in words. @internal */

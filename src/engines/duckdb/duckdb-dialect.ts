@@ -28,11 +28,9 @@ export const DUCKDB_DIALECT: SqlDialect = {
   quote: quoteIdentifier,
   placeholder: (i) => `$${i}`,
   sqlType: (type) => duckdbSqlType(type),
-  // One map per stored column, from materialization id to value; each feature reads its own id.
-  groupedLookup: {
-    kind: 'gather',
-    gather: (column, idColumn) => `map(list(${idColumn}), list(${column}))`,
-  },
+  // The rows of a shared table by a statement of their own: each expression of a statement costs
+  // DuckDB more to plan than one pass over the rows of fifty materializations.
+  groupedLookup: { kind: 'apart' },
 };
 
 /** DuckDB SQL type and driver type of each featurefn column type. */

@@ -746,6 +746,7 @@ export class DuckDBMaterializer extends MaterializerBase {
     const { instance, reader } = await this.#open();
     // Planned on a catalog another store has published past: plan again, as a read an instant later would.
     if (publicationCount(instance, this.schema) !== this.#seen) throw new StaleCatalog();
+    if (query.apart !== undefined) return this.#readApart(reader, query, format);
     const result = await reader.run(() =>
       this.#runPrepared(reader, query.sql, query.params.map(toDuckDBValue)),
     );
@@ -766,26 +767,51 @@ export class DuckDBMaterializer extends MaterializerBase {
       return new Table(batches);
     }
     const { values } = await readDuckDBColumnsExact(result);
-    const names = query.columns.map((c) => c.name);
-    const count = values[0]?.length ?? 0;
-    const rows: Row[] = new Array(count);
-    // An assignment to a column named __proto__ would set the row's prototype and lose the value.
-    const plain = !names.includes('__proto__');
-    for (let r = 0; r < count; r++) {
-      const row: Row = {};
-      for (let c = 0; c < names.length; c++) {
-        if (plain || names[c] !== '__proto__') row[names[c]!] = values[c]![r];
-        else
-          Object.defineProperty(row, '__proto__', {
-            value: values[c]![r],
-            enumerable: true,
-            writable: true,
-            configurable: true,
-          });
+    return rowsOf(query.columns, values);
+  }
+
+  /**
+   * A key lookup whose columns in shared tables are read apart (see `compileRead`): the
+   * statement of the rest, then one statement per shared table giving the rows of all its
+   * materializations at once, each output column taking the row of its own materialization.
+   */
+  async #readApart(reader: Session, query: CompiledQuery, format: 'rows' | 'arrow'): Promise<Row[] | Table> {
+    const apart = query.apart!;
+    const bound = query.params.map(toDuckDBValue);
+    const [main, ...found] = await reader.run(async () => {
+      const results = [await this.#runPrepared(reader, query.sql, bound.slice(0, apart.params))];
+      for (const lookup of apart.lookups)
+        results.push(
+          await this.#runPrepared(
+            reader,
+            lookup.sql,
+            lookup.params.map((i) => bound[i]!),
+          ),
+        );
+      return Promise.all(results.map((result) => readDuckDBColumnsExact(result)));
+    });
+    const count = main!.values[0]?.length ?? 0;
+    const own = new Map(apart.columns.map((c, i) => [c.name, main!.values[i]!]));
+    const picked = new Map<string, unknown>();
+    apart.lookups.forEach((lookup, l) => {
+      // No rows, no columns: the driver gives none for an empty result.
+      const [ids = [], ...columns] = found[l]!.values;
+      const rowOfId = new Map(ids.map((id, r) => [String(id), r]));
+      for (const { name, column, id } of lookup.picks) {
+        const r = rowOfId.get(String(query.params[id]!.value));
+        picked.set(name, r === undefined ? null : columns[column]![r]);
       }
-      rows[r] = row;
-    }
-    return rows;
+    });
+    const values = query.columns.map(({ name }) => {
+      const found = own.get(name);
+      if (found !== undefined) return found;
+      // Each row its own copy of a value it could change (a list, a JSON value, a date).
+      const value = picked.get(name) ?? null;
+      return Array.from({ length: count }, (_, r) =>
+        r === 0 || typeof value !== 'object' || value === null ? value : structuredClone(value),
+      );
+    });
+    return format === 'arrow' ? tableFromColumns(query.columns, values) : rowsOf(query.columns, values);
   }
 
   protected async closeConnections(): Promise<void> {
@@ -1125,4 +1151,28 @@ function toDuckDBValue({ value, type }: BoundValue): DuckDBValue {
     default:
       return value as DuckDBValue;
   }
+}
+
+/** Row objects of columns of values. */
+function rowsOf(columns: readonly ColumnSpec[], values: readonly unknown[][]): Row[] {
+  const names = columns.map((c) => c.name);
+  const count = values[0]?.length ?? 0;
+  const rows: Row[] = new Array(count);
+  // An assignment to a column named __proto__ would set the row's prototype and lose the value.
+  const plain = !names.includes('__proto__');
+  for (let r = 0; r < count; r++) {
+    const row: Row = {};
+    for (let c = 0; c < names.length; c++) {
+      if (plain || names[c] !== '__proto__') row[names[c]!] = values[c]![r];
+      else
+        Object.defineProperty(row, '__proto__', {
+          value: values[c]![r],
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        });
+    }
+    rows[r] = row;
+  }
+  return rows;
 }

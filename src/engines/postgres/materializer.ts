@@ -233,6 +233,8 @@ export class PostgresMaterializer extends MaterializerBase {
   readonly #storedIn = new WeakMap<Materialization, string>();
   /** Shape tables this process knows exist: a publication into one skips creating it. */
   readonly #knownShapes = new Set<string>();
+  /** Per shape table: its rows at its last ANALYZE, and the rows published into it since (see `#keepStatistics`). */
+  readonly #shapeGrowth = new Map<string, { analyzed: number; added: number }>();
 
   /**
    * Connects lazily: nothing happens until the first call, which creates the schema if missing.
@@ -508,7 +510,43 @@ export class PostgresMaterializer extends MaterializerBase {
       }
     });
     if (created !== undefined) this.#knownShapes.add(created);
+    await this.#keepStatistics(record);
     return record;
+  }
+
+  /**
+   * Analyzes the shape table a small result went to once the rows published into it since its
+   * last ANALYZE reach a tenth of it, as autovacuum would, but before the next read is planned:
+   * PostgreSQL then plans key lookups on real figures, and keeps one generic plan for a prepared
+   * read instead of planning each call again (which costs more than the lookup). An own table is
+   * analyzed as it is published. Best effort: if it fails, autovacuum does it later.
+   */
+  async #keepStatistics(record: Materialization): Promise<void> {
+    const table = this.#storedInOf(record);
+    if (!isShapeTable(table)) return;
+    const qualified = `${quoteIdentifier(this.schema)}.${quoteIdentifier(table)}`;
+    const analyzed = async () => {
+      const { rows } = await this.#pool.query<{ n: number }>({
+        text: 'SELECT reltuples::float8 AS n FROM pg_class WHERE oid = to_regclass($1)',
+        values: [qualified],
+      });
+      return rows[0]?.n ?? -1;
+    };
+    try {
+      let growth = this.#shapeGrowth.get(table);
+      if (growth === undefined) {
+        // -1: never analyzed.
+        growth = { analyzed: await analyzed(), added: 0 };
+        this.#shapeGrowth.set(table, growth);
+      }
+      growth.added += record.rows;
+      if (growth.analyzed >= 0 && growth.added < Math.max(1_000, growth.analyzed / 10)) return;
+      growth.added = 0;
+      await this.#pool.query(`ANALYZE ${qualified}`);
+      growth.analyzed = await analyzed();
+    } catch {
+      // autovacuum analyzes it in its own time
+    }
   }
 
   /** Refuses a small result's null or duplicated key before it is loaded, as {@link #addKey} does after. */
@@ -608,6 +646,7 @@ export class PostgresMaterializer extends MaterializerBase {
       return this.#commitRecord(client, full, id, rows, shape.table);
     });
     if (createdShape !== undefined) this.#knownShapes.add(createdShape);
+    await this.#keepStatistics(record);
     return record;
   }
 

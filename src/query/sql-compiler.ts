@@ -125,7 +125,11 @@ interface Level {
  * and IN filters on a key column below any limit are repeated on every source that has the key,
  * so each source is probed through its own index. A key lookup joins nothing: a source whose whole
  * key is pinned by equalities gives each of its columns from a scalar subquery probing its table,
- * `(SELECT t1."mean_delay" FROM "featurefn"."m_15" AS t1 WHERE t1."origin" = $1)`.
+ * `(SELECT t1."mean_delay" FROM "featurefn"."m_15" AS t1 WHERE t1."origin" = $1)`. Several such
+ * sources in one shared table (see `shapeLayoutOf`) are read in one pass over it,
+ * `WHERE u."origin" = $1 AND u."_m" IN ($2, $3, …)`: in the statement, each value picked by its
+ * materialization id (`pick` dialects), or by a statement of its own whose rows the store puts in
+ * place (`apart` dialects, unless `single`: a read to embed in other SQL is one statement).
  * @internal
  */
 export function compileRead(

@@ -25,6 +25,7 @@ import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { departures, meanDelay7d } from '../examples/flights/features.js';
 import { flightsDatabase } from '../examples/flights/flights-data.js';
+import { shapeLayoutAt } from '../src/materializer/shape-table.js';
 import {
   assertPostgresReachable,
   attachScoped,
@@ -49,15 +50,19 @@ const CONCURRENT_CALLS = 8000;
 const POOL_SIZE = 10;
 const LOAD_RUNS = 5;
 
-/** The user's lookup of both values for one airport, by hand. */
-/** Where a materialization's rows are: its table, and its id when that table is a shared shape table. */
+/**
+ * Where a materialization's rows are: its table, its id when that table is a shared shape table,
+ * and the name its value column has there.
+ */
 interface Stored {
   table: string;
   id: string | undefined;
+  column: string;
 }
 
+/** The user's lookup of both values for one airport, by hand, on the rows featurefn stored. */
 const handLookup = (schema: string, a: Stored, b: Stored) =>
-  `SELECT d.origin, d.departures, m.mean_delay_7d
+  `SELECT d.origin, d."${a.column}" AS departures, m."${b.column}" AS mean_delay_7d
    FROM "${schema}"."${a.table}" AS d LEFT JOIN "${schema}"."${b.table}" AS m ON m.origin = d.origin${b.id === undefined ? '' : ` AND m._m = ${b.id}`}
    WHERE d.origin = $1${a.id === undefined ? '' : ` AND d._m = ${a.id}`}`;
 
@@ -82,8 +87,11 @@ export async function run(): Promise<BenchResult[]> {
       await materializer.materialize(meanDelay7d, { when });
     }
     const last = whens.at(-1)!.getTime();
-    const tableOf = async (feature: typeof departures | typeof meanDelay7d): Promise<Stored> => {
-      const { id } = (await materializer.listMaterializations(feature)).find(
+    const tableOf = async (
+      feature: typeof departures | typeof meanDelay7d,
+      column: string,
+    ): Promise<Stored> => {
+      const { id, key, columns } = (await materializer.listMaterializations(feature)).find(
         (m) => (m.params.when as Date).getTime() === last,
       )!;
       const { rows } = await pool.query<{ stored_in: string }>({
@@ -91,9 +99,14 @@ export async function run(): Promise<BenchResult[]> {
         values: [id],
       });
       const table = rows[0]!.stored_in;
-      return { table, id: table === `m_${id}` ? undefined : id };
+      if (table === `m_${id}`) return { table, id: undefined, column };
+      return { table, id, column: shapeLayoutAt(table, key, columns).names.get(column) ?? column };
     };
-    const lookup = handLookup(schema, await tableOf(departures), await tableOf(meanDelay7d));
+    const lookup = handLookup(
+      schema,
+      await tableOf(departures, 'departures'),
+      await tableOf(meanDelay7d, 'mean_delay_7d'),
+    );
 
     const featurefn = (origin: string) =>
       defaultStore

@@ -219,6 +219,25 @@ describe.skipIf(!server.available)(`PostgreSQL store${server.reason}`, () => {
     expect(String(scan!['Index Cond'])).toMatch(/origin.*destination/);
   });
 
+  it('analyzes a shape table once it holds 100,000 rows and a tenth of them are new, and not before', async () => {
+    const { departures } = airportFeatures(40_000);
+    const reltuples = async () => {
+      const { rows } = await admin.query<{ n: number }>(
+        `SELECT c.reltuples::float8 AS n FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
+         WHERE s.nspname = $1 AND c.relkind = 'r' AND c.relname ~ '^s_'`,
+        [schema],
+      );
+      return rows.map((r) => r.n);
+    };
+    for (const day of [1, 2])
+      await materializer.materialize(departures, { when: new Date(Date.UTC(2001, 2, day)) });
+    // 80,000 rows: PostgreSQL's own figures would make a scan of a small table look cheaper than a probe.
+    expect((await reltuples())[0]).toBeLessThan(80_000);
+    await materializer.materialize(departures, { when: new Date(Date.UTC(2001, 2, 3)) });
+    // 120,000 rows, analyzed before the publication returned: reads are planned on real figures.
+    expect(await reltuples()).toEqual([120_000]);
+  });
+
   it('binds fresh values into a read compiled earlier for the same shape', async () => {
     const { departures, meanDelay } = airportFeatures(300);
     const when = new Date('2001-03-01T00:00:00Z');

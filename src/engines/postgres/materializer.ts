@@ -115,6 +115,9 @@ type KyselyTables = Record<string, Record<string, unknown>>;
 /** Catalog layout version; older catalogs are upgraded in place (see `#upgradeCatalog`), newer refused. */
 export const POSTGRES_FORMAT_VERSION = 4;
 
+/** Rows from which a shape table is analyzed by featurefn as it grows (see `#keepStatistics`). */
+const ANALYZE_MIN_ROWS = 100_000;
+
 const int8Parser = (text: string): number | bigint => {
   const n = Number(text);
   return Number.isSafeInteger(n) ? n : BigInt(text);
@@ -515,11 +518,13 @@ export class PostgresMaterializer extends MaterializerBase {
   }
 
   /**
-   * Analyzes the shape table a small result went to once the rows published into it since its
-   * last ANALYZE reach a tenth of it, as autovacuum would, but before the next read is planned:
-   * PostgreSQL then plans key lookups on real figures, and keeps one generic plan for a prepared
-   * read instead of planning each call again (which costs more than the lookup). An own table is
-   * analyzed as it is published. Best effort: if it fails, autovacuum does it later.
+   * Analyzes the shape table a small result went to once it holds 100,000 rows or more and the
+   * rows published into it since its last ANALYZE reach a tenth of it, as autovacuum would, but
+   * before the next read is planned: PostgreSQL then plans key lookups on real figures, and keeps
+   * one generic plan for a prepared read instead of planning each call again (which costs more
+   * than a lookup of fifty features). A smaller table is left to autovacuum: its figures would
+   * make a scan of a few pages look cheaper than a probe of its key. An own table is analyzed as
+   * it is published. Best effort: if it fails, autovacuum does it later.
    */
   async #keepStatistics(record: Materialization): Promise<void> {
     const table = this.#storedInOf(record);
@@ -540,7 +545,9 @@ export class PostgresMaterializer extends MaterializerBase {
         this.#shapeGrowth.set(table, growth);
       }
       growth.added += record.rows;
-      if (growth.analyzed >= 0 && growth.added < Math.max(1_000, growth.analyzed / 10)) return;
+      const rows = Math.max(growth.analyzed, 0) + growth.added;
+      if (rows < ANALYZE_MIN_ROWS) return;
+      if (growth.analyzed >= 0 && growth.added < growth.analyzed / 10) return;
       growth.added = 0;
       await this.#pool.query(`ANALYZE ${qualified}`);
       growth.analyzed = await analyzed();

@@ -78,9 +78,11 @@ export function partitionColumnOf(columns: readonly ColumnSpec[]): string {
 /** The pattern of shape table names: shared ones (`s_`) and those of format 3 (`f_`). @internal */
 export const SHAPE_TABLE_PATTERN = '[fs]_[0-9a-f]{16}';
 
+const SHAPE_TABLE = new RegExp(`^${SHAPE_TABLE_PATTERN}$`);
+
 /** True for the name of a shape table. @internal */
 export function isShapeTable(name: string): boolean {
-  return new RegExp(`^${SHAPE_TABLE_PATTERN}$`).test(name);
+  return SHAPE_TABLE.test(name);
 }
 
 /**
